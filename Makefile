@@ -1,0 +1,27 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create their own virtualenv in .venv and install the project into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: venv test unit demo clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Pure tests only: no testbed needed.
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+# Every tier. Brings the testbed up where it can (root on Debian); elsewhere the
+# testbed tier is skipped with its reason (or fails under HPCML_REQUIRE_TESTBED=1).
+test: venv
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

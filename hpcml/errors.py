@@ -1,0 +1,62 @@
+"""The one error family of hpcml. Only cli.py maps these to exit codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class HpcmlError(Exception):
+    """Base of every error a user can act on. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem in a spec file, located as file:line:col (1-based)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class SpecError(HpcmlError):
+    """The workflow file is invalid. Carries every problem found, not only the first."""
+
+    exit_code = 2
+
+    def __init__(self, diagnostics: list[Diagnostic] | Diagnostic):
+        if isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics = sorted(diagnostics, key=lambda d: (d.file, d.line, d.col))
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class ConfigError(HpcmlError):
+    """The configuration (file, environment or flags) is invalid."""
+
+    exit_code = 2
+
+
+class BuildError(HpcmlError):
+    """An image could not be built."""
+
+
+class CatalogError(HpcmlError):
+    """The image catalog refused an operation (missing, read-only, corrupt, unsigned)."""
+
+
+class SubmitError(HpcmlError):
+    """Jobs could not be submitted or controlled."""
+
+
+class RemoteError(HpcmlError):
+    """A remote (SSH) operation failed."""
+
+
+class StateError(HpcmlError):
+    """The run directory is missing, locked or inconsistent."""
