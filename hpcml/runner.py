@@ -1,0 +1,84 @@
+"""The one place where hpcml runs external programs.
+
+Callers pass argv lists (never shell strings), get a `Completed` back whatever the exit
+status, and turn failures into domain errors carrying `Completed.tail()`. The SSH runner
+for remote clusters plugs in behind the same `Runner` protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
+
+log = logging.getLogger("hpcml.runner")
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def tail(self, lines: int = 20) -> str:
+        """The last `lines` lines of stderr (or stdout when stderr is empty), for error messages."""
+        text = self.stderr.strip() or self.stdout.strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Runner(Protocol):
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Completed: ...
+
+
+class LocalRunner:
+    """Runs commands on this machine with subprocess.
+
+    `env` entries are added to (not replacing) the current environment. A program that
+    cannot be started, or runs past `timeout`, gives returncode 127 or 124 like a shell.
+    """
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Completed:
+        args = tuple(str(a) for a in argv)
+        log.debug("run %s", args)
+        full_env = {**os.environ, **env} if env else None
+        try:
+            proc = subprocess.run(
+                args,
+                input=input,
+                cwd=cwd,
+                env=full_env,
+                timeout=timeout,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except FileNotFoundError as err:
+            return Completed(args, 127, "", f"{args[0]}: command not found ({err})")
+        except subprocess.TimeoutExpired as err:
+            out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+            errs = err.stderr.decode() if isinstance(err.stderr, bytes) else (err.stderr or "")
+            return Completed(args, 124, out, errs + f"\ntimed out after {timeout}s")
+        return Completed(args, proc.returncode, proc.stdout, proc.stderr)
