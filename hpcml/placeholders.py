@@ -1,0 +1,80 @@
+"""Placeholders in `run:` commands: the one definition shared by spec.py and plan.py.
+
+Contract (spec.py validates with it, plan.py substitutes with it):
+
+- Only ``{identifier}`` and ``{in.identifier}`` are placeholders, where identifier is
+  ``[A-Za-z0-9_][A-Za-z0-9_-]*``. Known names are the matrix axes, ``step``, ``task``,
+  ``out`` and ``in.STEP`` for a step listed in ``needs``; anything else is a spec error.
+- ``${...}`` and ``$VAR`` are shell parameter expansions and are left to the shell.
+- ``{{`` and ``}}`` are escaped literal braces: they become ``{`` and ``}`` in the final
+  command (``awk '{{print $1}}'``). Any other ``{`` (``{a,b}``, ``{ cmd; }``) is literal.
+
+Substitution happens in two stages (matrix values first, then paths once keys are known),
+so intermediate text keeps its escapes: substituted values have their braces doubled,
+and only `unescape` (called by plan.fill_paths) turns ``{{`` back into ``{``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+#: One token: an escaped brace, or a placeholder not preceded by `$` (which is `${VAR}`).
+PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|(?<!\$)\{(?P<name>(?:in\.)?[A-Za-z0-9_][A-Za-z0-9_-]*)\}")
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """A placeholder found in a text: its name (``lr``, ``in.prepare``) and 0-based offsets."""
+
+    name: str
+    start: int
+    end: int
+
+
+def find_placeholders(text: str) -> list[Placeholder]:
+    """Every placeholder in `text`, in order; escaped braces and `${...}` are skipped.
+
+    >>> [p.name for p in find_placeholders("run --lr {lr} --in {in.prep} ${HOME} {{x}}")]
+    ['lr', 'in.prep']
+    """
+    return list(_iter_placeholders(text))
+
+
+def _iter_placeholders(text: str) -> Iterator[Placeholder]:
+    for m in PLACEHOLDER_RE.finditer(text):
+        if m.group("name") is not None:
+            yield Placeholder(m.group("name"), m.start(), m.end())
+
+
+def offset_to_line_col(text: str, offset: int) -> tuple[int, int]:
+    """0-based offset in `text` → (0-based line, 0-based column) within it, for error positions."""
+    line = text.count("\n", 0, offset)
+    col = offset - (text.rfind("\n", 0, offset) + 1)
+    return line, col
+
+
+def escape(value: str) -> str:
+    """Double the braces of a substituted value so a later stage does not see placeholders in it."""
+    return value.replace("{", "{{").replace("}", "}}")
+
+
+def substitute(text: str, lookup: Callable[[str], str | None]) -> str:
+    """Replace each placeholder whose `lookup(name)` is not None; keep the others and all
+    escapes as they are. Returned values are inserted verbatim, so quote and `escape` them first.
+    """
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name is None:
+            return m.group(0)
+        value = lookup(name)
+        return m.group(0) if value is None else value
+
+    return PLACEHOLDER_RE.sub(repl, text)
+
+
+def unescape(text: str) -> str:
+    """Turn ``{{``/``}}`` into ``{``/``}``; the last step, once every placeholder is filled."""
+    return PLACEHOLDER_RE.sub(lambda m: m.group(0) if m.group("name") is not None else m.group(0)[0], text)
