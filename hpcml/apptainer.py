@@ -1,0 +1,135 @@
+"""Apptainer behind one small class: pure argv builders and output parsers, plus thin runners.
+
+The `*_argv` methods and `parse_*` functions are pure and unit-tested on pasted output;
+the methods that run something go through `hpcml.runner` and raise BuildError/CatalogError
+with the tail of apptainer's output.
+
+Example:
+
+    app = Apptainer(LocalRunner())
+    app.run_build("/tmp/x/torch.def", "/tmp/x/torch.sif", flags=["--fakeroot"], cwd=root)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Mapping, Sequence
+
+from hpcml.errors import BuildError, CatalogError, HpcmlError
+from hpcml.runner import Completed, Runner
+
+#: Where a build-time CA bundle appears inside the container (see deffile's %post prelude).
+CA_DIR = "/.hpcml-ca"
+CA_FILE = CA_DIR + "/ca-certificates.crt"
+
+
+class Apptainer:
+    """argv builders and runners for one apptainer (or singularity) binary."""
+
+    def __init__(self, runner: Runner, binary: str = "apptainer"):
+        self.runner = runner
+        self.binary = binary
+
+    # ---- pure argv builders -------------------------------------------------------
+
+    def build_argv(
+        self, def_path: str, out_sif: str, flags: Sequence[str] = (), binds: Sequence[str] = ()
+    ) -> list[str]:
+        """`apptainer build [flags] [--bind b]… OUT DEF` (OUT must not exist: no --force prompt)."""
+        argv = [self.binary, "build", *flags]
+        for bind in binds:
+            argv += ["--bind", bind]
+        return argv + [out_sif, def_path]
+
+    def exec_argv(
+        self,
+        sif: str,
+        command: Sequence[str],
+        flags: Sequence[str] = (),
+        binds: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """`apptainer exec [flags] [--bind b]… [--env K=V]… SIF COMMAND…`."""
+        argv = [self.binary, "exec", *flags]
+        for bind in binds:
+            argv += ["--bind", bind]
+        for key, value in (env or {}).items():
+            argv += ["--env", f"{key}={value}"]
+        return argv + [sif, *command]
+
+    def version_argv(self) -> list[str]:
+        return [self.binary, "--version"]
+
+    def inspect_labels_argv(self, sif: str) -> list[str]:
+        return [self.binary, "inspect", "--json", "--labels", sif]
+
+    def sign_argv(self, sif: str, key: str) -> list[str]:
+        """Sign with a PEM private key (non-interactive, unlike PGP keyrings)."""
+        return [self.binary, "sign", "--key", key, sif]
+
+    def verify_argv(self, sif: str, key: str) -> list[str]:
+        """Verify against a PEM public key."""
+        return [self.binary, "verify", "--key", key, sif]
+
+    # ---- runners ------------------------------------------------------------------
+
+    def version(self) -> str:
+        """The version number, e.g. '1.4.5'. Raises HpcmlError when apptainer cannot run."""
+        done = self.runner.run(self.version_argv(), timeout=60)
+        if not done.ok:
+            raise HpcmlError(f"{self.binary} --version failed (exit {done.returncode}):\n{done.tail()}")
+        return parse_version(done.stdout)
+
+    def build(
+        self,
+        def_path: str,
+        out_sif: str,
+        *,
+        flags: Sequence[str] = (),
+        binds: Sequence[str] = (),
+        cwd: str | None = None,
+    ) -> Completed:
+        """Run a build and return what happened; the caller decides (it also writes the log)."""
+        return self.runner.run(self.build_argv(def_path, out_sif, flags, binds), cwd=cwd)
+
+    def inspect_labels(self, sif: str) -> dict[str, str]:
+        done = self.runner.run(self.inspect_labels_argv(sif), timeout=120)
+        if not done.ok:
+            raise CatalogError(f"cannot inspect {sif}:\n{done.tail()}")
+        return parse_labels(done.stdout)
+
+    def sign(self, sif: str, key: str) -> None:
+        done = self.runner.run(self.sign_argv(sif, key), timeout=600)
+        if not done.ok:
+            raise BuildError(f"signing {sif} with {key} failed:\n{done.tail()}")
+
+    def verify(self, sif: str, key: str) -> None:
+        """Raise CatalogError unless `sif` carries a valid signature by `key`."""
+        done = self.runner.run(self.verify_argv(sif, key), timeout=600)
+        if not done.ok:
+            raise CatalogError(
+                f"signature check failed for {sif} (key {key}); signatures are required "
+                f"by the configuration (require_signatures):\n{done.tail(5)}"
+            )
+
+
+_VERSION = re.compile(r"(?:apptainer|singularity)(?:-ce)? version (\S+)", re.IGNORECASE)
+
+
+def parse_version(text: str) -> str:
+    """'apptainer version 1.4.5-1' → '1.4.5-1'."""
+    match = _VERSION.search(text)
+    if not match:
+        raise HpcmlError(f"unrecognised apptainer --version output: {text.strip()[:200]!r}")
+    return match.group(1)
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """Labels from `apptainer inspect --json --labels` (attributes.labels; null when none)."""
+    try:
+        data = json.loads(text)
+        labels = data["data"]["attributes"]["labels"] or {}
+    except (ValueError, KeyError, TypeError) as err:
+        raise CatalogError(f"unrecognised apptainer inspect output ({err}): {text[:200]!r}") from None
+    return {str(k): str(v) for k, v in labels.items()}

@@ -1,0 +1,248 @@
+"""Settings: built-in defaults < lab TOML < user TOML < HPCML_* environment < flags.
+
+Every setting is one field of `Settings`, declared once with its kind (how text from a
+file or the environment is parsed) and a one-line doc. Adding a setting is adding a field:
+the TOML key, the environment variable (`HPCML_` + upper-case name) and the error listing
+the allowed keys all follow from it.
+
+Example:
+
+    settings = config.load({"build_jobs": 4})
+    settings.catalogs   # ('/home/me/.cache/hpcml/images',)
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from hpcml.errors import ConfigError
+
+SITE_CONFIG = "/etc/hpcml/config.toml"
+ENV_PREFIX = "HPCML_"
+
+
+def _f(default: Any, kind: str, doc: str, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"kind": kind, "doc": doc, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration. Paths are absolute (`~` expanded), lists are tuples.
+
+    `sources` lists the configuration files that were read, for messages.
+    """
+
+    catalogs: tuple[str, ...] = _f(
+        (), "paths", "image catalogs, searched in order; new images go to the first writable one"
+    )
+    cache_dir: str = _f("", "path", "per-user cache (verified-hash stamps); default ~/.cache/hpcml")
+    apptainer: str = _f("apptainer", "str", "the apptainer (or singularity) binary")
+    build_flags: tuple[str, ...] = _f((), "args", "extra flags for `apptainer build`, e.g. --fakeroot")
+    build_binds: tuple[str, ...] = _f((), "binds", "bind mounts during builds (src[:dst[:opts]])")
+    ca_bundle: str | None = _f(
+        None, "path", "CA bundle bound read-only into builds; pip/requests/curl are pointed at it"
+    )
+    exec_flags: tuple[str, ...] = _f((), "args", "extra flags for `apptainer exec`, e.g. --userns")
+    build_jobs: int = _f(2, "int", "images built in parallel")
+    require_signatures: bool = _f(False, "bool", "refuse catalog images whose signature does not verify")
+    signing_key: str | None = _f(None, "path", "private key (PEM) used to sign images on publish")
+    verify_key: str | None = _f(None, "path", "public key (PEM) that signatures are verified against")
+    executor: str = _f("auto", "choice", "where tasks run", ("auto", "slurm", "local"))
+    gpu_request: str = _f(
+        "auto", "choice", "how GPUs are asked of SLURM", ("auto", "gres", "gpus-per-node")
+    )
+    local_gpus: tuple[str, ...] | None = _f(None, "list", "GPU ids the local executor hands out")
+    local_cpus: int | None = _f(None, "int", "CPUs the local executor hands out (default: all)")
+    local_mem_mb: int | None = _f(None, "int", "memory (MiB) the local executor hands out")
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+
+def setting_names() -> list[str]:
+    """The keys a configuration file may hold (also the flag names of `load(overrides)`)."""
+    return [f.name for f in fields(Settings) if f.name != "sources"]
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(key, environment variable, kind, doc) for every setting, for `docs/` and `--help`."""
+    return [
+        (f.name, ENV_PREFIX + f.name.upper(), f.metadata["kind"], f.metadata["doc"])
+        for f in fields(Settings)
+        if f.name != "sources"
+    ]
+
+
+def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Resolve the settings from every layer. `overrides` (flags) win; `None` values are unset.
+
+    `env` defaults to os.environ; tests pass their own so nothing on the machine leaks in.
+    Raises ConfigError naming the file/variable and the allowed keys or values.
+    """
+    env = os.environ if env is None else env
+    home = Path(env.get("HOME") or Path.home())
+    values: dict[str, Any] = {}
+    sources: list[str] = []
+    for path in _config_files(env, home):
+        if path.is_file():
+            values.update(_read_toml(path, home))
+            sources.append(str(path))
+    for name in setting_names():
+        var = ENV_PREFIX + name.upper()
+        if var in env and env[var] != "":
+            values[name] = _convert(name, env[var], var, home, base=None)
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name not in setting_names():
+            raise ConfigError(_unknown(name, "flags"))
+        values[name] = _convert(name, value, f"--{name.replace('_', '-')}", home, base=None)
+    settings = replace(Settings(), **values, sources=tuple(sources))
+    return _fill_defaults(settings, env, home)
+
+
+def _config_files(env: Mapping[str, str], home: Path) -> list[Path]:
+    site = Path(env.get("HPCML_SITE_CONFIG") or SITE_CONFIG)
+    if env.get("HPCML_CONFIG"):
+        user = Path(env["HPCML_CONFIG"])
+    else:
+        xdg = env.get("XDG_CONFIG_HOME") or str(home / ".config")
+        user = Path(xdg) / "hpcml" / "config.toml"
+    return [site, user]
+
+
+def _fill_defaults(settings: Settings, env: Mapping[str, str], home: Path) -> Settings:
+    cache = settings.cache_dir or str(Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "hpcml")
+    catalogs = settings.catalogs or (str(Path(cache) / "images"),)
+    return replace(settings, cache_dir=cache, catalogs=catalogs)
+
+
+def _read_toml(path: Path, home: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in setting_names():
+            raise ConfigError(_unknown(key, str(path)))
+        out[key] = _convert(key, value, f"{path}: {key}", home, base=path.parent)
+    return out
+
+
+def _unknown(key: str, where: str) -> str:
+    return f"{where}: unknown setting {key!r}; allowed: {', '.join(setting_names())}"
+
+
+def _convert(name: str, value: Any, where: str, home: Path, base: Path | None) -> Any:
+    """Parse one value (TOML value, environment text or flag) into the field's type."""
+    meta = next(f.metadata for f in fields(Settings) if f.name == name)
+    kind: str = meta["kind"]
+    try:
+        return _CONVERTERS[kind](value, home, base, meta["choices"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _path(value: Any, home: Path, base: Path | None) -> str:
+    if not isinstance(value, (str, os.PathLike)) or str(value) == "":
+        raise TypeError(f"expected a path, got {value!r}")
+    text = str(value)
+    if text == "~" or text.startswith("~/"):
+        text = str(home) + text[1:]
+    path = Path(text)
+    # A relative path in a config file means: next to that file (as a lab admin would expect).
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return os.path.normpath(path)
+
+
+def _str_list(value: Any, split: Callable[[str], list[str]]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(split(value))
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) for v in value):
+        return tuple(str(v) for v in value)
+    raise TypeError(f"expected a list of strings, got {value!r}")
+
+
+def _paths(value: Any, home: Path, base: Path | None, _c: tuple[str, ...]) -> tuple[str, ...]:
+    items = _str_list(value, lambda s: [p for p in s.split(":") if p])
+    return tuple(_path(p, home, base) for p in items)
+
+
+def _args(value: Any, _h: Path, _b: Path | None, _c: tuple[str, ...]) -> tuple[str, ...]:
+    args = _str_list(value, shlex.split)
+    for arg in args:
+        if "\n" in arg or "\0" in arg:
+            raise ValueError(f"flag {arg!r} contains a newline or NUL")
+    return args
+
+
+def _binds(value: Any, home: Path, base: Path | None, _c: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for bind in _str_list(value, lambda s: [p for p in s.split(",") if p]):
+        src, sep, rest = bind.partition(":")
+        out.append(_path(src, home, base) + sep + rest)
+    return tuple(out)
+
+
+def _list(value: Any, _h: Path, _b: Path | None, _c: tuple[str, ...]) -> tuple[str, ...]:
+    return _str_list(value, lambda s: [p.strip() for p in s.split(",") if p.strip()])
+
+
+def _int(value: Any, _h: Path, _b: Path | None, _c: tuple[str, ...]) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"expected an integer, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"expected a positive integer, got {number}")
+    return number
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(value: Any, _h: Path, _b: Path | None, _c: tuple[str, ...]) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
+def _str(value: Any, _h: Path, _b: Path | None, _c: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _choice(value: Any, _h: Path, _b: Path | None, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"got {value!r}; allowed: {', '.join(choices)}")
+    return str(value)
+
+
+def _path_kind(value: Any, home: Path, base: Path | None, _c: tuple[str, ...]) -> str:
+    return _path(value, home, base)
+
+
+_CONVERTERS: dict[str, Callable[[Any, Path, Path | None, tuple[str, ...]], Any]] = {
+    "paths": _paths,
+    "path": _path_kind,
+    "str": _str,
+    "args": _args,
+    "binds": _binds,
+    "list": _list,
+    "int": _int,
+    "bool": _bool,
+    "choice": _choice,
+}
