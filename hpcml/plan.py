@@ -1,0 +1,310 @@
+"""Workflow → Plan: step DAG in topological order, matrix expansion, image graph, content keys.
+
+Keys are sha256 hex digests over length-prefixed fields behind a versioned tag
+(`hpcml-image-v1`, `hpcml-task-v1`): changing what goes into a key means bumping the tag,
+deliberately, never by accident.
+
+- image key = H(tag, canonical definition, sorted (relpath, sha256) of every input file,
+  parent key). The definition text holds the parent as a placeholder, so the key does not
+  depend on where catalogs or run directories are.
+- task key = H(tag, step name, command template (matrix values substituted, {out} and
+  {in.STEP} symbolic), matrix point, image key, effective shell, sorted step env, sorted
+  upstream task keys). Resources are left out on purpose: a new partition or time limit
+  must not rerun finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import shlex
+from typing import Callable, Iterable, Mapping
+
+from hpcml import deffile, placeholders
+from hpcml.errors import Diagnostic, SpecError
+from hpcml.hashing import InputError, hash_input
+from hpcml.model import Image, ImagePlan, Matrix, Plan, Pos, Scalar, Step, StepPlan, Task, Workflow
+
+IMAGE_KEY_TAG = "hpcml-image-v1"
+TASK_KEY_TAG = "hpcml-task-v1"
+
+#: Given a catalog image's name and tag (None when not written), returns its key.
+CatalogResolver = Callable[[str, "str | None"], str]
+
+
+def build(workflow: Workflow, resolve_catalog: CatalogResolver | None = None) -> Plan:
+    """Plan `workflow`: order steps and images, expand matrices, compute every key.
+
+    Reads the files images pull in (to hash them) and hand-written def/Dockerfiles.
+    Without `resolve_catalog`, a `catalog:NAME[:TAG]` base contributes the literal
+    reference to its child's key (a plan without a catalog cannot know the real key).
+    Raises SpecError for anything that makes the workflow unplannable.
+    """
+    image_order = _image_order(workflow)
+    images: dict[str, ImagePlan] = {}
+    cache: dict[str, str] = {}
+    errors: list[Diagnostic] = []
+    for name in image_order:
+        try:
+            images[name] = plan_image(workflow, workflow.images[name], images, resolve_catalog, cache)
+        except SpecError as err:
+            errors += err.diagnostics
+    if errors:
+        raise SpecError(errors)
+    step_order = _step_order(workflow)
+    steps: dict[str, StepPlan] = {}
+    for name in step_order:
+        step = workflow.steps[name]
+        steps[name] = plan_step(step, images[step.image], [steps[n] for n in step.needs], workflow)
+    return Plan(workflow, tuple(step_order), steps, tuple(image_order), images)
+
+
+# ---- images ---------------------------------------------------------------------------
+
+
+def plan_image(
+    workflow: Workflow,
+    image: Image,
+    planned: Mapping[str, ImagePlan],
+    resolve_catalog: CatalogResolver | None,
+    cache: dict[str, str],
+) -> ImagePlan:
+    """Render `image`, hash its inputs and compute its key (its parent must be in `planned`)."""
+    source = None
+    if image.base_kind in ("deffile", "dockerfile"):
+        source = _read_source(workflow, image)
+    definition = deffile.render(image, source=source, source_path=image.base_ref)
+    input_paths = _input_paths(image, definition)
+    inputs = []
+    for rel in sorted(set(input_paths)):
+        if rel not in cache:
+            try:
+                cache[rel] = hash_input(workflow.root, rel)
+            except InputError as err:
+                raise SpecError(_diag(image.pos, f"image {image.name!r}: {err}")) from None
+        inputs.append((rel, cache[rel]))
+    parent_key = None
+    if image.parent is not None:
+        parent_key = planned[image.parent].key
+    elif image.base_kind == "catalog":
+        name, _, tag = image.base_ref.partition(":")
+        if resolve_catalog is None:
+            parent_key = f"catalog:{name}:{tag or 'latest'}"
+        else:
+            parent_key = resolve_catalog(name, tag or None)
+    key = image_key(definition, inputs, parent_key)
+    return ImagePlan(image.name, key, definition, image.parent, parent_key, tuple(inputs), image)
+
+
+def image_key(definition: str, inputs: Iterable[tuple[str, str]], parent_key: str | None) -> str:
+    """The content key of an image (see the module docstring)."""
+    fields = [IMAGE_KEY_TAG, definition]
+    for rel, digest in sorted(inputs):
+        fields += [rel, digest]
+    fields.append(parent_key or "")
+    return _digest(fields)
+
+
+def _read_source(workflow: Workflow, image: Image) -> str:
+    path = os.path.join(workflow.root, image.base_ref)
+    if os.path.islink(path):
+        raise SpecError(_diag(image.pos, f"{image.base_ref}: is a symbolic link, which hpcml does not follow"))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(_diag(image.pos, f"image {image.name!r}: cannot read {image.base_ref}: {err}")) from None
+
+
+def _input_paths(image: Image, definition: str) -> list[str]:
+    """Files the build reads from the workflow directory (builds run with cwd = its root)."""
+    if image.base_kind in ("deffile", "dockerfile"):
+        parsed = deffile.parse_definition(definition, image.base_ref)
+        paths = []
+        for src, _dst, line in parsed.files():
+            if os.path.isabs(src) or ".." in src.split("/"):
+                raise SpecError(Diagnostic(image.base_ref, line, 1,
+                                           f"%files source {src!r} must be inside the workflow directory"))
+            paths.append(os.path.normpath(src))
+        if parsed.bootstrap == "localimage":
+            ref = parsed.header.get("from", ("", 0))[0]
+            if not os.path.isabs(ref):
+                paths.append(os.path.normpath(ref))
+        return paths
+    paths = [os.path.normpath(f.src) for f in image.files]
+    if image.requirements:
+        paths.append(os.path.normpath(image.requirements))
+    if image.base_kind == "localimage":
+        paths.append(os.path.normpath(image.base_ref))
+    return paths
+
+
+def _image_order(workflow: Workflow) -> list[str]:
+    deps = {n: [i.parent] if i.parent else [] for n, i in workflow.images.items()}
+    return _toposort(list(workflow.images), deps, "image", {n: i.pos for n, i in workflow.images.items()})
+
+
+# ---- steps ----------------------------------------------------------------------------
+
+
+def plan_step(step: Step, image: ImagePlan, upstream: list[StepPlan], workflow: Workflow) -> StepPlan:
+    """Expand `step` into its tasks with their commands and keys."""
+    upstream_keys = tuple(sorted(t.key for sp in upstream for t in sp.tasks))
+    # Every task of a step shares its upstream, so hash that part once, not per task.
+    upstream_digest = _digest(upstream_keys)
+    shell = step.shell or image.image.shell
+    env_fields = [f"{k}={v}" for k, v in sorted(step.env)]
+    points = expand_matrix(step.matrix, step.pos) if step.matrix else [()]
+    template = step.run
+    tasks = []
+    for index, point in enumerate(points):
+        command = substitute(template, point, step.name, index, step.pos)
+        key = _digest([TASK_KEY_TAG, step.name, command, _point_text(point), image.key, shell,
+                       *env_fields, upstream_digest])
+        tasks.append(Task(step.name, index, point, command, key, upstream_keys))
+    return StepPlan(step, image.key, tuple(tasks))
+
+
+def expand_matrix(matrix: Matrix, pos: Pos | None = None) -> list[tuple[tuple[str, Scalar], ...]]:
+    """Matrix points in order: the cartesian product of the axes (first axis slowest),
+    minus every point matching all keys of an `exclude` entry, then `include` entries
+    (GitHub Actions semantics): an entry extends every point whose axis values it matches
+    (it never overwrites an axis value, but may overwrite a key an earlier include added);
+    an entry that matches no point is appended as a new point. SpecError if none remain.
+
+    >>> m = Matrix(axes=(("lr", (0.1, 0.01)), ("seed", (1, 2))), exclude=((("seed", 2),),))
+    >>> expand_matrix(m)
+    [(('lr', 0.1), ('seed', 1)), (('lr', 0.01), ('seed', 1))]
+    """
+    names = [name for name, _ in matrix.axes]
+    points: list[dict[str, Scalar]] = [dict(zip(names, values))
+                                       for values in itertools.product(*(v for _, v in matrix.axes))]
+    for rule in matrix.exclude:
+        points = [p for p in points if not all(k in p and _same(p[k], v) for k, v in rule)]
+    axes = set(names)
+    originals = len(points)
+    for rule in matrix.include:
+        matched = False
+        for p in points[:originals]:
+            if all(_same(p[k], v) for k, v in rule if k in axes and k in p):
+                p.update(rule)
+                matched = True
+        if not matched:
+            points.append(dict(rule))
+    if not points:
+        raise SpecError(_diag(pos, "matrix is empty after applying exclude"))
+    return [tuple(p.items()) for p in points]
+
+
+def _same(a: Scalar, b: Scalar) -> bool:
+    # YAML `true` and `1` are different values, although Python says True == 1.
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
+
+
+def format_value(value: Scalar) -> str:
+    """A matrix value as text in a command: bools as true/false, floats as repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def substitute(template: str, point: tuple[tuple[str, Scalar], ...], step: str, index: int,
+               pos: Pos | None = None) -> str:
+    """Fill matrix values, {step} and {task} (shell-quoted); keep {out} and {in.X} symbolic."""
+    values = dict(point)
+    missing: list[str] = []
+
+    def lookup(name: str) -> str | None:
+        if name == "step":
+            return placeholders.escape(shlex.quote(step))
+        if name == "task":
+            return str(index)
+        if name == "out" or name.startswith("in."):
+            return None
+        if name not in values:
+            missing.append(name)
+            return None
+        return placeholders.escape(shlex.quote(format_value(values[name])))
+
+    command = placeholders.substitute(template, lookup)
+    if missing:
+        raise SpecError(_diag(pos, f"step {step!r}: matrix point {index} has no value for "
+                                   + ", ".join("{" + m + "}" for m in missing)))
+    return command
+
+
+def fill_paths(command: str, out: str, inputs: Mapping[str, str]) -> str:
+    """The final shell command: {out} and {in.STEP} replaced by shell-quoted paths and
+    escaped braces `{{`/`}}` turned back into `{`/`}`. `inputs` maps step names to paths.
+
+    >>> fill_paths("cat {in.prep}/x > {out}/y; awk '{{print}}'", "/r/o", {"prep": "/r/p q"})
+    "cat '/r/p q'/x > /r/o/y; awk '{print}'"
+    """
+    def lookup(name: str) -> str | None:
+        if name == "out":
+            return shlex.quote(out)
+        if name.startswith("in."):
+            step = name[3:]
+            if step not in inputs:
+                raise ValueError(f"fill_paths: no path given for {{in.{step}}}")
+            return shlex.quote(inputs[step])
+        raise ValueError(f"fill_paths: placeholder {{{name}}} was not substituted by the plan")
+
+    return placeholders.unescape(placeholders.substitute(command, lookup))
+
+
+def _point_text(point: tuple[tuple[str, Scalar], ...]) -> str:
+    # The type is part of the point: `1` and `"1"` are different matrix values.
+    return "\x1f".join(f"{k}={type(v).__name__}:{format_value(v)}" for k, v in point)
+
+
+def _step_order(workflow: Workflow) -> list[str]:
+    deps = {n: list(s.needs) for n, s in workflow.steps.items()}
+    return _toposort(list(workflow.steps), deps, "step", {n: s.pos for n, s in workflow.steps.items()})
+
+
+# ---- helpers --------------------------------------------------------------------------
+
+
+def _toposort(names: list[str], deps: Mapping[str, list[str]], what: str,
+              positions: Mapping[str, Pos | None]) -> list[str]:
+    """Depth-first topological order that keeps the written order where it is free."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = path[path.index(name):] + [name]
+            raise SpecError(_diag(positions.get(name), f"{what} cycle: " + " -> ".join(cycle)))
+        if name not in deps:
+            raise SpecError(_diag(positions.get(path[-1]) if path else None, f"unknown {what} {name!r}"))
+        state[name] = 1
+        for dep in deps[name]:
+            visit(dep, path + [name])
+        state[name] = 2
+        order.append(name)
+
+    for name in names:
+        visit(name, [])
+    return order
+
+
+def _digest(fields: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for f in fields:
+        data = f.encode()
+        # Length-prefixed, so no two different field lists hash the same bytes.
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _diag(pos: Pos | None, message: str) -> Diagnostic:
+    if pos is None:
+        return Diagnostic("<workflow>", 1, 1, message)
+    return Diagnostic(pos.file, pos.line, pos.col, message)
