@@ -82,3 +82,39 @@ class LocalRunner:
             errs = err.stderr.decode() if isinstance(err.stderr, bytes) else (err.stderr or "")
             return Completed(args, 124, out, errs + f"\ntimed out after {timeout}s")
         return Completed(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+# ---- long-running children (the local executor) -------------------------------------
+# `run` waits for its command; the local executor instead starts job scripts that run for
+# hours, each in its own session so that it can be signalled as a whole (like a SLURM job)
+# and so that a Ctrl-C on the terminal reaches only hpcml, which then cancels cleanly.
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    output: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in a new session with exactly `env`; stdout+stderr appended to `output`.
+
+    Raises OSError when the program cannot be started. The caller owns the process: it polls,
+    signals (os.killpg on the returned pid) and reaps it.
+    """
+    args = tuple(str(a) for a in argv)
+    log.debug("spawn %s", args)
+    sink = open(output, "ab") if output else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    try:
+        return subprocess.Popen(
+            args,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if output:
+            sink.close()  # type: ignore[union-attr]  # the child holds its own descriptor
