@@ -117,7 +117,7 @@ def loads(text: str, path: str = "workflow.yaml", root: str | None = None) -> Wo
 def suggest(word: str, options: Iterable[str]) -> str:
     """A did-you-mean suffix for a misspelt `word`, or ''."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def describe(value: Any) -> str:
