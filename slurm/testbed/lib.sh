@@ -1,0 +1,96 @@
+# shellcheck shell=bash
+# Shared paths and helpers of slurm/testbed/{up,down,status}. Sourced, never run.
+#
+# Everything the testbed owns lives in a few fixed places (documented in docs/testbed.md):
+#   /var/lib/hpcml-testbed     state: apt side-lists, fake GPUs, sshd keys, mode, testbed.json
+#   /var/log/hpcml-testbed     logs of every daemon and of each `up`
+#   /var/cache/hpcml-testbed   caches (tiny base SIFs built by the test fixtures)
+#   /opt/hpcml-testbed-glibc   Debian sid's glibc, private to apptainer (Debian 12 only)
+#   /etc/slurm, /etc/apptainer system config of the programs themselves
+
+TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TEMPLATES=$(dirname "$TESTBED_DIR")
+STATE=/var/lib/hpcml-testbed
+LOGS=/var/log/hpcml-testbed
+SLURM_LOGS=$LOGS/slurm
+CACHE=/var/cache/hpcml-testbed
+GLIBC_DIR=/opt/hpcml-testbed-glibc
+GPU_DIR=$STATE/gpus
+SSHD_DIR=$STATE/sshd
+SSHD_PORT=2222
+SSHD_PIDFILE=/run/hpcml-testbed-sshd.pid
+MODE_FILE=$STATE/mode
+INFO_JSON=$STATE/testbed.json
+ETC_SLURM=/etc/slurm
+COMPONENTS=(apptainer slurm sshd)
+
+# Flags that work for apptainer here: root lacks CAP_SYS_RESOURCE, so the setuid/privileged
+# path fails; user namespaces (exec) and --fakeroot (build) work. hpcml takes these from
+# its config; the fixtures read them from testbed.json.
+APPTAINER_EXEC_FLAGS=(--userns)
+APPTAINER_BUILD_FLAGS=(--fakeroot)
+
+log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf 'testbed: error: %s\n' "$*" >&2; exit 1; }
+
+# Only root on Debian can provision; say so plainly anywhere else.
+require_root_debian() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and starts daemons)"
+    [[ -r /etc/debian_version ]] || die "needs Debian (12 or later); /etc/debian_version not found"
+    # shellcheck disable=SC1091
+    local id; id=$(. /etc/os-release && echo "${ID:-}")
+    [[ $id == debian ]] || die "needs Debian (12 or later); this is '$id'"
+}
+
+# pid_alive PIDFILE NAME: the pid in PIDFILE runs a program whose name starts with NAME.
+pid_alive() {
+    local pidfile=$1 name=$2 pid comm
+    [[ -r $pidfile ]] || return 1
+    pid=$(tr -dc '0-9' <"$pidfile")
+    [[ -n $pid && -r /proc/$pid/comm ]] || return 1
+    comm=$(</proc/"$pid"/comm)
+    [[ $comm == "$name"* ]]
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: poll CMD every 0.2 s until it succeeds.
+wait_for() {
+    local secs=$1 what=$2; shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || { log "timed out after ${secs}s waiting for $what"; return 1; }
+        sleep 0.2
+    done
+}
+
+# wait_gone PIDFILE NAME SECONDS: wait for a daemon to exit (scontrol shutdown returns early).
+wait_gone() {
+    local pidfile=$1 name=$2 secs=$3
+    local deadline=$((SECONDS + secs))
+    while pid_alive "$pidfile" "$name"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+mariadb_ok() { mariadb-admin --no-defaults --socket=/run/mysqld/mysqld.sock ping >/dev/null 2>&1; }
+slurmdbd_ok() { pid_alive /run/slurm/slurmdbd.pid slurmdbd; }
+slurmctld_ok() { pid_alive /run/slurm/slurmctld.pid slurmctld && scontrol ping 2>/dev/null | grep -q UP; }
+slurmd_ok() { pid_alive /run/slurm/slurmd.pid slurmd; }
+# The node accepts work: registered and not DOWN/DRAIN/NOT_RESPONDING.
+node_ok() {
+    local state
+    state=$(sinfo -h -N -o '%T' 2>/dev/null | head -n1)
+    [[ -n $state && $state != *down* && $state != *drain* && $state != *'*'* && $state != unknown* ]]
+}
+sshd_ok() { pid_alive "$SSHD_PIDFILE" sshd; }
+apptainer_ok() { command -v apptainer >/dev/null 2>&1 && apptainer --version >/dev/null 2>&1; }
+
+current_mode() { [[ -r $MODE_FILE ]] && cat "$MODE_FILE" || echo none; }
+
+# json_str STRING: a JSON string literal (for the few values we write).
+json_str() {
+    local s=${1//\\/\\\\}
+    s=${s//\"/\\\"}
+    printf '"%s"' "$s"
+}
