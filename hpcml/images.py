@@ -1,0 +1,380 @@
+"""Make sure every image of a plan exists: catalog hit, or `apptainer build` then publish.
+
+Images are processed parents first; independent images build in parallel threads. For
+each image: look its key up in the catalog path (integrity-checked); otherwise take the
+key's lock in the first writable catalog, look again (another process may have built it
+meanwhile), build in a private temp directory with the workflow root as working
+directory (so relative `%files` sources resolve), and publish. A failed build publishes
+nothing, keeps its log in the catalog's `logs/failed/`, and its children are skipped.
+
+Example:
+
+    sifs = images.ensure(plan, config.load(), jobs=4, progress=print)
+    sifs["torch"]   # '/home/me/.cache/hpcml/images/sif/3f/3f…e1.sif'
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Sequence
+
+from hpcml import __version__, deffile
+from hpcml.apptainer import Apptainer
+from hpcml.catalog import Catalog, CatalogPath, Entry, new_manifest
+from hpcml.config import Settings
+from hpcml.errors import BuildError, HpcmlError
+from hpcml.locking import Owner
+from hpcml.model import ImagePlan, Plan
+from hpcml.runner import LocalRunner, Runner
+
+State = Literal["pending", "cached", "waiting", "building", "done", "failed", "skipped"]
+FINAL: frozenset[str] = frozenset({"cached", "done", "failed", "skipped"})
+
+
+@dataclass(frozen=True)
+class ImageEvent:
+    """One change of an image's state, as reported to the progress callback."""
+
+    name: str
+    key: str
+    state: State
+    message: str = ""  # e.g. who holds the lock, the error, the SIF path
+    sif: str | None = None
+    log: str | None = None
+    seconds: float = 0.0  # build time, for done/failed
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    name: str
+    key: str
+    state: State
+    sif: str | None = None
+    log: str | None = None
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class BuildReport:
+    """What `build_images` did, image by image, in plan order."""
+
+    results: dict[str, ImageResult] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[ImageResult]:
+        return [r for r in self.results.values() if r.state in ("failed", "skipped")]
+
+    def sifs(self) -> dict[str, str]:
+        return {n: r.sif for n, r in self.results.items() if r.sif is not None}
+
+
+Progress = Callable[[ImageEvent], None]
+
+
+def catalog_path(settings: Settings, runner: Runner | None = None) -> CatalogPath:
+    """The configured search path, with signature checks wired to apptainer when required."""
+    app = Apptainer(runner or LocalRunner(), settings.apptainer)
+    verify = None
+    if settings.verify_key:
+        key = settings.verify_key
+        verify = lambda sif: app.verify(str(sif), key)  # noqa: E731
+    return CatalogPath(
+        [Catalog(c) for c in settings.catalogs],
+        settings.cache_dir,
+        require_signatures=settings.require_signatures,
+        verify_signature=verify,
+    )
+
+
+def ensure(
+    plan: Plan,
+    settings: Settings,
+    *,
+    names: Sequence[str] | None = None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    runner: Runner | None = None,
+) -> dict[str, str]:
+    """SIF path per image name (the ones in `names` and their parents; all by default).
+
+    Raises BuildError listing every failed build (its log path and last lines) and every
+    image skipped because its parent failed.
+    """
+    report = build_images(plan, settings, names=names, jobs=jobs, progress=progress, runner=runner)
+    if report.failed:
+        raise BuildError(failure_message(report))
+    return report.sifs()
+
+
+def failure_message(report: BuildReport) -> str:
+    parts = []
+    for r in report.failed:
+        if r.state == "skipped":
+            parts.append(f"image {r.name}: skipped ({r.error})")
+        else:
+            where = f"\n  log: {r.log}" if r.log else ""
+            parts.append(f"image {r.name}: build failed{where}\n{_indent(r.error)}")
+    return "\n".join(parts)
+
+
+def select(plan: Plan, names: Iterable[str] | None) -> list[str]:
+    """`names` plus every ancestor, in plan order; all images when `names` is None."""
+    if names is None:
+        return list(plan.image_order)
+    wanted: set[str] = set()
+    for name in names:
+        if name not in plan.images:
+            raise HpcmlError(f"no image {name!r} in {plan.workflow.path}; images: {', '.join(plan.image_order)}")
+        while name is not None and name not in wanted:
+            wanted.add(name)
+            name = plan.images[name].parent  # type: ignore[assignment]
+    return [n for n in plan.image_order if n in wanted]
+
+
+def build_images(
+    plan: Plan,
+    settings: Settings,
+    *,
+    names: Sequence[str] | None = None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    runner: Runner | None = None,
+) -> BuildReport:
+    """Bring every selected image into the catalog; never raises for a single failed build."""
+    order = select(plan, names)
+    builder = _Builder(plan, settings, runner or LocalRunner(), progress or (lambda e: None))
+    report = BuildReport()
+    jobs = max(1, jobs or settings.build_jobs)
+    pending = list(order)
+    running: dict[Future[ImageResult], str] = {}
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="hpcml-build") as pool:
+        while pending or running:
+            for name in list(pending):
+                parent = plan.images[name].parent
+                parent_result = report.results.get(parent) if parent else None
+                if parent and parent_result is None:
+                    continue  # parent still running or queued
+                pending.remove(name)
+                if parent_result is not None and parent_result.sif is None:
+                    result = builder.skip(name, f"parent {parent} failed")
+                    report.results[name] = result
+                    continue
+                running[pool.submit(builder.ensure_one, name, parent_result)] = name
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                name = running.pop(fut)
+                report.results[name] = fut.result()
+    report.results = {n: report.results[n] for n in order}
+    return report
+
+
+class _Builder:
+    """The per-image work, shared by the build threads."""
+
+    def __init__(self, plan: Plan, settings: Settings, runner: Runner, progress: Progress):
+        self.plan, self.settings, self.progress = plan, settings, progress
+        self.app = Apptainer(runner, settings.apptainer)
+        self.path = catalog_path(settings, runner)
+        self._version: str | None = None
+        self._lock = threading.Lock()
+
+    def emit(self, name: str, state: State, **kw: object) -> None:
+        self.progress(ImageEvent(name, self.plan.images[name].key, state, **kw))  # type: ignore[arg-type]
+
+    def skip(self, name: str, why: str) -> ImageResult:
+        self.emit(name, "skipped", message=why)
+        return ImageResult(name, self.plan.images[name].key, "skipped", error=why)
+
+    def apptainer_version(self) -> str:
+        with self._lock:
+            if self._version is None:
+                self._version = self.app.version()
+            return self._version
+
+    def ensure_one(self, name: str, parent: ImageResult | None) -> ImageResult:
+        image = self.plan.images[name]
+        try:
+            entry = self.path.resolve(image.key)
+            if entry is not None:
+                self.emit(name, "cached", sif=str(entry.sif))
+                return ImageResult(name, image.key, "cached", str(entry.sif))
+            target = self.path.writable()
+            on_wait = lambda owner: self.emit(name, "waiting", message=_holder(owner))  # noqa: E731
+            with target.lock(image.key, on_wait=on_wait):
+                entry = self.path.resolve(image.key)  # built by someone else while we waited
+                if entry is not None:
+                    self.emit(name, "cached", sif=str(entry.sif), message="built by another process")
+                    return ImageResult(name, image.key, "cached", str(entry.sif))
+                return self.build(image, target, self.parent_sif(image, parent))
+        except (HpcmlError, OSError) as err:
+            self.emit(name, "failed", message=str(err))
+            return ImageResult(name, image.key, "failed", error=str(err))
+
+    def parent_sif(self, image: ImagePlan, parent: ImageResult | None) -> str | None:
+        if parent is not None:
+            return parent.sif
+        if image.parent_key is None:
+            return None
+        # A `catalog:` base: not built here, it must already be in a catalog.
+        entry = self.path.resolve(image.parent_key)
+        if entry is None:
+            raise BuildError(
+                f"base image {image.image.base_ref} (key {image.parent_key[:12]}) is in no catalog "
+                f"({', '.join(str(c.root) for c in self.path.catalogs)})"
+            )
+        return str(entry.sif)
+
+    def build(self, image: ImagePlan, target: Catalog, parent_sif: str | None) -> ImageResult:
+        name = image.name
+        self.emit(name, "building")
+        version = self.apptainer_version()
+        tmp = Path(tempfile.mkdtemp(prefix=f"hpcml-build-{name}-"))
+        started = time.monotonic()
+        try:
+            def_path, out = tmp / f"{name}.def", tmp / f"{name}.sif"
+            text = deffile.bind(image.definition, parent_sif=parent_sif, name=name, key=image.key,
+                                version=__version__)
+            def_path.write_text(text, encoding="utf-8")
+            binds = list(self.settings.build_binds) + self.ca_binds(tmp)
+            argv = self.app.build_argv(str(def_path), str(out), self.settings.build_flags, binds)
+            done = self.app.build(str(def_path), str(out), flags=self.settings.build_flags,
+                                  binds=binds, cwd=self.plan.workflow.root)
+            seconds = time.monotonic() - started
+            log_text = _log_text(argv, self.plan.workflow.root, text, done.stdout, done.stderr,
+                                 done.returncode, seconds)
+            if not done.ok or not out.is_file():
+                log = target.write_failed_log(name, image.key, log_text)
+                self.emit(name, "failed", log=str(log) if log else None, seconds=seconds,
+                          message=done.tail(15))
+                return ImageResult(name, image.key, "failed", log=str(log) if log else None,
+                                   seconds=seconds, error=f"apptainer build exited {done.returncode}:\n{done.tail(15)}")
+            signed = False
+            if self.settings.signing_key:
+                self.app.sign(str(out), self.settings.signing_key)
+                signed = True
+            manifest = new_manifest(
+                key=image.key, name=name, definition=image.definition, inputs=image.inputs,
+                parent_key=image.parent_key, sif=out, apptainer_version=version,
+                build_seconds=seconds, log=str(target.log_path(image.key)), signed=signed,
+            )
+            entry = target.publish(out, manifest, log_text)
+            self._remember(entry)
+            self.emit(name, "done", sif=str(entry.sif), log=manifest.log, seconds=seconds)
+            return ImageResult(name, image.key, "done", str(entry.sif), manifest.log, seconds)
+        finally:
+            # fakeroot builds can leave files the invoking user cannot delete; best effort.
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def ca_binds(self, tmp: Path) -> list[str]:
+        """Bind a private directory holding the CA bundle where deffile's %post prelude looks."""
+        bundle = self.settings.ca_bundle
+        if not bundle:
+            return []
+        if not os.path.isfile(bundle):
+            raise BuildError(f"ca_bundle {bundle} does not exist or is not a file")
+        ca_dir = tmp / "ca"
+        ca_dir.mkdir()
+        # Read-write: the bind hides what the image has at CA_BIND_DIR (/var/tmp-like), and
+        # tools in %post may still want to write there; the directory is thrown away.
+        os.chmod(ca_dir, 0o1777)
+        shutil.copyfile(bundle, ca_dir / os.path.basename(deffile.CA_BUNDLE))
+        return [f"{ca_dir}:{deffile.CA_BIND_DIR}"]
+
+    def _remember(self, entry: Entry) -> None:
+        # We hashed this SIF while publishing; record it so the first use does not rehash.
+        stat = entry.sif.stat()
+        self.path.remember(entry.sif, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                                       "ino": stat.st_ino, "sha256": entry.manifest.sha256,
+                                       "signature_ok": False})  # still verified on first use
+
+
+def _holder(owner: Owner | None) -> str:
+    return f"waiting for {owner.host}:{owner.pid}" if owner else "waiting for another builder"
+
+
+def _log_text(argv: Sequence[str], cwd: str, definition: str, stdout: str, stderr: str,
+              code: int, seconds: float) -> str:
+    return (
+        f"# argv: {' '.join(argv)}\n# cwd: {cwd}\n# exit: {code} after {seconds:.1f}s\n"
+        f"# ---- definition\n{definition}\n# ---- stdout\n{stdout}\n# ---- stderr\n{stderr}"
+    )
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+__all__ = ["BuildReport", "ImageEvent", "ImageResult", "build_images", "catalog_path", "ensure", "select"]
+
+
+class LiveProgress:
+    """A progress callback: a live rich table on a terminal, one plain line per change
+    otherwise (logs, CI). Use as a context manager around `ensure`."""
+
+    def __init__(self, console: "object | None" = None, *, live: bool | None = None):
+        from rich.console import Console
+
+        self.console: Console = console if console is not None else Console(stderr=True)  # type: ignore[assignment]
+        self.live_mode = self.console.is_terminal if live is None else live
+        self.rows: dict[str, ImageEvent] = {}
+        self.started: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._live: object | None = None
+
+    def __enter__(self) -> "LiveProgress":
+        if self.live_mode:
+            from rich.live import Live
+
+            self._live = Live(get_renderable=self._table, console=self.console,
+                              refresh_per_second=4, transient=False)
+            self._live.__enter__()  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)  # type: ignore[attr-defined]
+
+    def __call__(self, event: ImageEvent) -> None:
+        with self._lock:
+            self.rows[event.name] = event
+            if event.state == "building":
+                self.started[event.name] = time.monotonic()
+        if not self.live_mode:
+            self.console.print(self._line(event), highlight=False, markup=False)
+
+    def _line(self, event: ImageEvent) -> str:
+        parts = [f"{event.name}: {event.state}"]
+        if event.state in ("done", "failed") and event.seconds:
+            parts.append(f"in {event.seconds:.1f}s")
+        if event.log and event.state == "failed":
+            parts.append(f"(log: {event.log})")
+        if event.message and event.state in ("waiting", "skipped", "cached"):
+            parts.append(f"({event.message})")
+        return " ".join(parts)
+
+    def _table(self) -> object:
+        from rich.table import Table
+
+        styles = {"cached": "green", "done": "green", "building": "yellow", "waiting": "cyan",
+                  "failed": "red", "skipped": "red"}
+        table = Table(box=None, show_header=False, pad_edge=False)
+        with self._lock:
+            rows = list(self.rows.values())
+            for event in rows:
+                detail = event.message.splitlines()[0] if event.message else ""
+                if event.state == "building":
+                    detail = f"{time.monotonic() - self.started.get(event.name, time.monotonic()):.0f}s"
+                elif event.state in ("done", "failed"):
+                    detail = f"{event.seconds:.1f}s" + (f"  log: {event.log}" if event.state == "failed" else "")
+                table.add_row(event.name, f"[{styles.get(event.state, '')}]{event.state}[/]", detail)
+        return table
