@@ -14,6 +14,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The README's first command: what the quickstart needs (installed as root on Debian,
+# otherwise named with how to get it), the virtualenv, then the quickstart on the local
+# executor with live progress. See scripts/demo and docs/running.md.
+demo:
+	scripts/demo prereqs
+	$(MAKE) venv
+	VENV=$(VENV) scripts/demo run
+
 # Pure tests only: no testbed needed.
 unit: venv
 	$(PY) -m pytest -q tests/unit
