@@ -26,11 +26,11 @@ from hpcml.model import Image, Pos
 
 #: Stands for the parent image's SIF in a canonical definition (`From: {PARENT_SIF}`).
 PARENT_PLACEHOLDER = "{PARENT_SIF}"
-#: Where the builder may bind a directory holding `hpcml-ca.crt` during a build, for sites
+#: Where the builder may bind a directory holding `ca-certificates.crt` during a build, for sites
 #: behind a TLS-intercepting proxy. /mnt because a bind destination must already exist in
 #: the image, and /mnt exists in Debian, Ubuntu, Alpine and busybox-based roots.
 CA_BIND_DIR = "/mnt"
-CA_BUNDLE = "/mnt/hpcml-ca.crt"
+CA_BUNDLE = "/mnt/ca-certificates.crt"
 #: Where an image's `requirements:` file is copied for `pip install -r`.
 REQUIREMENTS_DST = "/opt/hpcml/requirements.txt"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -410,10 +410,25 @@ def convert_dockerfile(text: str, path: str) -> str:
         raise SpecError(Diagnostic(path, 1, 1, message)) from None
     finally:
         bot.level = saved
-    lines = [re.sub(r"^exec\s+", "exec ", line) for line in converted.strip("\n").split("\n")]
-    result = "\n".join(lines) + "\n"
+    result = "\n".join(_fix_converted(converted.strip("\n").split("\n"))) + "\n"
     parse_definition(result, path)
     return result
+
+
+def _fix_converted(lines: list[str]) -> list[str]:
+    """Repair two spython quirks: `exec  cmd` spacing, and LABEL's `k=v` kept as is where
+    a definition file wants `k v`."""
+    out, section = [], ""
+    for line in lines:
+        if line.startswith("%"):
+            section = line[1:].split()[0].lower() if line[1:].split() else ""
+        elif section == "labels" and "=" in line and " " not in line.split("=", 1)[0]:
+            key, value = line.split("=", 1)
+            line = f"{key} {value.strip().strip(chr(34))}"
+        elif section in ("runscript", "startscript"):
+            line = re.sub(r"^exec\s+", "exec ", line)
+        out.append(line)
+    return out
 
 
 def _first_word(line: str) -> str:
