@@ -136,7 +136,9 @@ def _sections(image: Image, errors: list[str]) -> list[str]:
     if image.labels:
         out.append(_section("labels", [_label(k, v, errors) for k, v in image.labels]))
     if image.test:
-        out.append(_section("test" + _shell_args(image), _user_text(image.test, "test", errors)))
+        # %test and %runscript become runtime scripts with a /bin/sh shebang (Apptainer
+        # passes section options to /bin/sh there, so `-c /bin/bash` does not select bash).
+        out.append(_section("test", _user_text(image.test, "test", errors)))
     if image.runscript:
         out.append(_section("runscript", _user_text(image.runscript, "runscript", errors)))
     out.append(_section("help", _help_lines(image)))
@@ -149,7 +151,7 @@ def _section(header: str, body: list[str]) -> str:
 
 
 def _shell_args(image: Image) -> str:
-    # Build-time sections run in the image's own shell, like step commands do; Apptainer's
+    # %post runs in the image's own shell, like step commands do; Apptainer's
     # default is /bin/sh, which is what `shell: sh` images (busybox) have.
     return " -c /bin/bash" if image.shell == "bash" else ""
 
