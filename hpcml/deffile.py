@@ -56,6 +56,8 @@ SECTIONS = frozenset(
      "arguments", "apprun", "appinstall", "appenv", "apphelp", "appfiles", "applabels", "apptest"}
 )
 REFUSED_SECTIONS = frozenset({"setup", "pre"})
+#: Labels `bind` stamps at build time; an image may not set them itself.
+STAMPED_LABELS = frozenset({"org.hpcml.image", "org.hpcml.key", "org.hpcml.version"})
 
 _LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -209,6 +211,8 @@ def _user_text(text: str, what: str, errors: list[str]) -> list[str]:
 def _label(key: str, value: str, errors: list[str]) -> str:
     if not _LABEL_KEY_RE.fullmatch(key):
         errors.append(f"label name {key!r} is invalid (allowed: [A-Za-z0-9][A-Za-z0-9_.-]*)")
+    if key in STAMPED_LABELS:
+        errors.append(f"label {key!r} is set by hpcml at build time and cannot be given")
     if any(c in value for c in "\n\r\0") or value != value.strip():
         errors.append(f"label {key!r}: value must be one line without surrounding spaces")
     return f"{key} {value}"

@@ -1,0 +1,255 @@
+"""plan: DAG order, matrix expansion, placeholders, and the content keys of images and tasks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from hpcml import plan, spec
+from hpcml.errors import SpecError
+from hpcml.model import Matrix
+
+WORKFLOW = """\
+hpcml: 1
+name: demo
+images:
+  base:
+    from: debootstrap:bookworm
+    apt: [python3-minimal]
+  torch:
+    from: base
+    pip: [numpy]
+    requirements: requirements.txt
+    files: {src: /opt/src}
+  side:
+    from: catalog:cuda:12.4
+steps:
+  prepare:
+    image: base
+    run: python3 /opt/src/prepare.py --out {out}
+  train:
+    image: torch
+    needs: [prepare]
+    matrix: {lr: [0.1, 0.01], seed: [1, 2, 3]}
+    run: python3 /opt/src/train.py --data {in.prepare} --lr {lr} --seed {seed} --out {out}
+  evaluate:
+    image: torch
+    needs: [train]
+    run: python3 /opt/src/evaluate.py --runs {in.train} --out {out}
+"""
+
+
+def make(root: Path, text: str = WORKFLOW) -> Path:
+    (root / "src").mkdir(parents=True, exist_ok=True)
+    (root / "src" / "train.py").write_text("print('train')\n")
+    (root / "requirements.txt").write_text("six\n")
+    (root / "workflow.yaml").write_text(text)
+    return root / "workflow.yaml"
+
+
+def planned(root: Path, text: str = WORKFLOW, **kw) -> plan.Plan:
+    return plan.build(spec.load(make(root, text)), **kw)
+
+
+def keys(p: plan.Plan) -> dict[str, list[str]]:
+    out = {name: [ip.key] for name, ip in p.images.items()}
+    out.update({name: [t.key for t in sp.tasks] for name, sp in p.steps.items()})
+    return out
+
+
+# ---- order and expansion ----------------------------------------------------------------
+
+
+def test_orders_and_tasks(tmp_path: Path) -> None:
+    p = planned(tmp_path)
+    assert p.step_order == ("prepare", "train", "evaluate")
+    assert p.image_order.index("base") < p.image_order.index("torch")
+    train = p.steps["train"]
+    assert train.is_array and len(train.tasks) == 6
+    assert [t.index for t in train.tasks] == list(range(6))
+    assert train.tasks[0].point == (("lr", 0.1), ("seed", 1))
+    assert train.tasks[1].command == "python3 /opt/src/train.py --data {in.prepare} --lr 0.1 --seed 2 --out {out}"
+    assert p.steps["evaluate"].tasks[0].upstream == tuple(sorted(t.key for t in train.tasks))
+    assert p.images["torch"].parent == "base" and p.images["torch"].parent_key == p.images["base"].key
+    assert dict(p.images["torch"].inputs).keys() == {"requirements.txt", "src"}
+
+
+def test_topological_order_keeps_written_order_where_free(tmp_path: Path) -> None:
+    text = WORKFLOW.replace("steps:\n", "steps:\n  zfirst:\n    image: base\n    needs: [evaluate]\n    run: 'true'\n")
+    p = planned(tmp_path, text)
+    assert p.step_order == ("prepare", "train", "evaluate", "zfirst")
+
+
+def m(axes, include=(), exclude=()):
+    return Matrix(tuple((k, tuple(v)) for k, v in axes),
+                  tuple(tuple(e.items()) for e in include), tuple(tuple(e.items()) for e in exclude))
+
+
+def test_matrix_cartesian_first_axis_slowest() -> None:
+    points = plan.expand_matrix(m([("a", [1, 2]), ("b", ["x", "y"])]))
+    assert points == [(("a", 1), ("b", "x")), (("a", 1), ("b", "y")), (("a", 2), ("b", "x")), (("a", 2), ("b", "y"))]
+
+
+def test_matrix_exclude_partial_match() -> None:
+    points = plan.expand_matrix(m([("a", [1, 2]), ("b", ["x", "y"])], exclude=[{"a": 1}]))
+    assert points == [(("a", 2), ("b", "x")), (("a", 2), ("b", "y"))]
+
+
+def test_matrix_include_github_semantics() -> None:
+    # The example of GitHub's documentation ("Expanding or adding matrix configurations").
+    matrix = m(
+        [("fruit", ["apple", "pear"]), ("animal", ["cat", "dog"])],
+        include=[
+            {"color": "green"},
+            {"color": "pink", "animal": "cat"},
+            {"fruit": "apple", "shape": "circle"},
+            {"fruit": "banana"},
+            {"fruit": "banana", "animal": "cat"},
+        ],
+    )
+    assert [dict(p) for p in plan.expand_matrix(matrix)] == [
+        {"fruit": "apple", "animal": "cat", "color": "pink", "shape": "circle"},
+        {"fruit": "apple", "animal": "dog", "color": "green", "shape": "circle"},
+        {"fruit": "pear", "animal": "cat", "color": "pink"},
+        {"fruit": "pear", "animal": "dog", "color": "green"},
+        {"fruit": "banana"},
+        {"fruit": "banana", "animal": "cat"},
+    ]
+
+
+def test_matrix_bool_is_not_int() -> None:
+    points = plan.expand_matrix(m([("flag", [True, 1])], exclude=[{"flag": 1}]))
+    assert points == [(("flag", True),)]
+
+
+def test_matrix_empty_after_exclude(tmp_path: Path) -> None:
+    text = WORKFLOW.replace("matrix: {lr: [0.1, 0.01], seed: [1, 2, 3]}",
+                            "matrix: {lr: [0.1], seed: [1], exclude: [{lr: 0.1}]}")
+    with pytest.raises(SpecError, match=r"workflow.yaml:\d+:\d+: matrix is empty after applying exclude"):
+        planned(tmp_path, text)
+
+
+def test_include_point_without_axis_used_in_command() -> None:
+    with pytest.raises(SpecError, match=r"matrix point 1 has no value for \{lr\}"):
+        plan.substitute("x {lr}", (("seed", 1),), "train", 1)
+
+
+# ---- placeholders -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(True, "true"), (False, "false"), (0.1, "0.1"), (1e-05, "1e-05"), (3, "3"),
+     ("a b", "'a b'"), ("$(rm -rf /)", "'$(rm -rf /)'"), ("{out}", "'{out}'")],
+)
+def test_values_are_quoted_and_never_become_placeholders(value, text) -> None:
+    command = plan.substitute("run {v}", (("v", value),), "s", 0)
+    assert plan.fill_paths(command, "/o", {}) == f"run {text}"
+
+
+def test_step_task_and_escapes_and_shell_variables() -> None:
+    command = plan.substitute("echo {step} {task} ${HOME} $X {{lit}} {out}", (), "my-step", 4)
+    assert command == "echo my-step 4 ${HOME} $X {{lit}} {out}"
+    assert plan.fill_paths(command, "/runs/o 1", {}) == "echo my-step 4 ${HOME} $X {lit} '/runs/o 1'"
+
+
+def test_fill_paths_requires_every_input() -> None:
+    with pytest.raises(ValueError, match=r"\{in.prep\}"):
+        plan.fill_paths("cat {in.prep}", "/o", {})
+
+
+# ---- keys -------------------------------------------------------------------------------
+
+
+def test_keys_are_stable_across_locations_and_cwd(tmp_path: Path, monkeypatch) -> None:
+    first = keys(planned(tmp_path / "a"))
+    monkeypatch.chdir(tmp_path)
+    second = keys(planned(tmp_path / "elsewhere" / "b"))
+    assert first == second
+
+
+def test_changing_evaluate_changes_only_evaluate(tmp_path: Path) -> None:
+    before = keys(planned(tmp_path / "a"))
+    after = keys(planned(tmp_path / "b", WORKFLOW.replace("evaluate.py --runs", "evaluate.py --top 3 --runs")))
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"evaluate"}
+
+
+def test_resources_do_not_change_keys(tmp_path: Path) -> None:
+    before = keys(planned(tmp_path / "a"))
+    text = WORKFLOW.replace("    image: torch\n    needs: [prepare]",
+                            "    image: torch\n    resources: {time: 4h, partition: gpu}\n    needs: [prepare]")
+    assert keys(planned(tmp_path / "b", text)) == before
+
+
+def test_input_file_change_propagates_to_children_and_tasks(tmp_path: Path) -> None:
+    before = keys(planned(tmp_path))
+    (tmp_path / "src" / "train.py").write_text("print('changed')\n")
+    after = keys(plan.build(spec.load(tmp_path / "workflow.yaml")))
+    assert before["base"] == after["base"] and before["prepare"] == after["prepare"]
+    assert all(before[n] != after[n] for n in ("torch", "train", "evaluate"))
+    assert set(before["train"]).isdisjoint(after["train"])
+
+
+def test_executable_bit_counts_but_not_other_mode_bits(tmp_path: Path) -> None:
+    before = keys(planned(tmp_path))["torch"]
+    script = tmp_path / "src" / "train.py"
+    os.chmod(script, 0o664)
+    assert keys(plan.build(spec.load(tmp_path / "workflow.yaml")))["torch"] == before
+    os.chmod(script, 0o755)
+    assert keys(plan.build(spec.load(tmp_path / "workflow.yaml")))["torch"] != before
+
+
+def test_catalog_resolver_feeds_parent_key(tmp_path: Path) -> None:
+    literal = planned(tmp_path)
+    assert literal.images["side"].parent_key == "catalog:cuda:12.4"
+    seen = []
+
+    def resolve(name: str, tag: str | None) -> str:
+        seen.append((name, tag))
+        return "f" * 64
+
+    resolved = plan.build(spec.load(tmp_path / "workflow.yaml"), resolve)
+    assert seen == [("cuda", "12.4")]
+    assert resolved.images["side"].parent_key == "f" * 64
+    assert resolved.images["side"].key != literal.images["side"].key
+
+
+def test_symlinked_input_is_refused(tmp_path: Path) -> None:
+    make(tmp_path)
+    # A link that stays inside the directory passes the spec's escape check; the hash refuses it.
+    os.symlink("train.py", tmp_path / "src" / "link")
+    with pytest.raises(SpecError, match=r"src/link: is a symbolic link"):
+        plan.build(spec.load(tmp_path / "workflow.yaml"))
+
+
+def test_deffile_and_dockerfile_images(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    make(tmp_path)
+    shutil.copytree(repo / "definitions", tmp_path / "definitions")
+    text = WORKFLOW.replace("images:\n", "images:\n  custom:\n    deffile: definitions/custom.def\n"
+                            "  dock:\n    dockerfile: definitions/Dockerfile\n")
+    p = planned(tmp_path, text)
+    assert p.images["custom"].definition == (repo / "definitions/custom.def").read_text()
+    assert dict(p.images["custom"].inputs).keys() == {"definitions/requirements.txt"}
+    assert dict(p.images["dock"].inputs).keys() == {"definitions/requirements.txt"}
+    before = p.images["custom"].key
+    (tmp_path / "definitions" / "requirements.txt").write_text("six==1.17.0\n")
+    assert plan.build(spec.load(tmp_path / "workflow.yaml")).images["custom"].key != before
+
+
+def test_deffile_errors_point_into_the_def_file(tmp_path: Path) -> None:
+    make(tmp_path)
+    (tmp_path / "bad.def").write_text("Bootstrap: docker\nFrom: x\n%setup\n  cp /etc/shadow $APPTAINER_ROOTFS\n")
+    text = WORKFLOW.replace("images:\n", "images:\n  bad:\n    deffile: bad.def\n")
+    with pytest.raises(SpecError, match=r"^bad.def:3:1: section %setup runs on the build host"):
+        planned(tmp_path, text)
+
+
+def test_image_key_is_versioned() -> None:
+    assert plan.IMAGE_KEY_TAG.endswith("-v1") and plan.TASK_KEY_TAG.endswith("-v1")
+    assert plan.image_key("a", [("f", "1")], None) != plan.image_key("a", [], None)
