@@ -334,7 +334,8 @@ class Catalog:
             pass
 
     def lock(self, key: str, on_wait: Callable[[Owner | None], None] | None = None) -> FileLock:
-        _mkdir_shared(self.root / "locks")
+        self.require_writable()
+        self.init()
         return FileLock(self.lock_path(key), on_wait=on_wait)
 
     def gc(self, days: float, *, dry_run: bool = True, now: float | None = None) -> list[GcItem]:

@@ -36,6 +36,9 @@ from hpcml.runner import LocalRunner, Runner
 
 State = Literal["pending", "cached", "waiting", "building", "done", "failed", "skipped"]
 FINAL: frozenset[str] = frozenset({"cached", "done", "failed", "skipped"})
+#: Directories apptainer creates in every build root, even `Bootstrap: scratch` (measured,
+#: 1.4.5): the only places a build-time bind can land in an empty root.
+BASE_DIRS = frozenset({"/home", "/root", "/tmp", "/var/tmp", "/etc", "/dev", "/proc", "/sys", "/bin"})
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,7 @@ class _Builder:
             text = deffile.bind(image.definition, parent_sif=parent_sif, name=name, key=image.key,
                                 version=__version__)
             def_path.write_text(text, encoding="utf-8")
-            binds = list(self.settings.build_binds) + self.ca_binds(tmp)
+            binds = list(self.settings.build_binds) + self.ca_binds(image, tmp)
             argv = self.app.build_argv(str(def_path), str(out), self.settings.build_flags, binds)
             done = self.app.build(str(def_path), str(out), flags=self.settings.build_flags,
                                   binds=binds, cwd=self.plan.workflow.root)
@@ -275,10 +278,12 @@ class _Builder:
             # fakeroot builds can leave files the invoking user cannot delete; best effort.
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def ca_binds(self, tmp: Path) -> list[str]:
+    def ca_binds(self, image: ImagePlan, tmp: Path) -> list[str]:
         """Bind a private directory holding the CA bundle where deffile's %post prelude looks."""
         bundle = self.settings.ca_bundle
-        if not bundle:
+        if not bundle or (image.image.base_kind == "scratch" and deffile.CA_BIND_DIR not in BASE_DIRS):
+            # A scratch root starts empty: only apptainer's own base directories exist to
+            # bind onto, and nothing in it can download before %files anyway.
             return []
         if not os.path.isfile(bundle):
             raise BuildError(f"ca_bundle {bundle} does not exist or is not a file")
