@@ -1,0 +1,299 @@
+"""SLURM behind one small class: argv builders on top, pure parsers below.
+
+`Slurm(runner)` runs sbatch/squeue/sacct/scancel/scontrol through the runner seam (so the
+same code works over SSH later) and turns their output into small dataclasses. The
+parsers are pure and tested on output pasted from a real cluster (22.05):
+
+- `sbatch --parsable` prints `123` or `123;cluster`.
+- `squeue -h -t all --me -o '%i|%j|%T|%r'`: one row per job; a pending job array is one
+  row `123_[0-5%2]`, a started array task `123_4`. `-t all` keeps recently finished jobs
+  (for MinJobAge seconds), which gives causes such as TIMEOUT on a cluster without sacct.
+- `sacct -X --duplicates --parsable2 --noheader -o JobID,JobName,State,ExitCode,Reason`:
+  `CANCELLED by 0`, `3:0` exit codes, REQUEUED rows before the newest one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+from hpcml.errors import SubmitError
+from hpcml.runner import Completed, LocalRunner, Runner
+
+ACCOUNTING_DISABLED = "accounting storage is disabled"
+
+#: sbatch failures worth retrying: the controller is busy or briefly unreachable. Each
+#: may also mean the job *was* created, so a retry is preceded by reconciliation.
+TRANSIENT_PATTERNS = (
+    "socket timed out",
+    "resource temporarily unavailable",
+    "unable to contact slurm controller",
+    "slurm temporarily unable",
+    "zero bytes were transmitted or received",
+    "connection refused",
+    "timed out after",  # the runner's own timeout
+    "slurmctld not responding",
+)
+
+#: States in which a job still holds or waits for resources (squeue's default set).
+LIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "CONFIGURING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SUSPENDED",
+        "STAGE_OUT",
+        "SIGNALING",
+        "STOPPED",
+        "RESV_DEL_HOLD",
+    }
+)
+
+
+class TransientSubmitError(SubmitError):
+    """sbatch failed in a way that may succeed on a retry (and may have created the job)."""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One job (or one array task) as squeue or sacct reports it.
+
+    `job_id` is the job (or array master) id; `array_task` the array index, or None for a
+    plain job. `exit_code`/`signal` come from sacct only.
+    """
+
+    job_id: str
+    array_task: int | None
+    name: str
+    state: str
+    reason: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+
+    @property
+    def ref(self) -> str:
+        """The id SLURM accepts for this one task: `123` or `123_4`."""
+        return self.job_id if self.array_task is None else f"{self.job_id}_{self.array_task}"
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+class Slurm:
+    """The SLURM client commands. Every method is one command run through `runner`."""
+
+    def __init__(self, runner: Runner | None = None, *, sleep: Callable[[float], None] = time.sleep):
+        self.runner = runner or LocalRunner()
+        self.sleep = sleep
+
+    # ---- submission -----------------------------------------------------------------
+
+    @staticmethod
+    def sbatch_argv(script: str, dependency: Sequence[str] = (), extra: Sequence[str] = ()) -> list[str]:
+        """`sbatch --parsable [--dependency=afterok:… --kill-on-invalid-dep=yes] … script`."""
+        argv = ["sbatch", "--parsable"]
+        if dependency:
+            argv += [f"--dependency=afterok:{':'.join(dependency)}", "--kill-on-invalid-dep=yes"]
+        return [*argv, *extra, script]
+
+    def sbatch(self, script: str, dependency: Sequence[str] = (), extra: Sequence[str] = ()) -> str:
+        """Submit once. Returns the job id; raises TransientSubmitError or SubmitError."""
+        done = self.runner.run(self.sbatch_argv(script, dependency, extra), timeout=120)
+        if done.ok:
+            return parse_sbatch(done.stdout)
+        message = f"sbatch {script} failed (exit {done.returncode}): {done.tail()}"
+        if is_transient(done):
+            raise TransientSubmitError(message)
+        raise SubmitError(message)
+
+    # ---- observation ----------------------------------------------------------------
+
+    @staticmethod
+    def squeue_argv() -> list[str]:
+        # One RPC for every job of this user, finished ones included (-t all): the caller
+        # filters by name or id. Asking with -j for purged ids would fail the whole call.
+        return ["squeue", "-h", "-t", "all", "--me", "-o", "%i|%j|%T|%r"]
+
+    def squeue(self) -> list[JobRow]:
+        """All of this user's jobs slurmctld still knows."""
+        done = self.runner.run(self.squeue_argv(), timeout=120)
+        if not done.ok:
+            raise SubmitError(f"squeue failed (exit {done.returncode}): {done.tail()}")
+        return parse_squeue(done.stdout)
+
+    @staticmethod
+    def sacct_argv(job_ids: Iterable[str]) -> list[str]:
+        return [
+            "sacct",
+            "-X",
+            "--duplicates",
+            "--parsable2",
+            "--noheader",
+            "-j",
+            ",".join(job_ids),
+            "-o",
+            "JobID,JobName,State,ExitCode,Reason",
+        ]
+
+    def sacct(self, job_ids: Sequence[str]) -> list[JobRow] | None:
+        """Accounting records of `job_ids`, or None where the cluster has no accounting."""
+        if not job_ids:
+            return []
+        done = self.runner.run(self.sacct_argv(job_ids), timeout=120)
+        if ACCOUNTING_DISABLED in (done.stdout + done.stderr).lower():
+            return None
+        if not done.ok:
+            raise SubmitError(f"sacct failed (exit {done.returncode}): {done.tail()}")
+        return parse_sacct(done.stdout)
+
+    def scancel(self, job_ids: Sequence[str]) -> None:
+        """Cancel every job in one call."""
+        if not job_ids:
+            return
+        done = self.runner.run(["scancel", *job_ids], timeout=120)
+        if not done.ok:
+            raise SubmitError(f"scancel failed (exit {done.returncode}): {done.tail()}")
+
+    def show_config(self) -> dict[str, str]:
+        """`scontrol show config`, parsed (MaxArraySize, SelectType, GresTypes, …)."""
+        done = self.runner.run(["scontrol", "show", "config"], timeout=60)
+        if not done.ok:
+            raise SubmitError(f"scontrol show config failed (exit {done.returncode}): {done.tail()}")
+        return parse_config(done.stdout)
+
+    def usable(self) -> tuple[bool, str]:
+        """Whether jobs can be submitted here, and why (for `hpcml run`'s executor choice)."""
+        version = self.runner.run(["sbatch", "--version"], timeout=30)
+        if not version.ok:
+            return False, "sbatch is not installed"
+        ping = self.runner.run(["scontrol", "ping"], timeout=30)
+        if not ping.ok or "UP" not in ping.stdout:
+            return False, f"{version.stdout.strip()} is installed but slurmctld does not answer"
+        return True, f"{version.stdout.strip()} found and slurmctld answers"
+
+
+# ---- pure parsers ---------------------------------------------------------------------
+
+
+def is_transient(done: Completed) -> bool:
+    """Whether a failed sbatch is worth retrying (controller busy/unreachable, timeout)."""
+    text = (done.stderr + "\n" + done.stdout).lower()
+    return done.returncode == 124 or any(p in text for p in TRANSIENT_PATTERNS)
+
+
+def parse_sbatch(stdout: str) -> str:
+    """`123` or `123;cluster` (sbatch --parsable) → `123`."""
+    line = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    job_id = line.split(";", 1)[0].strip()
+    if not job_id.isdigit():
+        raise SubmitError(f"cannot read a job id from sbatch output {stdout.strip()!r}")
+    return job_id
+
+
+_ID = re.compile(r"(?P<job>\d+)(?:_(?:(?P<task>\d+)|\[(?P<spec>[^\]]*)\]))?(?:\+\d+)?(?:\.\S+)?")
+
+
+def split_job_id(text: str) -> list[tuple[str, int | None]]:
+    """`123` → [(123, None)]; `123_4` → [(123, 4)]; `123_[0-2,5%2]` → tasks 0,1,2,5.
+
+    Ids of other shapes (job steps `123.batch`) give the bare job id.
+    """
+    m = _ID.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"not a SLURM job id: {text!r}")
+    if m.group("task") is not None:
+        return [(m.group("job"), int(m.group("task")))]
+    if m.group("spec") is not None:
+        return [(m.group("job"), i) for i in parse_array_spec(m.group("spec"))]
+    return [(m.group("job"), None)]
+
+
+def parse_array_spec(spec: str) -> list[int]:
+    """`0-5%2` → 0..5; `1,3-7:2` → 1,3,5,7 (the throttle after % is dropped)."""
+    spec = spec.split("%", 1)[0]
+    out: list[int] = []
+    for part in filter(None, spec.split(",")):
+        rng, _, step = part.partition(":")
+        lo, _, hi = rng.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1, int(step or 1)))
+    return out
+
+
+def format_array_spec(indices: Iterable[int], max_parallel: int | None = None) -> str:
+    """[0,1,2,5,7,8] → `0-2,5,7-8`, with `%N` when throttled."""
+    sorted_ids = sorted(set(indices))
+    parts: list[str] = []
+    i = 0
+    while i < len(sorted_ids):
+        j = i
+        while j + 1 < len(sorted_ids) and sorted_ids[j + 1] == sorted_ids[j] + 1:
+            j += 1
+        parts.append(str(sorted_ids[i]) if i == j else f"{sorted_ids[i]}-{sorted_ids[j]}")
+        i = j + 1
+    spec = ",".join(parts)
+    return f"{spec}%{max_parallel}" if max_parallel else spec
+
+
+def parse_squeue(text: str) -> list[JobRow]:
+    """Rows of `squeue -h -o '%i|%j|%T|%r'`; a pending array row becomes one row per task."""
+    rows: list[JobRow] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        job_id, name, state, reason = (line.split("|") + ["", "", ""])[:4]
+        for job, task in split_job_id(job_id):
+            rows.append(JobRow(job, task, name.strip(), state.strip(), reason.strip()))
+    return rows
+
+
+def parse_sacct(text: str) -> list[JobRow]:
+    """Rows of sacct (JobID,JobName,State,ExitCode,Reason; --parsable2 --noheader).
+
+    With --duplicates a requeued job has several records, oldest first: the newest wins.
+    `CANCELLED by 0` becomes state CANCELLED.
+    """
+    newest: dict[tuple[str, int | None], JobRow] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        job_id, name, state, exit_code, reason = (line.split("|") + ["", "", "", ""])[:5]
+        state = state.split(" ", 1)[0].strip()
+        code, sig = _exit_code(exit_code)
+        for job, task in split_job_id(job_id):
+            newest[(job, task)] = JobRow(job, task, name.strip(), state, reason.strip(), code, sig)
+    return list(newest.values())
+
+
+def _exit_code(text: str) -> tuple[int | None, int | None]:
+    code, _, sig = text.strip().partition(":")
+    try:
+        return int(code), int(sig or 0)
+    except ValueError:
+        return None, None
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """`scontrol show config` → {key: value}; the first occurrence of a key wins."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip() or " " in key.strip():
+            continue
+        out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def max_array_size(config: Mapping[str, str], default: int = 1001) -> int:
+    """MaxArraySize from the parsed config: array indices must stay below it."""
+    try:
+        return int(config.get("MaxArraySize", default))
+    except ValueError:
+        return default

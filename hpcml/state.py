@@ -1,0 +1,425 @@
+"""The run directory `.hpcml/`, its journal, and what state each task is in.
+
+Layout (next to the workflow file; see docs/running.md):
+
+    .hpcml/
+      run.lock                      held by the one `hpcml run` writing here
+      tasks/<step>/<key>/           content-addressed per task: out/ cmd.sh point.json
+                                    exitcode attempt log [cause] [requeue]
+      steps/<step>/<hash>/<index>   symlinks to a matrix step's task outputs ({in.STEP})
+      runs/<run-id>/                workflow.yaml plan.json defs/ jobs/ slurm/ env/ journal.jsonl
+
+Everything here survives `kill -9` at any point: files are replaced atomically (tmp, fsync,
+rename), the journal is append-only and fsync'd after each record, and a torn last line
+(a writer killed mid-write) is skipped when read.
+
+The exit-code file a task's wrapper writes is the ground truth of success; squeue gives
+liveness, sacct (or squeue's memory of finished jobs, or the wrapper's `cause` file) the
+cause of a failure. `derive_state` combines them, purely.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import secrets as _secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from hpcml.errors import StateError
+
+RUN_DIR_NAME = ".hpcml"
+JOURNAL_VERSION = 1
+
+#: Every state a task can be shown in.
+STATES = (
+    "pending",
+    "running",
+    "requeued",
+    "completed",
+    "cached",
+    "failed",
+    "timeout",
+    "oom",
+    "node_fail",
+    "preempted",
+    "cancelled",
+    "upstream_failed",
+    "not_submitted",
+    "lost",
+)
+DONE_OK = frozenset({"completed", "cached"})
+ACTIVE = frozenset({"pending", "running", "requeued"})
+FAILED = frozenset(STATES) - DONE_OK - ACTIVE
+
+#: SLURM job states (sacct/squeue) → task state, for a task that did not succeed.
+SLURM_CAUSES = {
+    "TIMEOUT": "timeout",
+    "DEADLINE": "timeout",
+    "OUT_OF_MEMORY": "oom",
+    "NODE_FAIL": "node_fail",
+    "BOOT_FAIL": "node_fail",
+    "PREEMPTED": "preempted",
+    "CANCELLED": "cancelled",
+    "FAILED": "failed",
+}
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "SUSPENDED"})
+
+
+# ---- paths ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run, `runs/<run-id>/`."""
+
+    root: Path
+    run_id: str
+
+    @property
+    def workflow(self) -> Path:
+        return self.root / "workflow.yaml"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def defs(self) -> Path:
+        return self.root / "defs"
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def slurm(self) -> Path:
+        return self.root / "slurm"
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal.jsonl"
+
+    def script(self, step: str, chunk: int | None = None) -> Path:
+        return self.jobs / (f"{step}.sbatch" if chunk is None else f"{step}.{chunk}.sbatch")
+
+    def manifest(self, step: str) -> Path:
+        return self.jobs / f"{step}.tasks"
+
+    def env_file(self, step: str) -> Path:
+        return self.env / f"{step}.env"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The `.hpcml/` directory of one workflow. `path` is absolute."""
+
+    path: Path
+
+    @staticmethod
+    def for_workflow(workflow_file: str | Path) -> "RunDir":
+        return RunDir(Path(workflow_file).resolve().parent / RUN_DIR_NAME)
+
+    @property
+    def lock(self) -> Path:
+        return self.path / "run.lock"
+
+    @property
+    def tasks(self) -> Path:
+        return self.path / "tasks"
+
+    def task(self, step: str, key: str) -> Path:
+        return self.tasks / step / key
+
+    def step_inputs(self, step: str, digest: str) -> Path:
+        return self.path / "steps" / step / digest
+
+    def run(self, run_id: str) -> RunPaths:
+        return RunPaths(self.path / "runs" / run_id, run_id)
+
+    def run_ids(self) -> list[str]:
+        """Every run of this workflow, oldest first (run ids sort by time)."""
+        runs = self.path / "runs"
+        return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+    def latest_run(self) -> str | None:
+        ids = self.run_ids()
+        return ids[-1] if ids else None
+
+
+def new_run_id(now: float | None = None, token: str | None = None) -> str:
+    """A sortable, unique run id: `20261126-061200-ab12` (UTC)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    return f"{stamp}-{token or _secrets.token_hex(2)}"
+
+
+# ---- atomic files and the journal --------------------------------------------------
+
+
+def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    """Write `path` so that readers see the old or the new content, never a part.
+
+    The temporary file gets `mode` before any byte is written (secrets never sit in a
+    world-readable file), is fsync'd, renamed over `path`, and the directory fsync'd.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    raw = data.encode() if isinstance(data, str) else data
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, raw)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """An append-only JSON-lines file; each record is fsync'd before `append` returns."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one record `{"v": 1, "t": <unix time>, "event": event, **fields}`."""
+        record = {"v": JOURNAL_VERSION, "t": round(time.time(), 3), "event": event, **fields}
+        line = json.dumps(record, sort_keys=True) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            # A writer killed mid-line leaves a torn record without its newline: start a
+            # fresh line so this record is not glued to it.
+            size = os.fstat(fd).st_size
+            if size and _last_byte(self.path) != b"\n":
+                line = "\n" + line
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return record
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every complete record, in order; torn or foreign lines are skipped."""
+        return list(read_journal(self.path))
+
+
+def read_journal(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "event" in record:
+            yield record
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1)
+
+
+class RunLock:
+    """The exclusive lock of `hpcml run` on one run directory (POSIX lock, so `kill -9`
+    releases it and it works on NFSv4). A second concurrent `hpcml run` fails at once."""
+
+    def __init__(self, run_dir: RunDir):
+        self.run_dir = run_dir
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        path = self.run_dir.lock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                raise StateError(f"cannot lock {path}: {err}") from err
+            holder = path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+            raise StateError(
+                f"another `hpcml run` is already working in {self.run_dir.path} ({holder}); "
+                "wait for it to finish, or use `hpcml status` to follow it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the POSIX lock
+            self._fd = None
+
+
+# ---- task state -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskFiles:
+    """What a task's wrapper left in its directory."""
+
+    exit_code: int | None = None  # content of `exitcode`, None when absent
+    cause: str | None = None  # `cause`: timeout / cancelled / checkpoint, written on a signal
+    requeue: bool = False  # `requeue` marker: requeued on the checkpoint signal
+    attempt: int = 0
+
+
+def read_task_files(task_dir: Path) -> TaskFiles:
+    """Read a task directory's state files; missing or unreadable ones count as absent."""
+
+    def text(name: str) -> str | None:
+        try:
+            return (task_dir / name).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    code = text("exitcode")
+    attempt = text("attempt")
+    return TaskFiles(
+        exit_code=int(code) if code is not None and code.lstrip("-").isdigit() else None,
+        cause=text("cause") or None,
+        requeue=(task_dir / "requeue").exists(),
+        attempt=int(attempt) if attempt and attempt.isdigit() else 0,
+    )
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A task's state for display. `job` is the SLURM id (`123_4`) or local id, if any."""
+
+    step: str
+    index: int
+    key: str
+    state: str
+    exit_code: int | None = None
+    job: str | None = None
+    detail: str = ""
+    attempt: int = 0
+
+    @property
+    def label(self) -> str:
+        """`failed (exit 3)`, `upstream failed`, `completed`…"""
+        text = self.state.replace("_", " ")
+        if self.state == "failed" and self.exit_code is not None:
+            text += f" (exit {self.exit_code})"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "index": self.index,
+            "key": self.key,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "job": self.job,
+            "detail": self.detail,
+            "attempt": self.attempt,
+        }
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What SLURM says of one task's job: state (squeue while live, then squeue's memory of
+    finished jobs or sacct), reason, exit code."""
+
+    state: str
+    reason: str = ""
+    exit_code: int | None = None
+
+
+def derive_state(
+    files: TaskFiles,
+    *,
+    cached: bool = False,
+    submitted: bool = True,
+    record: JobRecord | None = None,
+    upstream_failed: bool = False,
+    cancelled_by_user: bool = False,
+) -> tuple[str, str]:
+    """(state, detail) of one task. Pure: every input was gathered by the caller.
+
+    Precedence: the exit-code file (ground truth) > liveness > the cause of a failure
+    (wrapper's cause file, then SLURM's record) > upstream failure > what is left.
+    """
+    if files.exit_code == 0:
+        return ("cached" if cached else "completed"), ""
+    live = record is not None and record.state not in SLURM_CAUSES and record.state != "COMPLETED"
+    if live and record is not None:
+        if record.state in RUNNING_STATES:
+            return "running", ""
+        if upstream_failed or "DependencyNeverSatisfied" in record.reason:
+            return "upstream_failed", record.reason
+        if files.requeue or record.state.startswith("REQUEUE"):
+            return "requeued", record.reason
+        return "pending", record.reason
+    if files.exit_code is not None:
+        cause = _cause(files, record, cancelled_by_user)
+        return (cause or "failed"), f"exit {files.exit_code}"
+    if upstream_failed:
+        return "upstream_failed", ""
+    cause = _cause(files, record, cancelled_by_user)
+    if cause:
+        return cause, record.reason if record else ""
+    if not submitted:
+        return "not_submitted", ""
+    if record is not None and record.state == "COMPLETED":
+        # SLURM says the job ended well but no exit code was written: the wrapper died
+        # before writing it (e.g. its node went away) — the output cannot be trusted.
+        return "lost", "job completed without writing its exit code"
+    return "lost", "job not known to SLURM and no exit code written"
+
+
+def _cause(files: TaskFiles, record: JobRecord | None, cancelled_by_user: bool) -> str | None:
+    # SLURM knows best why it ended a job (a preemption also arrives as SIGTERM); the
+    # wrapper's own guess covers clusters without accounting once squeue forgot the job.
+    if record is not None and record.state in SLURM_CAUSES and record.state != "FAILED":
+        return SLURM_CAUSES[record.state]
+    if files.cause in ("timeout", "cancelled", "preempted", "oom", "node_fail"):
+        return files.cause
+    if cancelled_by_user:
+        return "cancelled"
+    return None
+
+
+def summarize(states: Mapping[str, TaskState]) -> dict[str, int]:
+    """Count of tasks per state, in STATES order, zeros left out."""
+    counts = {s: 0 for s in STATES}
+    for st in states.values():
+        counts[st.state] += 1
+    return {s: n for s, n in counts.items() if n}

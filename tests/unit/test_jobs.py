@@ -1,0 +1,147 @@
+"""Job scripts: golden files, `bash -n`, quoting and refusal of unsafe values."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from hpcml.errors import SubmitError
+from hpcml.jobs import (
+    ScriptSpec,
+    job_name,
+    parse_job_name,
+    parse_manifest,
+    render_env_file,
+    render_manifest,
+    render_step_script,
+    render_task_command,
+)
+from hpcml.model import Checkpoint, Matrix, Resources, Step, Task
+
+RUN = "20261126-061200-ab12"
+ROOT = "/home/alice/cifar"
+
+
+def _spec(step: Step, **kw: object) -> ScriptSpec:
+    base = ScriptSpec(
+        workflow="cifar-sweep",
+        run_id=RUN,
+        step=step,
+        sif="/shared/lab/hpcml/sif/ab/ab12cd.sif",
+        shell="bash",
+        run_dir=f"{ROOT}/.hpcml",
+        workflow_root=ROOT,
+        run_root=f"{ROOT}/.hpcml/runs/{RUN}",
+        exec_flags=("--userns",),
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+TRAIN = Step(
+    name="train",
+    image="torch",
+    run="python3 /opt/src/train.py",
+    needs=("prepare",),
+    matrix=Matrix(axes=(("lr", (0.1, 0.01)), ("seed", (1, 2, 3)))),
+    max_parallel=3,
+    resources=Resources(partition="gpu", time_s=4 * 3600, cpus=4, mem_mb=32768, gpus=1, gpu_type="a100", cpus_per_gpu=4),
+    retries=2,
+    checkpoint=Checkpoint("USR2", 120),
+    secrets=("WANDB_API_KEY",),
+    env=(("OMP_NUM_THREADS", "4"), ("TAGS", "a,b c$d")),
+)
+PREPARE = Step(
+    name="prepare",
+    image="base",
+    run="python3 /opt/src/prepare.py",
+    resources=Resources(partition="cpu", account="lab", qos="normal", time_s=1200, cpus=2, mem_mb=4096),
+)
+
+CASES = {
+    "train-gpu-array.sbatch": _spec(
+        TRAIN, indices=tuple(range(6)), array=True, env_file=f"{ROOT}/.hpcml/runs/{RUN}/env/train.env"
+    ),
+    "prepare-cpu.sbatch": _spec(PREPARE),
+    "train-gpus-per-node-chunk.sbatch": _spec(
+        TRAIN, indices=(4001, 4002, 4005), array=True, offset=4001, chunk=1, gpu_style="gpus-per-node"
+    ),
+    "busybox-sh.sbatch": _spec(
+        Step(name="hello", image="busybox", run="echo hi", shell="sh", resources=Resources(time_s=30)), shell="sh"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_scripts(name: str, golden: Callable[[str, str], None], tmp_path: Path) -> None:
+    text = render_step_script(CASES[name])
+    golden(name, text)
+    script = tmp_path / name
+    script.write_text(text)
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_cpu_step_gets_no_gpu_flags() -> None:
+    text = render_step_script(CASES["prepare-cpu.sbatch"])
+    assert "--nv" not in text and "--gres" not in text and "hpcml_gpu=0" in text
+    gpu = render_step_script(CASES["train-gpu-array.sbatch"])
+    assert " --nv " in gpu and "#SBATCH --gres=gpu:a100:1" in gpu
+    # SLURM refuses --cpus-per-task next to --cpus-per-gpu
+    assert "--cpus-per-task" not in gpu and "#SBATCH --cpus-per-gpu=4" in gpu
+
+
+def test_chunk_indices_are_offset() -> None:
+    text = render_step_script(CASES["train-gpus-per-node-chunk.sbatch"])
+    assert "#SBATCH --array=0-1,4%3" in text and "hpcml_offset=4001" in text
+    assert "#SBATCH --job-name=hpcml.cifar-sweep.20261126-061200-ab12.train.1" in text
+
+
+def test_env_values_are_quoted() -> None:
+    text = render_step_script(CASES["train-gpu-array.sbatch"])
+    assert "export APPTAINERENV_TAGS='a,b c$d'" in text
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"workflow_root": "/home/alice/my project"}, "without blanks"),
+        ({"run_dir": "relative/.hpcml"}, "is not absolute"),
+        ({"sif": "/x/a:b.sif"}, "':'"),
+        ({"shell": "zsh"}, "allowed: bash, sh"),
+        ({"step": replace(PREPARE, resources=Resources(partition="cpu --uid=0"))}, "invalid partition"),
+        ({"step": replace(PREPARE, checkpoint=Checkpoint("USR2; rm -rf /", 10))}, "invalid checkpoint signal"),
+        ({"step": replace(PREPARE, env=(("A B", "x"),))}, "invalid environment variable"),
+    ],
+)
+def test_unsafe_values_are_refused(change: dict, message: str) -> None:
+    with pytest.raises(SubmitError, match=message):
+        render_step_script(replace(CASES["prepare-cpu.sbatch"], **change))
+
+
+def test_job_names_round_trip() -> None:
+    assert parse_job_name(job_name("w", RUN, "train")) == ("w", RUN, "train", None)
+    assert parse_job_name(job_name("w", RUN, "train", 2)) == ("w", RUN, "train", 2)
+    assert parse_job_name("slurm-job") is None
+
+
+def test_manifest_round_trip() -> None:
+    tasks = [Task("train", i, (), "true", f"k{i}", ()) for i in (2, 0, 1)]
+    text = render_manifest(tasks)
+    assert text == "0 k0\n1 k1\n2 k2\n"
+    assert parse_manifest(text) == {0: "k0", 1: "k1", 2: "k2"}
+
+
+def test_task_command_and_env_file(tmp_path: Path) -> None:
+    cmd = render_task_command("python3 train.py --lr 0.1", "bash", TRAIN, 3)
+    assert cmd.splitlines()[1:] == ["set -eo pipefail", "trap ':' USR2", "python3 train.py --lr 0.1"]
+    assert "trap" not in render_task_command("echo hi", "sh", PREPARE, 0)
+    env = render_env_file([("WANDB_API_KEY", "s3cr3t'; rm -rf /")])
+    assert env == "WANDB_API_KEY='s3cr3t'\"'\"'; rm -rf /'\n"
+    # The env file is read by a shell interpreter: it must give back the exact value.
+    (tmp_path / "e").write_text(env)
+    out = subprocess.run(["bash", "-c", f". {tmp_path / 'e'}; printf %s \"$WANDB_API_KEY\""], capture_output=True, text=True)
+    assert out.stdout == "s3cr3t'; rm -rf /"

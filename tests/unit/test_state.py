@@ -1,0 +1,96 @@
+"""Run directory, journal, lock and task-state derivation."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcml.errors import StateError
+from hpcml.state import (
+    JobRecord,
+    Journal,
+    RunDir,
+    RunLock,
+    TaskFiles,
+    atomic_write,
+    derive_state,
+    new_run_id,
+    read_task_files,
+)
+
+
+def test_run_ids_sort_by_time() -> None:
+    a = new_run_id(1_800_000_000, "ab12")
+    b = new_run_id(1_800_000_060, "0000")
+    assert a == "20270115-080000-ab12" and a < b
+
+
+def test_atomic_write_sets_mode_before_content(tmp_path: Path) -> None:
+    path = tmp_path / "d" / "secrets.env"
+    atomic_write(path, "TOKEN='x'\n", mode=0o600)
+    assert path.read_text() == "TOKEN='x'\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["secrets.env"]
+
+
+def test_journal_skips_a_torn_line_and_keeps_appending(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.jsonl")
+    j.append("run", run="r1")
+    with open(j.path, "a") as fh:
+        fh.write('{"event": "submitted", "job_i')  # a writer killed mid-record
+    j.append("submitted", job_id="12")
+    events = [(r["event"], r.get("job_id")) for r in j.read()]
+    assert events == [("run", None), ("submitted", "12")]
+
+
+def test_second_run_lock_fails_clearly(tmp_path: Path) -> None:
+    rd = RunDir(tmp_path / ".hpcml")
+    with RunLock(rd):
+        # A POSIX lock is per process: the competitor must be another process.
+        code = (
+            "import sys; from pathlib import Path; from hpcml.state import RunDir, RunLock\n"
+            f"RunLock(RunDir(Path({str(rd.path)!r}))).acquire()\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode != 0
+        assert "another `hpcml run` is already working" in done.stderr
+        assert f"pid {os.getpid()}" in done.stderr
+    RunLock(rd).acquire()  # free again once released
+
+
+def test_read_task_files(tmp_path: Path) -> None:
+    assert read_task_files(tmp_path) == TaskFiles()
+    (tmp_path / "exitcode").write_text("3\n")
+    (tmp_path / "cause").write_text("timeout\n")
+    (tmp_path / "attempt").write_text("2\n")
+    assert read_task_files(tmp_path) == TaskFiles(3, "timeout", False, 2)
+
+
+@pytest.mark.parametrize(
+    ("files", "kw", "expected"),
+    [
+        (TaskFiles(exit_code=0), {}, "completed"),
+        (TaskFiles(exit_code=0), {"cached": True}, "cached"),
+        (TaskFiles(), {"record": JobRecord("RUNNING")}, "running"),
+        (TaskFiles(), {"record": JobRecord("PENDING", "Priority")}, "pending"),
+        (TaskFiles(requeue=True), {"record": JobRecord("PENDING", "BeginTime")}, "requeued"),
+        (TaskFiles(), {"record": JobRecord("PENDING", "DependencyNeverSatisfied")}, "upstream_failed"),
+        (TaskFiles(exit_code=3), {"record": JobRecord("FAILED", "", 3)}, "failed"),
+        (TaskFiles(exit_code=143, cause="timeout"), {}, "timeout"),
+        (TaskFiles(exit_code=143, cause="cancelled"), {"record": JobRecord("TIMEOUT")}, "timeout"),
+        (TaskFiles(), {"record": JobRecord("OUT_OF_MEMORY")}, "oom"),
+        (TaskFiles(), {"record": JobRecord("NODE_FAIL")}, "node_fail"),
+        (TaskFiles(), {"record": JobRecord("PREEMPTED")}, "preempted"),
+        (TaskFiles(), {"upstream_failed": True, "record": JobRecord("CANCELLED")}, "upstream_failed"),
+        (TaskFiles(), {"cancelled_by_user": True}, "cancelled"),
+        (TaskFiles(), {"submitted": False}, "not_submitted"),
+        (TaskFiles(), {}, "lost"),
+    ],
+)
+def test_derive_state(files: TaskFiles, kw: dict, expected: str) -> None:
+    assert derive_state(files, **kw)[0] == expected
