@@ -45,10 +45,10 @@ require_root_debian() {
 # pid_alive PIDFILE NAME: the pid in PIDFILE runs a program whose name starts with NAME.
 pid_alive() {
     local pidfile=$1 name=$2 pid comm
-    [[ -r $pidfile ]] || return 1
-    pid=$(tr -dc '0-9' <"$pidfile")
-    [[ -n $pid && -r /proc/$pid/comm ]] || return 1
-    comm=$(</proc/"$pid"/comm)
+    # The daemon may remove its pid file between any two of these reads.
+    pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 1
+    [[ -n $pid ]] || return 1
+    comm=$(cat /proc/"$pid"/comm 2>/dev/null) || return 1
     [[ $comm == "$name"* ]]
 }
 
