@@ -1,0 +1,216 @@
+"""The catalog store, search path, integrity cache, gc and the NFS-safe lock, on plain files.
+
+The catalog handles SIFs as opaque bytes, so these tests publish small byte files; real
+images are built in tests/integration/test_images.py.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpcml.catalog import Catalog, CatalogPath, Manifest, new_manifest
+from hpcml.errors import CatalogError
+from hpcml.locking import FileLock, Owner, read_owner
+
+KEY_A = "a" * 64
+KEY_B = "b" * 64
+
+
+def publish(cat: Catalog, tmp_path: Path, key: str = KEY_A, data: bytes = b"SIF-bytes", name: str = "base") -> Path:
+    src = tmp_path / f"{key[:8]}.src"
+    src.write_bytes(data)
+    manifest = new_manifest(key=key, name=name, definition="Bootstrap: scratch\n", inputs=[("a.txt", "0" * 64)],
+                            parent_key=None, sif=src, apptainer_version="1.4.5")
+    cat.publish(src, manifest, log_text="log\n")
+    return cat.sif_path(key)
+
+
+def test_layout_manifest_and_modes(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    sif = publish(cat, tmp_path)
+    assert sif == tmp_path / "cat/sif/aa" / f"{KEY_A}.sif"
+    entry = cat.get(KEY_A)
+    assert entry is not None and entry.sif == sif and entry.manifest.size == 9
+    data = json.loads(cat.meta_path(KEY_A).read_text())
+    assert data["schema"] == 1 and data["inputs"] == [["a.txt", "0" * 64]] and data["user"]
+    assert stat.S_IMODE(os.stat(tmp_path / "cat/sif").st_mode) == 0o2775
+    assert stat.S_IMODE(os.stat(sif).st_mode) == 0o444
+    assert not [p for p in sif.parent.iterdir() if p.name.startswith(".")]  # no temp left over
+    assert cat.log_path(KEY_A).read_text() == "log\n"
+
+
+def test_sif_without_manifest_is_incomplete_and_ignored(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    publish(cat, tmp_path)
+    cat.meta_path(KEY_A).unlink()
+    assert cat.get(KEY_A) is None and cat.keys() == []
+
+
+def test_manifest_schema_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="schema 99"):
+        Manifest.from_json(json.dumps({"schema": 99}), "m.json")
+
+
+def test_keys_and_tags_are_validated(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    with pytest.raises(CatalogError, match="invalid image key"):
+        cat.sif_path("../../etc/passwd")
+    with pytest.raises(CatalogError, match="invalid tag"):
+        cat.tag_path("base", "../x")
+
+
+def test_search_path_first_hit_wins_and_find_by_tag_and_prefix(tmp_path: Path) -> None:
+    user, lab = Catalog(tmp_path / "user"), Catalog(tmp_path / "lab")
+    publish(lab, tmp_path, KEY_A)
+    publish(user, tmp_path, KEY_B, name="torch")
+    path = CatalogPath([user, lab], tmp_path / "cache")
+    assert path.lookup(KEY_A).catalog == lab  # type: ignore[union-attr]
+    lab.set_tag("base", "v1", KEY_A)
+    assert path.find("base:v1").key == KEY_A
+    assert path.find("bbbbbbbb").key == KEY_B
+    with pytest.raises(CatalogError, match="no image 'base:v2'"):
+        path.find("base:v2")
+    with pytest.raises(CatalogError, match="not in catalog"):
+        user.set_tag("base", "v1", KEY_A)
+    publish(user, tmp_path, KEY_A)
+    assert path.lookup(KEY_A).catalog == user  # type: ignore[union-attr]
+    assert lab.tags() == {KEY_A: ["base:v1"]}
+
+
+def test_integrity_check_is_cached_and_catches_a_flipped_byte(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    sif = publish(cat, tmp_path)
+    path = CatalogPath([cat], tmp_path / "cache")
+    assert path.resolve(KEY_A) is not None
+    assert list((tmp_path / "cache/verified").iterdir())  # stamp written
+    os.chmod(sif, 0o644)
+    data = bytearray(sif.read_bytes())
+    data[3] ^= 0xFF
+    sif.write_bytes(bytes(data))
+    with pytest.raises(CatalogError, match="corrupt"):
+        path.resolve(KEY_A)
+    results = path.verify_all()
+    assert [(r.key, r.ok) for r in results] == [(KEY_A, False)]
+
+
+def test_copy_between_catalogs_and_read_only_refusal(tmp_path: Path) -> None:
+    user, lab = Catalog(tmp_path / "user"), Catalog(tmp_path / "lab")
+    publish(user, tmp_path)
+    path = CatalogPath([user, lab], tmp_path / "cache")
+    copied = path.copy(user.get(KEY_A), lab)  # type: ignore[arg-type]
+    assert copied.catalog == lab and lab.sif_path(KEY_A).read_bytes() == b"SIF-bytes"
+    assert lab.log_path(KEY_A).is_file()
+
+
+def test_require_signatures_needs_a_verifier(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="verify_key"):
+        CatalogPath([Catalog(tmp_path)], tmp_path, require_signatures=True)
+
+
+def test_signature_check_runs_once_then_is_cached(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    publish(cat, tmp_path)
+    calls: list[Path] = []
+    path = CatalogPath([cat], tmp_path / "cache", require_signatures=True, verify_signature=calls.append)
+    path.resolve(KEY_A)
+    path.resolve(KEY_A)
+    assert len(calls) == 1
+
+
+def test_gc_removes_old_untagged_and_incomplete(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    publish(cat, tmp_path, KEY_A)
+    publish(cat, tmp_path, KEY_B)
+    cat.set_tag("keep", "v1", KEY_B)
+    stray = cat.root / "sif/cc" / ("c" * 64 + ".sif")
+    stray.parent.mkdir()
+    stray.write_bytes(b"partial")
+    future = time.time() + 40 * 86400
+    dry = cat.gc(30, dry_run=True, now=future)
+    removed = {Path(i.path).name for i in dry}
+    assert f"{KEY_A}.sif" in removed and f"{KEY_A}.json" in removed and stray.name in removed
+    assert f"{KEY_B}.sif" not in removed
+    assert cat.get(KEY_A) is not None  # dry run removed nothing
+    cat.gc(30, dry_run=False, now=future)
+    assert cat.get(KEY_A) is None and cat.get(KEY_B) is not None and not stray.exists()
+    assert cat.gc(30, dry_run=True) == []  # recently used: kept
+
+
+def test_gc_keeps_recently_used(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    publish(cat, tmp_path)
+    old = time.time() - 90 * 86400
+    os.utime(cat.meta_path(KEY_A), (old, old))
+    assert cat.gc(30, dry_run=True)
+    cat.touch_used(KEY_A)
+    assert cat.gc(30, dry_run=True) == []
+
+
+# ---- lock -------------------------------------------------------------------------------
+
+
+def test_lock_records_owner_and_releases(tmp_path: Path) -> None:
+    lock = FileLock(tmp_path / "k.lock")
+    with lock:
+        owner = read_owner(tmp_path / "k.lock")
+        assert owner is not None and owner.pid == os.getpid() and owner.start
+    assert not (tmp_path / "k.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_lock_of_a_dead_process_is_broken(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = Owner(os.uname().nodename, proc.pid, "12345", "deadbeef")
+    (tmp_path / "k.lock").write_text(json.dumps(dead.__dict__))
+    with FileLock(tmp_path / "k.lock", timeout_s=5):
+        assert read_owner(tmp_path / "k.lock").token != "deadbeef"  # type: ignore[union-attr]
+
+
+def test_lock_of_a_reused_pid_is_broken(tmp_path: Path) -> None:
+    # Our own pid, but a start time that is not ours: the owner died and the pid was reused.
+    reused = Owner(os.uname().nodename, os.getpid(), "1", "cafe")
+    (tmp_path / "k.lock").write_text(json.dumps(reused.__dict__))
+    with FileLock(tmp_path / "k.lock", timeout_s=5):
+        pass
+
+
+def test_lock_on_another_host_is_broken_only_when_its_heartbeat_is_old(tmp_path: Path) -> None:
+    other = Owner("some-other-host", 1, "1", "f00d")
+    lock_file = tmp_path / "k.lock"
+    lock_file.write_text(json.dumps(other.__dict__))
+    with pytest.raises(CatalogError, match="some-other-host:1"):
+        FileLock(lock_file, timeout_s=0.5, stale_after_s=60).acquire()
+    old = time.time() - 120
+    os.utime(lock_file, (old, old))
+    with FileLock(lock_file, timeout_s=5, stale_after_s=60):
+        pass
+
+
+def _contend(path: str, counter: str, n: int) -> None:
+    for _ in range(n):
+        with FileLock(Path(path), poll_s=0.01):
+            value = int(Path(counter).read_text())
+            time.sleep(0.001)
+            Path(counter).write_text(str(value + 1))
+
+
+def test_lock_excludes_concurrent_processes(tmp_path: Path) -> None:
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_contend, args=(str(tmp_path / "k.lock"), str(counter), 20)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert counter.read_text() == "80"
