@@ -308,3 +308,55 @@ def _diag(pos: Pos | None, message: str) -> Diagnostic:
     if pos is None:
         return Diagnostic("<workflow>", 1, 1, message)
     return Diagnostic(pos.file, pos.line, pos.col, message)
+
+
+# ---- the plan as a document -----------------------------------------------------------
+
+#: Version of the `hpcml plan --json` document shape (docs/plan.md).
+DOCUMENT_VERSION = 1
+
+
+def describe_base(image: Image) -> str:
+    """The image's base as written in the spec: `debootstrap:bookworm`, `torch`, `deffile:x.def`."""
+    kind, ref = image.base_kind, image.base_ref
+    if kind == "scratch":
+        return "scratch"
+    if kind == "image":
+        return ref
+    if kind in ("docker", "oras"):
+        return f"{kind}://{ref}"
+    return f"{kind}:{ref}"
+
+
+def to_document(p: Plan) -> dict[str, object]:
+    """The plan as plain JSON-able data, in a stable shape (see docs/plan.md)."""
+    return {
+        "format": DOCUMENT_VERSION,
+        "workflow": {"name": p.workflow.name, "path": p.workflow.path},
+        "images": [
+            {
+                "name": ip.name,
+                "key": ip.key,
+                "base": describe_base(ip.image),
+                "parent": ip.parent,
+                "parent_key": ip.parent_key,
+                "inputs": [{"path": rel, "sha256": digest} for rel, digest in ip.inputs],
+            }
+            for ip in (p.images[n] for n in p.image_order)
+        ],
+        "steps": [
+            {
+                "name": sp.step.name,
+                "image": sp.step.image,
+                "image_key": sp.image_key,
+                "needs": list(sp.step.needs),
+                "array": sp.is_array,
+                "max_parallel": sp.step.max_parallel,
+                "tasks": [
+                    {"index": t.index, "point": dict(t.point), "command": t.command, "key": t.key}
+                    for t in sp.tasks
+                ],
+            }
+            for sp in (p.steps[n] for n in p.step_order)
+        ],
+    }

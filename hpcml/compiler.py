@@ -1,0 +1,91 @@
+"""`hpcml compile`: write a plan's definition files and keys.json to a directory.
+
+Everything is rendered in memory first, so an invalid workflow or an unwritable value
+leaves the directory untouched; each file is then written atomically (tmp + replace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from hpcml import __version__, deffile
+from hpcml.errors import HpcmlError
+from hpcml.model import ImagePlan, Plan
+
+KEYS_FILE = "keys.json"
+
+
+def parent_sif_name(ip: ImagePlan) -> str | None:
+    """File name of the SIF an image is built on, next to the definitions: `<parent>.sif`
+    for an image of the workflow, `catalog-<name>-<tag>.sif` for a catalog base."""
+    if ip.parent is not None:
+        return f"{ip.parent}.sif"
+    if ip.image.base_kind == "catalog":
+        name, _, tag = ip.image.base_ref.partition(":")
+        return f"catalog-{name}-{tag or 'latest'}.sif"
+    return None
+
+
+def render_files(p: Plan, out_dir: str) -> dict[str, str]:
+    """File name → text of every file `compile` writes (pure apart from `out_dir`'s spelling)."""
+    files: dict[str, str] = {}
+    for name in p.image_order:
+        ip = p.images[name]
+        parent = parent_sif_name(ip)
+        try:
+            files[f"{name}.def"] = deffile.bind(
+                ip.definition,
+                parent_sif=os.path.join(out_dir, parent) if parent else None,
+                name=name,
+                key=ip.key,
+                version=__version__,
+            )
+        except ValueError as err:
+            raise HpcmlError(f"cannot write {name}.def into {out_dir}: {err}") from None
+    keys = {
+        "format": 1,
+        "hpcml": __version__,
+        "workflow": p.workflow.name,
+        "order": list(p.image_order),
+        "images": {
+            name: {
+                "key": p.images[name].key,
+                "definition": f"{name}.def",
+                "parent": p.images[name].parent,
+                "parent_key": p.images[name].parent_key,
+                "parent_sif": parent_sif_name(p.images[name]),
+                "inputs": dict(p.images[name].inputs),
+            }
+            for name in p.image_order
+        },
+    }
+    files[KEYS_FILE] = json.dumps(keys, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def compile_plan(p: Plan, out_dir: str):  # noqa: ANN201 - api.CompileResult, imported lazily
+    """Write the files of `render_files` into `out_dir` (created if missing)."""
+    from hpcml.api import CompileResult
+
+    out_dir = os.path.abspath(out_dir)
+    files = render_files(p, out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        for fname, text in files.items():
+            _write_atomic(os.path.join(out_dir, fname), text)
+    except OSError as err:
+        raise HpcmlError(f"cannot write into {out_dir}: {err.strerror}") from None
+    defs = tuple(os.path.join(out_dir, f"{n}.def") for n in p.image_order)
+    return CompileResult(out_dir, defs, os.path.join(out_dir, KEYS_FILE))
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
