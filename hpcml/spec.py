@@ -808,7 +808,9 @@ class _Checker:
                 msg = f"placeholder {{{ph.name}}} in run of {what} refers to {upstream!r}, which is not in needs"
                 msg += suggest(ph.name, known) if needs else "; add it to needs"
             else:
-                msg = f"unknown placeholder {{{ph.name}}} in run of {what}{suggest(ph.name, known)}"
+                close = difflib.get_close_matches(ph.name, known, n=1, cutoff=0.6)
+                hint = f" (did you mean {{{close[0]}}}?)" if close else ""
+                msg = f"unknown placeholder {{{ph.name}}} in run of {what}{hint}"
             self.err(at, f"{msg}; known: {', '.join('{' + k + '}' for k in known)} (write {{{{ and }}}} for literal braces)")
 
     # ---- resources and checkpoints --------------------------------------------------

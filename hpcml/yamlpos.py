@@ -46,6 +46,9 @@ class _Loader(yaml.SafeLoader):
         self.file = file
         self.diagnostics: list[Diagnostic] = []
         self.aliases = 0
+        self.expanded = 0
+        self.blown = False
+        self.sizes: dict[int, int] = {}
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event = self.peek_event()
@@ -54,6 +57,14 @@ class _Loader(yaml.SafeLoader):
             self.aliases += 1
             if self.aliases == MAX_ALIASES + 1:
                 self._error(mark, f"too many YAML aliases (more than {MAX_ALIASES})")
+            target = self.anchors.get(event.anchor)
+            if target is not None and not self.blown:
+                # Count what the alias will expand to, so the error points at the alias that
+                # blows the budget rather than at some value deep inside the expansion.
+                self.expanded += _size(target, self.sizes)
+                if self.expanded > MAX_NODES:
+                    self.blown = True
+                    self._error(mark, f"alias *{event.anchor} expands the document beyond {MAX_NODES} values (alias bomb?)")
         elif isinstance(event, (ScalarEvent, CollectionStartEvent)) and event.tag is not None:
             tag = event.tag.replace("tag:yaml.org,2002:", "!!")
             self._error(mark, f"YAML tags are not allowed (found {tag!r}); write plain values")
@@ -61,6 +72,21 @@ class _Loader(yaml.SafeLoader):
 
     def _error(self, mark: Any, message: str) -> None:
         self.diagnostics.append(Diagnostic(self.file, mark.line + 1, mark.column + 1, message))
+
+
+def _size(node: Node, memo: dict[int, int]) -> int:
+    """Number of values `node` expands to, aliases included (memoised, so a bomb stays cheap)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once here; the walker's depth limit catches it
+    if isinstance(node, SequenceNode):
+        total = 1 + sum(_size(child, memo) for child in node.value)
+    elif isinstance(node, MappingNode):
+        total = 1 + sum(_size(k, memo) + _size(v, memo) for k, v in node.value)
+    else:
+        total = 1
+    memo[id(node)] = total
+    return total
 
 
 class _Walker:
