@@ -253,3 +253,69 @@ def test_deffile_errors_point_into_the_def_file(tmp_path: Path) -> None:
 def test_image_key_is_versioned() -> None:
     assert plan.IMAGE_KEY_TAG.endswith("-v1") and plan.TASK_KEY_TAG.endswith("-v1")
     assert plan.image_key("a", [("f", "1")], None) != plan.image_key("a", [], None)
+
+
+# ---- CLI: plan and compile ------------------------------------------------------------
+
+
+def test_cli_plan_json_is_stable(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from hpcml.cli import main
+
+    path = make(tmp_path)
+    first = CliRunner().invoke(main, ["plan", str(path), "--json"])
+    second = CliRunner().invoke(main, ["plan", str(path), "--json"])
+    assert first.exit_code == 0, first.output
+    assert first.output == second.output
+    doc = json.loads(first.output)
+    assert doc["format"] == 1
+    assert [s["name"] for s in doc["steps"]] == ["prepare", "train", "evaluate"]
+    assert doc["steps"][1]["tasks"][5]["point"] == {"lr": 0.01, "seed": 3}
+    assert {i["name"]: i["base"] for i in doc["images"]}["side"] == "catalog:cuda:12.4"
+
+
+def test_cli_plan_human(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hpcml.cli import main
+
+    result = CliRunner().invoke(main, ["plan", str(make(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "train" in result.output and "debootstrap:bookworm" in result.output
+
+
+def test_cli_compile_writes_defs_and_keys(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from hpcml import deffile
+    from hpcml.cli import main
+
+    out = tmp_path / "defs"
+    result = CliRunner().invoke(main, ["compile", str(make(tmp_path / "wf")), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(out)) == ["base.def", "keys.json", "side.def", "torch.def"]
+    keys_doc = json.loads((out / "keys.json").read_text())
+    torch = (out / "torch.def").read_text()
+    assert f"From: {out}/base.sif\n" in torch
+    assert f"org.hpcml.key {keys_doc['images']['torch']['key']}\n" in torch
+    assert "From: " + str(out / "catalog-cuda-12.4.sif") in (out / "side.def").read_text()
+    for name in ("base", "side", "torch"):
+        deffile.parse_definition((out / f"{name}.def").read_text(), f"{name}.def")
+
+
+def test_cli_compile_writes_nothing_for_invalid_spec(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hpcml.cli import main
+
+    path = make(tmp_path, WORKFLOW.replace("--lr {lr}", "--lr {lrr}"))
+    out = tmp_path / "defs"
+    result = CliRunner().invoke(main, ["compile", str(path), "-o", str(out)])
+    assert result.exit_code == 2
+    assert "unknown placeholder {lrr}" in result.output
+    assert not out.exists()
