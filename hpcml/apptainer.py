@@ -36,8 +36,12 @@ class Apptainer:
     def build_argv(
         self, def_path: str, out_sif: str, flags: Sequence[str] = (), binds: Sequence[str] = ()
     ) -> list[str]:
-        """`apptainer build [flags] [--bind b]… OUT DEF` (OUT must not exist: no --force prompt)."""
-        argv = [self.binary, "build", *flags]
+        """`apptainer build --force [flags] [--bind b]… OUT DEF`.
+
+        --force because a localimage child otherwise keeps its parent's value of every
+        label both define (org.hpcml.key…); OUT is always a fresh path, so nothing is overwritten.
+        """
+        argv = [self.binary, "build", "--force", *flags]
         for bind in binds:
             argv += ["--bind", bind]
         return argv + [out_sif, def_path]

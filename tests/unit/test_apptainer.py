@@ -13,7 +13,7 @@ APP = Apptainer(LocalRunner(), "/usr/bin/apptainer")
 
 def test_build_argv_puts_flags_and_binds_before_output_then_def() -> None:
     argv = APP.build_argv("/t/x.def", "/t/x.sif", ["--fakeroot"], ["/ca:/var/tmp", "/data:/data:ro"])
-    assert argv == ["/usr/bin/apptainer", "build", "--fakeroot", "--bind", "/ca:/var/tmp",
+    assert argv == ["/usr/bin/apptainer", "build", "--force", "--fakeroot", "--bind", "/ca:/var/tmp",
                     "--bind", "/data:/data:ro", "/t/x.sif", "/t/x.def"]
 
 
