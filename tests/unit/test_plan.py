@@ -319,3 +319,15 @@ def test_cli_compile_writes_nothing_for_invalid_spec(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "unknown placeholder {lrr}" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("example", ["quickstart.yaml", "sweep.yaml"])
+def test_examples_compile_to_parseable_definitions(example: str, tmp_path: Path) -> None:
+    from hpcml import api, deffile
+
+    repo = Path(__file__).resolve().parents[2]
+    result = api.compile(repo / "workflows" / example, tmp_path)
+    assert result.files
+    for path in result.files:
+        parsed = deffile.parse_definition(Path(path).read_text(), path)
+        assert parsed.bootstrap in {"debootstrap", "localimage", "scratch"}
