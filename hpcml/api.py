@@ -80,3 +80,128 @@ def compile(path: str | _os.PathLike[str], out_dir: str | _os.PathLike[str]) -> 
     from hpcml.compiler import compile_plan
 
     return compile_plan(plan(path), _os.fspath(out_dir))
+
+
+# ---- images / catalog (owner: images) ---------------------------------------------------
+
+from hpcml.config import Settings as _Settings
+
+
+@_dataclass(frozen=True)
+class CatalogRow:
+    """One image of one catalog, for `hpcml catalog list`."""
+
+    catalog: str
+    key: str
+    name: str
+    size: int
+    created: str
+    tags: tuple[str, ...]
+    sif: str
+
+
+def load_settings(overrides: dict[str, object] | None = None) -> _Settings:
+    """The configuration (files, HPCML_* environment, then `overrides`); see docs/configuration.md."""
+    from hpcml import config
+
+    return config.load(overrides)
+
+
+def _catalogs(s: _Settings | None):  # noqa: ANN202
+    from hpcml import images
+
+    return images.catalog_path(s or load_settings())
+
+
+def build(
+    path: str | _os.PathLike[str],
+    names: list[str] | None = None,
+    *,
+    jobs: int | None = None,
+    progress=None,  # noqa: ANN001 - images.Progress
+    settings: _Settings | None = None,
+):  # noqa: ANN201 - images.BuildReport
+    """Build every missing image of a workflow (or `names` and their parents).
+
+    Returns an images.BuildReport; failures are in `report.failed`, not raised, so a
+    caller can show them all. Example: ``build("workflow.yaml", ["torch"], jobs=4)``.
+    """
+    from hpcml import images
+    from hpcml import plan as _plan_mod
+
+    s = settings or load_settings()
+    cats = images.catalog_path(s)
+    plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
+    return images.build_images(plan_, s, names=names, jobs=jobs, progress=progress)
+
+
+def catalog_list(s: _Settings | None = None) -> list[CatalogRow]:
+    """Every complete image in every catalog of the search path, in search order."""
+    rows = []
+    for cat in _catalogs(s).catalogs:
+        tags = cat.tags()
+        for e in cat.entries():
+            m = e.manifest
+            rows.append(CatalogRow(str(cat.root), m.key, m.name, m.size, m.created,
+                                   tuple(tags.get(m.key, ())), str(e.sif)))
+    return rows
+
+
+def catalog_show(ref: str, s: _Settings | None = None) -> dict[str, object]:
+    """The manifest of `ref` (name[:tag] or key prefix) plus where it lives and its tags."""
+    import json
+
+    entry = _catalogs(s).find(ref)
+    doc: dict[str, object] = json.loads(entry.manifest.to_json())
+    doc["catalog"], doc["sif"] = str(entry.catalog.root), str(entry.sif)
+    doc["tags"] = entry.catalog.tags().get(entry.key, [])
+    return doc
+
+
+def catalog_path(ref: str, s: _Settings | None = None) -> str:
+    """The SIF path of `ref`, after its integrity (and signature) check."""
+    cats = _catalogs(s)
+    entry = cats.find(ref)
+    cats.check(entry)
+    entry.catalog.touch_used(entry.key)
+    return str(entry.sif)
+
+
+def catalog_tag(ref: str, name_tag: str, s: _Settings | None = None) -> str:
+    """Tag the image `ref` as NAME[:TAG] in the catalog that holds it; returns the key."""
+    entry = _catalogs(s).find(ref)
+    name, _, tag = name_tag.partition(":")
+    entry.catalog.set_tag(name, tag or "latest", entry.key)
+    return entry.key
+
+
+def catalog_push(ref: str, dest: str | None = None, s: _Settings | None = None) -> str:
+    """Copy `ref` into catalog `dest` (default: the last of the search path, the lab's).
+
+    Returns the SIF path there. Fails clearly when `dest` is read-only."""
+    from hpcml.catalog import Catalog
+
+    cats = _catalogs(s)
+    target = Catalog(_os.path.abspath(_os.path.expanduser(dest))) if dest else cats.catalogs[-1]
+    return str(cats.copy(cats.find(ref), target).sif)
+
+
+def catalog_pull(ref: str, s: _Settings | None = None) -> str:
+    """Copy `ref` from wherever it is into the first writable catalog (your cache)."""
+    cats = _catalogs(s)
+    return str(cats.copy(cats.find(ref), cats.writable()).sif)
+
+
+def catalog_verify(s: _Settings | None = None):  # noqa: ANN201 - list[catalog.VerifyResult]
+    """Rehash every image of every catalog (and check signatures when required)."""
+    return _catalogs(s).verify_all()
+
+
+def catalog_gc(days: float, dry_run: bool = True, s: _Settings | None = None):  # noqa: ANN201
+    """Untagged images unused for `days`, incomplete publishes and old failed logs, per
+    writable catalog: listed (dry run) or removed. Returns list[catalog.GcItem]."""
+    items = []
+    for cat in _catalogs(s).catalogs:
+        if cat.exists() and cat.writable() is None:
+            items += cat.gc(days, dry_run=dry_run)
+    return items
