@@ -1,0 +1,54 @@
+"""images.select (which images a build covers) and the plain progress lines."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from hpcml import images, plan, spec
+from hpcml.errors import HpcmlError
+
+WF = """hpcml: 1
+name: sel
+images:
+  base: {from: "debootstrap:bookworm"}
+  mid: {from: base, env: {A: "1"}}
+  leaf: {from: mid}
+  other: {from: base}
+steps:
+  s: {image: leaf, run: "true"}
+"""
+
+
+@pytest.fixture
+def p(tmp_path: Path) -> plan.Plan:  # type: ignore[name-defined]
+    (tmp_path / "workflow.yaml").write_text(WF)
+    return plan.build(spec.load(tmp_path / "workflow.yaml"))
+
+
+def test_select_adds_parents_in_plan_order(p) -> None:  # noqa: ANN001
+    assert images.select(p, None) == list(p.image_order)
+    assert images.select(p, ["leaf"]) == ["base", "mid", "leaf"]
+    assert images.select(p, ["other", "mid"]) == [n for n in p.image_order if n in {"base", "mid", "other"}]
+
+
+def test_select_unknown_image_lists_known(p) -> None:  # noqa: ANN001
+    with pytest.raises(HpcmlError, match="no image 'nope'.*images: "):
+        images.select(p, ["nope"])
+
+
+def test_plain_progress_lines() -> None:
+    buf = io.StringIO()
+    progress = images.LiveProgress(Console(file=buf, width=200), live=False)
+    with progress:
+        progress(images.ImageEvent("base", "k", "building"))
+        progress(images.ImageEvent("base", "k", "failed", log="/c/logs/failed/x.log", seconds=1.25))
+        progress(images.ImageEvent("leaf", "k", "skipped", message="parent base failed"))
+    assert buf.getvalue().splitlines() == [
+        "base: building",
+        "base: failed in 1.2s (log: /c/logs/failed/x.log)",
+        "leaf: skipped (parent base failed)",
+    ]
