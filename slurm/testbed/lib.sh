@@ -46,7 +46,7 @@ require_root_debian() {
 pid_alive() {
     local pidfile=$1 name=$2 pid comm
     # The daemon may remove its pid file between any two of these reads.
-    pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 1
+    pid=$(tr -dc '0-9' 2>/dev/null <"$pidfile") || return 1
     [[ -n $pid ]] || return 1
     comm=$(cat /proc/"$pid"/comm 2>/dev/null) || return 1
     [[ $comm == "$name"* ]]
