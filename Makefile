@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv test unit demo clean
+.PHONY: venv test testbed unit demo clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,15 @@ demo:
 unit: venv
 	$(PY) -m pytest -q tests/unit
 
-# Every tier. Brings the testbed up where it can (root on Debian); elsewhere the
-# testbed tier is skipped with its reason (or fails under HPCML_REQUIRE_TESTBED=1).
+# Every tier. Brings the testbed up where it can (root on Debian); elsewhere says which
+# tiers are skipped and why (or fails under HPCML_REQUIRE_TESTBED=1). See docs/testbed.md.
 test: venv
+	slurm/testbed/prepare-tests
 	$(PY) -m pytest -q tests
+
+# The single-node test cluster alone (SLURM with accounting, Apptainer, sshd); idempotent.
+testbed:
+	slurm/testbed/up
 
 clean:
 	rm -rf $(VENV) .pytest_cache
