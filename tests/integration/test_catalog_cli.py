@@ -10,13 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from hpcml.cli import main
-from test_images import APPTAINER, pytestmark, write_workflow  # noqa: F401
+from test_images import TESTBED, _testbed_apptainer, pytestmark, write_workflow  # noqa: F401
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {"HPCML_CATALOGS": str(tmp_path / "cat"), "HPCML_CACHE_DIR": str(tmp_path / "cache"),
-            "HPCML_BUILD_FLAGS": "--fakeroot", "HPCML_APPTAINER": str(APPTAINER),
+            "HPCML_BUILD_FLAGS": " ".join(TESTBED["build_flags"]), "HPCML_APPTAINER": str(TESTBED["binary"]),
             "HPCML_SITE_CONFIG": str(tmp_path / "none.toml"), "HPCML_CONFIG": str(tmp_path / "none.toml")}
 
 

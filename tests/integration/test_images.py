@@ -1,8 +1,7 @@
 """Real `apptainer build`s through images.ensure and the catalog (tiny busybox images).
 
-Needs apptainer (slurm/testbed/up --only apptainer). Builds use --fakeroot and containers
-run with --userns, as on this testbed; skipped with the reason when apptainer is absent,
-failing instead under HPCML_REQUIRE_TESTBED=1.
+Needs the testbed's apptainer (conftest fixture `apptainer`) and busybox-static; builds
+and runs use the testbed's flags (--fakeroot / --userns here).
 """
 
 from __future__ import annotations
@@ -29,14 +28,19 @@ from hpcml.runner import LocalRunner
 APPTAINER = shutil.which("apptainer")
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
+# The `apptainer` fixture (conftest) brings apptainer up, or skips with the reason (fails
+# under HPCML_REQUIRE_TESTBED=1); `up --only apptainer` also installs busybox-static.
 pytestmark = [pytest.mark.testbed]
-if not APPTAINER or not os.path.exists(BUSYBOX):
-    reason = "apptainer or busybox-static missing (run slurm/testbed/up --only apptainer)"
-    if os.environ.get("HPCML_REQUIRE_TESTBED") == "1":
-        pytest.fail(reason, pytrace=False)
-    pytestmark.append(pytest.mark.skip(reason=reason))
 
 CHILD_POST = "echo post-ran > /post-marker"
+#: The testbed's binary and flags (conftest's `apptainer` fixture), set before each test.
+TESTBED: dict[str, Any] = {"binary": APPTAINER, "build_flags": ("--fakeroot",), "exec_flags": ("--userns",)}
+
+
+@pytest.fixture(autouse=True)
+def _testbed_apptainer(apptainer: Any) -> None:
+    """Bring the testbed's apptainer up (or skip/fail with its reason) and use its flags."""
+    TESTBED.update(binary=apptainer.binary, build_flags=apptainer.build_flags, exec_flags=apptainer.exec_flags)
 
 
 def write_workflow(root: Path, *, child_post: str = CHILD_POST, base_post: str = "", extra: str = "") -> Path:
@@ -63,8 +67,9 @@ def write_workflow(root: Path, *, child_post: str = CHILD_POST, base_post: str =
 
 
 def settings(tmp: Path, **over: Any) -> config.Settings:
-    values = {"catalogs": str(tmp / "cat"), "cache_dir": str(tmp / "cache"), "build_flags": "--fakeroot",
-              "exec_flags": "--userns", "apptainer": APPTAINER} | over
+    values = {"catalogs": str(tmp / "cat"), "cache_dir": str(tmp / "cache"),
+              "build_flags": list(TESTBED["build_flags"]), "exec_flags": list(TESTBED["exec_flags"]),
+              "apptainer": TESTBED["binary"]} | over
     return config.load(values, env={"HOME": str(tmp / "home"), "HPCML_SITE_CONFIG": str(tmp / "none.toml")})
 
 
@@ -155,8 +160,8 @@ def test_ca_bundle_is_bound_into_builds_but_not_kept(tmp_path: Path) -> None:
 BUILDER = """
 import json, sys
 from hpcml import config, images, plan, spec
-wf, cat, cache, app = sys.argv[1:5]
-s = config.load({"catalogs": cat, "cache_dir": cache, "build_flags": "--fakeroot", "apptainer": app},
+wf, cat, cache, app, flags = sys.argv[1:6]
+s = config.load({"catalogs": cat, "cache_dir": cache, "build_flags": flags, "apptainer": app},
                 env={"HOME": cache, "HPCML_SITE_CONFIG": "/nonexistent"})
 report = images.build_images(plan.build(spec.load(wf)), s, names=["base"])
 print(json.dumps({n: [r.state, r.sif] for n, r in report.results.items()}))
@@ -166,7 +171,8 @@ print(json.dumps({n: [r.state, r.sif] for n, r in report.results.items()}))
 def builder(tmp: Path, wf: Path, **kw: Any) -> subprocess.Popen[str]:
     script = tmp / "builder.py"
     script.write_text(BUILDER)
-    argv = [sys.executable, str(script), str(wf), str(tmp / "cat"), str(tmp / "cache"), str(APPTAINER)]
+    argv = [sys.executable, str(script), str(wf), str(tmp / "cat"), str(tmp / "cache"), str(TESTBED["binary"]),
+            " ".join(TESTBED["build_flags"])]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
