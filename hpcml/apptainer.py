@@ -19,10 +19,6 @@ from typing import Mapping, Sequence
 from hpcml.errors import BuildError, CatalogError, HpcmlError
 from hpcml.runner import Completed, Runner
 
-#: Where a build-time CA bundle appears inside the container (see deffile's %post prelude).
-CA_DIR = "/.hpcml-ca"
-CA_FILE = CA_DIR + "/ca-certificates.crt"
-
 
 class Apptainer:
     """argv builders and runners for one apptainer (or singularity) binary."""

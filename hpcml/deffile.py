@@ -27,10 +27,11 @@ from hpcml.model import Image, Pos
 #: Stands for the parent image's SIF in a canonical definition (`From: {PARENT_SIF}`).
 PARENT_PLACEHOLDER = "{PARENT_SIF}"
 #: Where the builder may bind a directory holding `ca-certificates.crt` during a build, for sites
-#: behind a TLS-intercepting proxy. /mnt because a bind destination must already exist in
-#: the image, and /mnt exists in Debian, Ubuntu, Alpine and busybox-based roots.
-CA_BIND_DIR = "/mnt"
-CA_BUNDLE = "/mnt/ca-certificates.crt"
+#: behind a TLS-intercepting proxy. /var/tmp because a bind destination must already exist
+#: in the build root and Apptainer creates /var/tmp even in an empty `scratch` root (/mnt,
+#: /opt and /srv are missing there); nothing written to /var/tmp during a build stays.
+CA_BIND_DIR = "/var/tmp"
+CA_BUNDLE = "/var/tmp/hpcml-ca.crt"
 #: Where an image's `requirements:` file is copied for `pip install -r`.
 REQUIREMENTS_DST = "/opt/hpcml/requirements.txt"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"

@@ -38,7 +38,6 @@ State = Literal["pending", "cached", "waiting", "building", "done", "failed", "s
 FINAL: frozenset[str] = frozenset({"cached", "done", "failed", "skipped"})
 #: Directories apptainer creates in every build root, even `Bootstrap: scratch` (measured,
 #: 1.4.5): the only places a build-time bind can land in an empty root.
-BASE_DIRS = frozenset({"/home", "/root", "/tmp", "/var/tmp", "/etc", "/dev", "/proc", "/sys", "/bin"})
 
 
 @dataclass(frozen=True)
@@ -281,9 +280,7 @@ class _Builder:
     def ca_binds(self, image: ImagePlan, tmp: Path) -> list[str]:
         """Bind a private directory holding the CA bundle where deffile's %post prelude looks."""
         bundle = self.settings.ca_bundle
-        if not bundle or (image.image.base_kind == "scratch" and deffile.CA_BIND_DIR not in BASE_DIRS):
-            # A scratch root starts empty: only apptainer's own base directories exist to
-            # bind onto, and nothing in it can download before %files anyway.
+        if not bundle:
             return []
         if not os.path.isfile(bundle):
             raise BuildError(f"ca_bundle {bundle} does not exist or is not a file")

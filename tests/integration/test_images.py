@@ -146,7 +146,7 @@ def test_ca_bundle_is_bound_into_builds_but_not_kept(tmp_path: Path) -> None:
     ca.write_text("-----BEGIN CERTIFICATE-----\nfake lab CA\n-----END CERTIFICATE-----\n")
     wf = write_workflow(
         tmp_path / "wf",
-        base_post=f"mkdir -p {deffile.CA_BIND_DIR}",
+        base_post=f"head -n 1 {deffile.CA_BUNDLE} > /ca-seen-by-scratch-root",
         child_post=f'{CHILD_POST}\nhead -n 2 {deffile.CA_BUNDLE} > /ca-seen\necho "$SSL_CERT_FILE" >> /ca-seen',
     )
     s = settings(tmp_path, ca_bundle=str(ca))
