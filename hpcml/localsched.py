@@ -54,6 +54,8 @@ REQUEUE_MARKER = "requeue"
 #: Environment variable that marks every process the scheduler starts (with the
 #: scheduler's id): a safety net to find and end processes after an interruption.
 MARKER_ENV = "HPCML_LOCAL_SCHEDULER"
+#: Environment variable naming each task's job reference (`J`, or `J_3` for an array task).
+REF_ENV = "HPCML_LOCAL_REF"
 
 
 class State(str, enum.Enum):
@@ -78,9 +80,11 @@ class LocalJob:
     """One job: what one `sbatch` of a step would be. Resources are per task.
 
     `indices` None is a plain job (no SLURM_ARRAY_TASK_ID; its one task has index 0).
+    `depends_on` names jobs (`J`: all its tasks) or single array tasks (`J_3`), afterok.
     `output` is the stdout/stderr file, appended to; `%A`/`%j` (job id), `%a` (task index),
     `%x` (job name) and `%%` are replaced as sbatch does. `task_dirs` maps a task index to the
-    directory where its wrapper writes the `requeue` marker.
+    directory where its wrapper writes the `requeue` marker. `env` is added to the
+    scheduler's base environment (as `sbatch --export=ALL` passes the submitter's).
     """
 
     job_id: str
@@ -183,7 +187,7 @@ class LocalScheduler:
             )
         if job.signal is not None:
             signal_number(job.signal)
-        unknown = [d for d in job.depends_on if d not in self._jobs]
+        unknown = [d for d in job.depends_on if d not in self._jobs and d.rpartition("_")[0] not in self._jobs]
         if unknown:
             raise SubmitError(f"{job.job_id}: depends on unknown job(s) {', '.join(unknown)}")
         if job.job_id in self._jobs:
@@ -287,23 +291,18 @@ class LocalScheduler:
             self._set(task, State.CANCELLED, exit_code=code, reason=reason or "cancelled")
         elif task.timed_out:
             self._set(task, State.TIMEOUT, exit_code=code, reason="time limit reached")
-        elif rc == REQUEUE_STATUS and self._take_requeue_marker(task):
+        elif rc == REQUEUE_STATUS and self._requeue_asked(task):
             self._requeue(task)
         elif rc == 0:
             self._set(task, State.COMPLETED, exit_code=0, reason="")
         else:
             self._set(task, State.FAILED, exit_code=code, reason=f"exit code {code}")
 
-    def _take_requeue_marker(self, task: _Task) -> bool:
+    def _requeue_asked(self, task: _Task) -> bool:
+        # The marker stays: status shows the task as requeued until the wrapper, starting
+        # again, removes it (it removes stale markers at start, so this one is fresh).
         task_dir = task.job.task_dirs.get(task.index)
-        if task_dir is None:
-            return False
-        marker = Path(task_dir, REQUEUE_MARKER)
-        try:
-            marker.unlink()
-        except FileNotFoundError:
-            return False
-        return True
+        return task_dir is not None and Path(task_dir, REQUEUE_MARKER).exists()
 
     def _requeue(self, task: _Task) -> None:
         restarts = task.result.restarts + 1
@@ -344,8 +343,12 @@ class LocalScheduler:
             if failed:
                 self._set(task, State.UPSTREAM_FAILED, reason=f"upstream failed: {', '.join(failed)}")
 
-    def _tasks_of(self, job_id: str) -> Iterable[_Task]:
-        return (t for t in self._tasks if t.job.job_id == job_id)
+    def _tasks_of(self, ref: str) -> Iterable[_Task]:
+        """The tasks a dependency names: a whole job (`J`) or one task of an array (`J_3`)."""
+        if ref in self._jobs:
+            return (t for t in self._tasks if t.job.job_id == ref)
+        job_id, _, index = ref.rpartition("_")
+        return (t for t in self._tasks if t.job.job_id == job_id and str(t.index) == index)
 
     def _ready(self, task: _Task) -> bool:
         return all(
@@ -411,9 +414,11 @@ class LocalScheduler:
             ROCR_VISIBLE_DEVICES=devices,
         )
         env[MARKER_ENV] = self.marker
+        env[REF_ENV] = job.job_id
         if job.indices is not None:
             env["SLURM_ARRAY_JOB_ID"] = job.job_id
             env["SLURM_ARRAY_TASK_ID"] = str(task.index)
+            env[REF_ENV] = f"{job.job_id}_{task.index}"
         return env
 
     def _signal_session(self, task: _Task, sig: signal.Signals) -> None:
@@ -452,14 +457,17 @@ def expand_output(pattern: str, job: LocalJob, index: int) -> str:
 
 @contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C, SIGTERM and SIGHUP meanwhile (main thread only: Python's rule)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _kill(pid: int, sig: signal.Signals) -> None:
@@ -492,20 +500,42 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
-def processes_with_env(name: str, value: str) -> list[int]:
-    """Pids of processes whose environment holds `name=value` (those this user may read)."""
-    needle = f"{name}={value}".encode()
+def processes_with_env(name: str, value: str | None) -> list[int]:
+    """Pids of processes whose environment holds `name=value` (any value when None), among
+    those this user may read; never this process."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if needle in fh.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
+        environ = process_env(int(entry))
+        if name in environ and (value is None or environ[name] == value):
+            found.append(int(entry))
     return found
+
+
+def process_env(pid: int) -> dict[str, str]:
+    """The environment a process started with ({} when it is gone or not readable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {k: v for k, _, v in pairs}
+
+
+def start_time(pid: int) -> str | None:
+    """The start time of a process (clock ticks since boot, /proc/PID/stat field 22), which
+    tells a process from a later one that reuses its pid; None when it is gone."""
+    fields = _stat_fields(str(pid))
+    if not fields or len(fields) < 20 or fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+def kill_session_of(pid: int) -> None:
+    """SIGKILL every process of the session `pid` belongs to (never hpcml's own session)."""
+    _kill_session_of(pid)
 
 
 def _kill_session_of(pid: int) -> None:

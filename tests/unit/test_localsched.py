@@ -107,7 +107,7 @@ def test_failure_cancels_dependents_and_afterok_orders(tmp_path: Path) -> None:
     s.submit(LocalJob("b", script(tmp_path, "b", f"test -e {tmp_path}/a.done\n"), depends_on=("a",)))
     s.submit(LocalJob("c", script(tmp_path, "c", "exit 3\n"), depends_on=("b",)))
     s.submit(LocalJob("d", script(tmp_path, "d", f"touch {tmp_path}/d.ran\n"), depends_on=("c",), indices=(0, 1)))
-    s.submit(LocalJob("e", script(tmp_path, "e", "true\n"), depends_on=("d", "a")))
+    s.submit(LocalJob("e", script(tmp_path, "e", "true\n"), depends_on=("d_1", "a")))
     results = s.run(poll_s=0.02)
     assert results[("b", 0)].state is State.COMPLETED  # b saw a's output: it waited for a
     assert results[("c", 0)].state is State.FAILED and results[("c", 0)].exit_code == 3
@@ -178,6 +178,7 @@ WRAPPER_LIKE = """\
 # What the job wrapper does under HPCML_EXECUTOR=local: on the checkpoint signal, ask
 # to be requeued; the work resumes from its checkpoint the next time.
 taskdir={taskdir}
+rm -f "$taskdir/requeue"
 trap 'touch "$taskdir/requeue"; exit 75' USR2
 echo "attempt $SLURM_RESTART_COUNT" >> "$taskdir/attempts"
 if [ -e "$taskdir/checkpoint" ]; then exit 0; fi
@@ -199,7 +200,7 @@ def test_checkpoint_signal_requeues_and_the_task_completes(tmp_path: Path) -> No
     assert results[("ck", 0)].restarts == 1
     assert (taskdir / "attempts").read_text() == "attempt 0\nattempt 1\n"
     assert State.REQUEUED in [e.state for e in rec.events]
-    assert not (taskdir / "requeue").exists()
+    assert not (taskdir / "requeue").exists()  # the restarted script removed it
 
 
 def test_status_75_without_marker_is_a_failure(tmp_path: Path) -> None:
