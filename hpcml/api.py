@@ -205,3 +205,113 @@ def catalog_gc(days: float, dry_run: bool = True, s: _Settings | None = None):  
         if cat.exists() and cat.writable() is None:
             items += cat.gc(days, dry_run=dry_run)
     return items
+
+
+# ---- run / status / logs / cancel / runs (owner: run) ------------------------------------
+
+from hpcml.runs import RunStatus, RunSummary  # noqa: E402
+from hpcml.state import RunDir as _RunDir  # noqa: E402
+
+
+@_dataclass(frozen=True)
+class RunOutcome:
+    """What `run` did: the submission, and the final status when it watched."""
+
+    run_id: str
+    executor: str
+    reason: str  # why this executor was chosen
+    cached: int
+    adopted: int  # tasks already queued by an earlier run, depended on instead of resubmitted
+    submitted: int
+    jobs: dict[str, list[str]]  # step → job ids of this run
+    status: RunStatus | None  # None when detached
+
+    @property
+    def ok(self) -> bool:
+        """True when watched and every task completed (or was cached), or when detached."""
+        return self.status is None or self.status.ok
+
+
+def run_dir(directory: str | _os.PathLike[str] | None = None, workflow: str | _os.PathLike[str] | None = None) -> _RunDir:
+    """The `.hpcml` directory of a workflow file, or of a directory (default: the current one)."""
+    if workflow is not None:
+        return _RunDir.for_workflow(workflow)
+    from pathlib import Path
+
+    return _RunDir(Path(_os.path.abspath(_os.fspath(directory or "."))) / ".hpcml")
+
+
+def run(
+    path: str | _os.PathLike[str],
+    *,
+    executor: str | None = None,
+    watch: bool = True,
+    settings: _Settings | None = None,
+    on_message=None,  # noqa: ANN001 - Callable[[str], None]
+    on_update=None,  # noqa: ANN001 - Callable[[RunStatus], None]
+    poll_s: float = 2.0,
+) -> RunOutcome:
+    """Build or reuse the images and submit every task that is not complete or queued.
+
+    With `watch`, follow the run until every task has ended (an executor that is not
+    detached, like the local one, is always watched). Ctrl-C while watching leaves SLURM
+    jobs running (`hpcml cancel` stops them) and cancels local ones.
+    Example: ``run("workflow.yaml", watch=False).jobs`` → ``{"prepare": ["101"], …}``.
+    """
+    from hpcml import runs
+
+    s = settings or load_settings()
+    started = runs.start(path, s, executor=executor, on_message=on_message)
+    try:
+        final = None
+        if watch or not started.executor.detached:
+            try:
+                final = runs.watch(started, on_update or (lambda _s: None), min_s=poll_s)
+            except KeyboardInterrupt:
+                if not started.executor.detached:
+                    runs.cancel(started.run_dir, started.run_id, started.executor)
+                raise
+        return RunOutcome(
+            started.run_id,
+            started.executor.name,
+            started.reason,
+            started.cached,
+            started.adopted,
+            started.submitted,
+            started.jobs,
+            final,
+        )
+    finally:
+        started.close()
+
+
+def status(
+    run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
+) -> RunStatus:
+    """Every task of a run (default: the latest) with its state, from one polling round."""
+    from hpcml import runs
+
+    return runs.status(run_dir(directory, workflow), run, settings=settings)
+
+
+def logs(target: str, *, run: str | None = None, directory: str | None = None, workflow: str | None = None) -> list[tuple[str, str]]:
+    """(task, log path) for `STEP` (every task) or `STEP/INDEX` of a run (default: latest)."""
+    from hpcml import runs
+
+    return [(label, str(p)) for label, p in runs.task_logs(run_dir(directory, workflow), target, run)]
+
+
+def cancel(
+    run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
+) -> tuple[str, list[str]]:
+    """Cancel every unfinished job of a run (default: latest) with one call: (run id, job ids)."""
+    from hpcml import runs
+
+    return runs.cancel(run_dir(directory, workflow), run, settings=settings)
+
+
+def runs_history(*, directory: str | None = None, workflow: str | None = None) -> list[RunSummary]:
+    """Every run of a workflow directory, oldest first."""
+    from hpcml import runs
+
+    return runs.history(run_dir(directory, workflow))

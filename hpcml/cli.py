@@ -376,5 +376,210 @@ def catalog_gc_cmd(days: float, dry_run: bool, as_json: bool) -> None:
     click.echo(f"{verb} {len(items)} files, {_size(sum(i.size for i in items))}")
 
 
+# ---- run / status / logs / cancel / runs (owner: run) ------------------------------------
+
+_WHERE = [
+    click.option("-C", "directory", type=click.Path(file_okay=False), help="Workflow directory (default: here)."),
+    click.option("--workflow", type=click.Path(dir_okay=False), help="Workflow file whose runs to use."),
+]
+
+
+def _where(f):  # noqa: ANN001, ANN202 - click decorator
+    for option in reversed(_WHERE):
+        f = option(f)
+    return f
+
+
+_STATE_STYLE = {
+    "completed": "green",
+    "cached": "green",
+    "running": "cyan",
+    "pending": "white",
+    "requeued": "yellow",
+}
+
+
+def _status_table(st):  # noqa: ANN001, ANN202 - runs.RunStatus → rich Table
+    from rich.table import Table
+
+    table = Table(title=f"{st.workflow}: run {st.run_id} ({st.executor})", title_justify="left")
+    for col in ("step", "tasks", "states"):
+        table.add_column(col)
+    for step, tasks in st.steps().items():
+        counts: dict[str, int] = {}
+        for t in tasks:
+            counts[t.label] = counts.get(t.label, 0) + 1
+        parts = []
+        for label, n in counts.items():
+            style = _STATE_STYLE.get(label.split(" ")[0], "red")
+            parts.append(f"[{style}]{n} {label}[/{style}]")
+        table.add_row(step, str(len(tasks)), ", ".join(parts))
+    return table
+
+
+def _print_status(st, as_json: bool = False) -> None:  # noqa: ANN001 - runs.RunStatus
+    import json
+
+    from rich.console import Console
+
+    if as_json:
+        click.echo(json.dumps(st.as_dict(), indent=2))
+        return
+    console = Console(highlight=False)
+    console.print(_status_table(st))
+    for t in st.tasks:
+        if t.state not in ("completed", "cached", "pending", "running", "requeued"):
+            job = f" job {t.job}" if t.job else ""
+            detail = f" ({t.detail})" if t.detail and t.state != "failed" else ""
+            console.print(f"  {t.step}/{t.index}: [red]{t.label}[/red]{detail}{job} · hpcml logs {t.step}/{t.index}")
+
+
+@main.command("run")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--executor", type=click.Choice(["slurm", "local"]), help="Where tasks run (default: config, else SLURM if sbatch works, else local).")
+@click.option("--watch/--detach", default=None, help="Follow the run until it ends (default on a terminal), or return once submitted.")
+def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
+    """Build or reuse the images, then submit every task of FILE not already complete.
+
+    Tasks whose key already completed are skipped (resume by default); tasks still queued
+    by an earlier run are depended on, not resubmitted. The exit code is 0 only when every
+    task completed (or, with --detach, when everything was submitted).
+
+    Example:
+
+        hpcml run workflow.yaml --detach && hpcml status
+    """
+    from hpcml import api
+
+    watch = sys.stdout.isatty() if watch is None else watch
+    say = lambda m: click.echo(f"hpcml: {m}", err=True)  # noqa: E731
+    if watch and sys.stdout.isatty():
+        from rich.live import Live
+
+        with Live(refresh_per_second=4, transient=True) as live:
+            outcome = api.run(file, executor=executor, watch=True, on_message=say,
+                              on_update=lambda st: live.update(_status_table(st)))
+    elif watch:
+        last: list[object] = [None]
+
+        def line(st) -> None:  # noqa: ANN001
+            if st.counts != last[0]:
+                last[0] = st.counts
+                click.echo(", ".join(f"{n} {s.replace('_', ' ')}" for s, n in st.counts.items()))
+
+        outcome = api.run(file, executor=executor, watch=True, on_message=say, on_update=line)
+    else:
+        outcome = api.run(file, executor=executor, watch=False, on_message=say)
+    if outcome.status is None:
+        ids = ", ".join(f"{s}={','.join(j)}" for s, j in outcome.jobs.items()) or "nothing to submit"
+        click.echo(f"run {outcome.run_id}: {ids}; follow with `hpcml status`")
+        return
+    _print_status(outcome.status)
+    if not outcome.ok:
+        raise SystemExit(1)
+
+
+@main.command("status")
+@click.argument("run", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (shape in docs/running.md).")
+@_where
+def status_cmd(run: str | None, as_json: bool, directory: str | None, workflow: str | None) -> None:
+    """Show the state of every task of RUN (default: the latest run here).
+
+    One squeue (and at most one sacct) for the whole run. Exit code 0 when every task
+    completed, 1 when one failed, 3 while tasks are still pending or running.
+
+    Example:
+
+        hpcml status --json | jq '.counts'
+    """
+    from hpcml import api
+
+    st = api.status(run, directory=directory, workflow=workflow)
+    _print_status(st, as_json)
+    if not st.finished:
+        raise SystemExit(3)
+    if not st.ok:
+        raise SystemExit(1)
+
+
+@main.command("logs")
+@click.argument("target", metavar="STEP[/TASK]")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
+@click.option("--run", help="Run id (default: the latest).")
+@_where
+def logs_cmd(target: str, follow: bool, run: str | None, directory: str | None, workflow: str | None) -> None:
+    """Print the log of a task (STEP/INDEX), or of every task of STEP.
+
+    Example:
+
+        hpcml logs train/3 -f
+    """
+    from pathlib import Path
+
+    from hpcml import api, runs
+    from hpcml.errors import StateError
+
+    found = api.logs(target, run=run, directory=directory, workflow=workflow)
+    if follow:
+        if len(found) != 1:
+            raise StateError(f"--follow needs one task: STEP/INDEX (step {target} has {len(found)} tasks)")
+        label, path = found[0]
+
+        def done() -> bool:
+            st = api.status(run, directory=directory, workflow=workflow)
+            return any(t.state not in ("pending", "running", "requeued") for t in st.tasks if f"{t.step}/{t.index}" == label)
+
+        runs.follow(Path(path), done, lambda text: click.echo(text, nl=False))
+        return
+    for label, path in found:
+        if len(found) > 1:
+            click.echo(f"==> {label} ({path}) <==")
+        try:
+            click.echo(Path(path).read_text(errors="replace"), nl=False)
+        except FileNotFoundError:
+            click.echo("(no log yet: the task has not started)")
+
+
+@main.command("cancel")
+@click.argument("run", required=False)
+@_where
+def cancel_cmd(run: str | None, directory: str | None, workflow: str | None) -> None:
+    """Cancel every unfinished job of RUN (default: the latest) with one scancel.
+
+    Example:
+
+        hpcml cancel
+    """
+    from hpcml import api
+
+    run_id, jobs = api.cancel(run, directory=directory, workflow=workflow)
+    click.echo(f"run {run_id}: cancelled {len(jobs)} job(s){': ' + ' '.join(jobs) if jobs else ''}")
+
+
+@main.command("runs")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of runs.")
+@_where
+def runs_cmd(as_json: bool, directory: str | None, workflow: str | None) -> None:
+    """List the runs of this workflow directory, oldest first.
+
+    Example:
+
+        hpcml runs -C ~/projects/cifar
+    """
+    import dataclasses
+    import json
+
+    from hpcml import api
+
+    items = api.runs_history(directory=directory, workflow=workflow)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in items], indent=2))
+        return
+    for r in items:
+        counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in r.counts.items())
+        click.echo(f"{r.run_id}  {r.executor:<6} {r.tasks:>5} tasks  {counts}{'' if r.finished else '  (not watched to the end)'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])

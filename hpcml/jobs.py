@@ -339,7 +339,8 @@ while :; do
   hpcml_put attempt "$hpcml_attempt"
   export APPTAINERENV_HPCML_ATTEMPT=$hpcml_attempt
   echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index key $hpcml_key attempt $hpcml_attempt of $(( hpcml_retries + 1 ))" \
-    "on $(hostname) job ${SLURM_JOB_ID:-local} devices ${CUDA_VISIBLE_DEVICES:-none}"
+    "on $(hostname) job ${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_}${SLURM_ARRAY_TASK_ID:-${SLURM_JOB_ID:-local}}" \
+    "devices ${CUDA_VISIBLE_DEVICES:-none}"
   hpcml_signal=
   set -m  # the task gets its own process group, so a forwarded signal reaches all of it
   "${hpcml_container[@]}" "$hpcml_shell" "$taskdir/cmd.sh" &

@@ -267,7 +267,7 @@ def _catalog_resolver(settings: Settings, runner: Runner | None) -> Callable[[st
     def resolve(name: str, tag: str | None) -> str:
         from hpcml.images import catalog_path
 
-        return catalog_path(settings, runner).find(f"{name}:{tag}" if tag else name).key
+        return catalog_path(settings, runner).find(f"{name}:{tag or 'latest'}").key
 
     return resolve
 
