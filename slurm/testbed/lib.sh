@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source this
 # Shared paths and helpers of slurm/testbed/{up,down,status}. Sourced, never run.
 #
 # Everything the testbed owns lives in a few fixed places (documented in docs/testbed.md):
