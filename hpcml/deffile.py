@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.model import Image, Pos
@@ -408,6 +409,8 @@ def convert_dockerfile(text: str, path: str) -> str:
         parser = DockerParser(None, load=False)  # no filename: we hand it the text ourselves
         parser.lines = text.splitlines(keepends=True)
         recipe = parser.parse()
+        for layer in recipe.values():
+            _repair_layer(layer)
         last = list(recipe.values())[-1]
         # spython's default runscript prefixes CMD with /bin/bash; Docker runs CMD as is.
         runscript = "" if (last.entrypoint or last.cmd) else "/bin/sh"
@@ -422,16 +425,37 @@ def convert_dockerfile(text: str, path: str) -> str:
     return result
 
 
+def _repair_layer(layer: Any) -> None:
+    """Fix what spython's writer would get wrong, on its parsed recipe layer:
+
+    - exec-form ENTRYPOINT/CMD (JSON lists) are joined with plain spaces, losing the
+      quoting (`["-c", "print(1)"]` → `-c print(1)`, a shell syntax error): shell-quote them;
+    - a LABEL line is kept whole (`a=b c="d e"`), where `%labels` wants one `k v` per line.
+    """
+    for attr in ("entrypoint", "cmd"):
+        value = getattr(layer, attr, None)
+        if isinstance(value, list):
+            setattr(layer, attr, shlex.join(str(v) for v in value))
+    labels: list[list[str]] = []
+    for entry in getattr(layer, "labels", None) or []:
+        text = " ".join(entry)
+        try:
+            words = shlex.split(text)
+        except ValueError as err:
+            raise ValueError(f"LABEL {text}: {err}") from None
+        if words and all("=" in w for w in words):
+            labels += [[f"{k} {v}".strip()] for k, v in (w.split("=", 1) for w in words)]
+        elif words:  # legacy form: LABEL key value with spaces
+            labels.append([f"{words[0]} {' '.join(words[1:])}".strip()])
+    layer.labels = labels
+
+
 def _fix_converted(lines: list[str]) -> list[str]:
-    """Repair two spython quirks: `exec  cmd` spacing, and LABEL's `k=v` kept as is where
-    a definition file wants `k v`."""
+    """Repair spython's `exec  cmd` spacing in the run/start scripts."""
     out, section = [], ""
     for line in lines:
         if line.startswith("%"):
             section = line[1:].split()[0].lower() if line[1:].split() else ""
-        elif section == "labels" and "=" in line and " " not in line.split("=", 1)[0]:
-            key, value = line.split("=", 1)
-            line = f"{key} {value.strip().strip(chr(34))}"
         elif section in ("runscript", "startscript"):
             line = re.sub(r"^exec\s+", "exec ", line)
         out.append(line)

@@ -75,9 +75,9 @@ def plan_image(
     if image.base_kind in ("deffile", "dockerfile"):
         source = _read_source(workflow, image)
     definition = deffile.render(image, source=source, source_path=image.base_ref)
-    input_paths = _input_paths(image, definition)
+    input_paths_ = input_paths(image, definition)
     inputs = []
-    for rel in sorted(set(input_paths)):
+    for rel in sorted(set(input_paths_)):
         if rel not in cache:
             try:
                 cache[rel] = hash_input(workflow.root, rel)
@@ -117,7 +117,7 @@ def _read_source(workflow: Workflow, image: Image) -> str:
         raise SpecError(_diag(image.pos, f"image {image.name!r}: cannot read {image.base_ref}: {err}")) from None
 
 
-def _input_paths(image: Image, definition: str) -> list[str]:
+def input_paths(image: Image, definition: str) -> list[str]:
     """Files the build reads from the workflow directory (builds run with cwd = its root)."""
     if image.base_kind in ("deffile", "dockerfile"):
         parsed = deffile.parse_definition(definition, image.base_ref)
@@ -157,9 +157,12 @@ def plan_step(step: Step, image: ImagePlan, upstream: list[StepPlan], workflow: 
     env_fields = [f"{k}={v}" for k, v in sorted(step.env)]
     points = expand_matrix(step.matrix, step.pos) if step.matrix else [()]
     template = step.run
+    # An include-only key is absent from the points its entry did not extend; as in
+    # GitHub Actions it then reads as empty (spec.py already rejected unknown names).
+    optional = frozenset(k for entry in step.matrix.include for k, _ in entry) if step.matrix else frozenset()
     tasks = []
     for index, point in enumerate(points):
-        command = substitute(template, point, step.name, index, step.pos)
+        command = substitute(template, point, step.name, index, step.pos, optional)
         key = _digest([TASK_KEY_TAG, step.name, command, _point_text(point), image.key, shell,
                        *env_fields, upstream_digest])
         tasks.append(Task(step.name, index, point, command, key, upstream_keys))
@@ -212,8 +215,12 @@ def format_value(value: Scalar) -> str:
 
 
 def substitute(template: str, point: tuple[tuple[str, Scalar], ...], step: str, index: int,
-               pos: Pos | None = None) -> str:
-    """Fill matrix values, {step} and {task} (shell-quoted); keep {out} and {in.X} symbolic."""
+               pos: Pos | None = None, optional: frozenset[str] = frozenset()) -> str:
+    """Fill matrix values, {step} and {task} (shell-quoted); keep {out} and {in.X} symbolic.
+
+    A name in `optional` (an `include`-only matrix key) that this point lacks becomes an
+    empty shell word `''`; any other missing name is a SpecError.
+    """
     values = dict(point)
     missing: list[str] = []
 
@@ -225,6 +232,8 @@ def substitute(template: str, point: tuple[tuple[str, Scalar], ...], step: str, 
         if name == "out" or name.startswith("in."):
             return None
         if name not in values:
+            if name in optional:
+                return "''"
             missing.append(name)
             return None
         return placeholders.escape(shlex.quote(format_value(values[name])))

@@ -71,6 +71,7 @@ APT_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)
 PIP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-\[\], <>=!~*@:/+]*")
 SUITE_RE = re.compile(r"[a-z][a-z0-9-]*")
 REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
+REF_EXPECTED = "a reference such as nvcr.io/nvidia/pytorch:24.01-py3 (letters, digits and . _ / : @ + -)"
 CATALOG_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*(?::[A-Za-z0-9_.-]+)?")
 URL_RE = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!&'()*+,;=%-]+")
 NO_SPACE_PATH_RE = re.compile(r"[^\s\x00]+")
@@ -293,6 +294,12 @@ class _Checker:
         if escaped:
             self.err(node, f"{what} {rel!r} leaves the workflow directory through the symlink {escaped!r}")
             return None
+        link = self._symlink(full)
+        if link:
+            # Image keys hash file bytes, and a link's target can change without the key noticing.
+            self.err(node, f"{what} {rel!r}: {link}: is a symbolic link, which hpcml does not follow; "
+                           "copy the file or name its target instead")
+            return None
         return rel
 
     def _inside(self, path: str) -> bool:
@@ -308,6 +315,19 @@ class _Checker:
                 for name in dirnames + filenames:
                     p = os.path.join(dirpath, name)
                     if os.path.islink(p) and not self._inside(p):
+                        return os.path.relpath(p, self.root)
+        return None
+
+    def _symlink(self, full: str) -> str | None:
+        """The first symbolic link at or under `full`, relative to the root (sorted walk)."""
+        if os.path.islink(full):
+            return os.path.relpath(full, self.root)
+        if os.path.isdir(full):
+            for dirpath, dirnames, filenames in os.walk(full):
+                dirnames.sort()
+                for name in sorted(dirnames + filenames):
+                    p = os.path.join(dirpath, name)
+                    if os.path.islink(p):
                         return os.path.relpath(p, self.root)
         return None
 
@@ -333,6 +353,19 @@ class _Checker:
             content = [ln for ln in lines[first:] if ln.strip()]
             indent = len(content[0]) - len(content[0].lstrip(" ")) if content else 0
             return first + 1 + dl, indent + 1 + dc
+        # Folded, multi-line plain or escaped quoted text: the placeholder token itself has no
+        # spaces or escapes, so its k-th occurrence in the value is its k-th in the source.
+        end = text.find("}", offset)
+        if end > offset:
+            token = text[offset : end + 1]
+            nth = text.count(token, 0, offset)
+            at = -1
+            for _ in range(nth + 1):
+                at = raw.find(token, at + 1)
+                if at < 0:
+                    return node.line, node.col
+            index = raw_node.start_mark.index + at
+            return self.text.count("\n", 0, index) + 1, index - (self.text.rfind("\n", 0, index) + 1) + 1
         return node.line, node.col
 
     # ---- the document ---------------------------------------------------------------
@@ -461,7 +494,37 @@ class _Checker:
             fields["mirror"] = self.mirror(m["mirror"], kind)
         if len(self.diags) > n_before or kind is None or ref is None:
             return None
-        return Image(name=name, base_kind=kind, base_ref=ref, pos=self.pos(at), **fields)
+        image = Image(name=name, base_kind=kind, base_ref=ref, pos=self.pos(at), **fields)
+        self.renderable(image, m.get(kind) if kind in ("deffile", "dockerfile") else None)
+        return image if len(self.diags) == n_before else None
+
+    def renderable(self, image: Image, source_node: YNode | None) -> None:
+        """Render the image now, so `validate` reports what planning would: text that cannot
+        be written into a definition, and for a `deffile:`/`dockerfile:` its parse errors
+        and the `%files` sources it names."""
+        from hpcml import deffile, plan  # plan.py imports the renderer; spec.py stays light without it
+
+        source = None
+        shown = image.base_ref
+        if source_node is not None:
+            full = os.path.join(self.root, image.base_ref)
+            # Messages inside the file name it as the workflow's path is named (relative to the cwd).
+            shown = os.path.join(os.path.dirname(self.file), image.base_ref)
+            try:
+                with open(full, encoding="utf-8") as f:
+                    source = f.read()
+            except (OSError, UnicodeDecodeError) as err:
+                self.err(source_node, f"cannot read {image.base_ref}: {err}")
+                return
+        try:
+            definition = deffile.render(image, source=source, source_path=shown)
+            if source_node is None:
+                return
+            for rel in plan.input_paths(image, definition):
+                proxy = YNode(rel, source_node.line, source_node.col, None)
+                self.relative_file(proxy, f"{image.base_ref}: input file")
+        except SpecError as err:
+            self.diags.extend(err.diagnostics)
 
     def image_base(
         self, name: str, node: YNode, m: dict[str, YNode], names: dict[str, YNode]
@@ -491,16 +554,17 @@ class _Checker:
             return None, None
         if value == "scratch":
             return "scratch", ""
-        for prefix, kind, pattern in (
-            ("docker://", "docker", REF_RE),
-            ("oras://", "oras", REF_RE),
-            ("debootstrap:", "debootstrap", SUITE_RE),
-            ("catalog:", "catalog", CATALOG_RE),
+        for prefix, kind, pattern, expected in (
+            ("docker://", "docker", REF_RE, REF_EXPECTED),
+            ("oras://", "oras", REF_RE, REF_EXPECTED),
+            ("debootstrap:", "debootstrap", SUITE_RE, "a Debian suite such as bookworm (lowercase letters, digits, '-')"),
+            ("catalog:", "catalog", CATALOG_RE,
+             "NAME or NAME:TAG, NAME of lowercase letters, digits, '_', '.', '-' (e.g. catalog:torch:2.3)"),
         ):
             if value.startswith(prefix):
                 ref = value[len(prefix):]
                 if not pattern.fullmatch(ref):
-                    self.err(node, f"invalid {kind} reference {ref!r} in from: {value!r}")
+                    self.err(node, f"invalid {kind} reference {ref!r} in from: {value!r}; expected {expected}")
                     return None, None
                 return kind, ref
         if value.startswith("localimage:"):
@@ -728,7 +792,12 @@ class _Checker:
         if points > MAX_MATRIX_POINTS:
             self.err(node, f"matrix of {what} expands to {points} points; at most {MAX_MATRIX_POINTS} are allowed")
             return None
-        return Matrix(axes=tuple(axes), include=include, exclude=exclude)
+        matrix = Matrix(axes=tuple(axes), include=include, exclude=exclude)
+        # An include entry always leaves a point; without one, exclude may remove them all,
+        # which `validate` must report rather than leave to the planner.
+        if exclude and not include and not _expand(matrix):
+            self.err(node, f"matrix of {what} is empty after applying exclude")
+        return matrix
 
     def axis_name(self, at: tuple[int, int], key: str, what: str) -> bool:
         if not AXIS_RE.fullmatch(key):
@@ -919,3 +988,13 @@ class _Checker:
                 self.err(g, f"checkpoint grace ({grace} s) must be shorter than the time limit ({resources.time_s} s)")
                 return None
         return Checkpoint(signal=signal, grace_s=grace)
+
+
+def _expand(matrix: Matrix) -> list[tuple[tuple[str, Scalar], ...]]:
+    """The matrix points, by the planner's rules (imported late: plan.py is the heavier module)."""
+    from hpcml import plan
+
+    try:
+        return plan.expand_matrix(matrix)
+    except SpecError:
+        return []

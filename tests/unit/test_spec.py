@@ -85,6 +85,9 @@ def root(tmp_path: Path) -> Path:
     for rel in ("requirements.txt", "src/prepare.py", "data/x.csv", "custom.def", "Dockerfile", "images/base.sif"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x\n")
+    # validate parses hand-written files, so they must be real ones.
+    (tmp_path / "custom.def").write_text("Bootstrap: docker\nFrom: debian:12\n%post\n    true\n")
+    (tmp_path / "Dockerfile").write_text("FROM debian:12\nRUN true\n")
     return tmp_path
 
 
