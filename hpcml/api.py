@@ -250,6 +250,7 @@ def run(
     on_message=None,  # noqa: ANN001 - Callable[[str], None]
     on_update=None,  # noqa: ANN001 - Callable[[RunStatus], None]
     poll_s: float = 2.0,
+    detach: bool = False,
 ) -> RunOutcome:
     """Build or reuse the images and submit every task that is not complete or queued.
 
@@ -261,7 +262,7 @@ def run(
     from hpcml import runs
 
     s = settings or load_settings()
-    started = runs.start(path, s, executor=executor, on_message=on_message)
+    started = runs.start(path, s, executor=executor, on_message=on_message, detach=detach)
     try:
         final = None
         if watch or not started.executor.detached:

@@ -451,6 +451,7 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
     """
     from hpcml import api
 
+    detach = watch is False  # asked for explicitly: refused by executors that cannot detach (local)
     watch = sys.stdout.isatty() if watch is None else watch
     say = lambda m: click.echo(f"hpcml: {m}", err=True)  # noqa: E731
     if watch and sys.stdout.isatty():
@@ -469,7 +470,15 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
 
         outcome = api.run(file, executor=executor, watch=True, on_message=say, on_update=line)
     else:
-        outcome = api.run(file, executor=executor, watch=False, on_message=say)
+        # Progress lines still show where the executor is watched anyway (local, no terminal).
+        last_counts: list[object] = [None]
+
+        def progress(st) -> None:  # noqa: ANN001
+            if st.counts != last_counts[0]:
+                last_counts[0] = st.counts
+                click.echo(", ".join(f"{n} {s.replace('_', ' ')}" for s, n in st.counts.items()))
+
+        outcome = api.run(file, executor=executor, watch=False, on_message=say, on_update=progress, detach=detach)
     if outcome.status is None:
         ids = ", ".join(f"{s}={','.join(j)}" for s, j in outcome.jobs.items()) or "nothing to submit"
         click.echo(f"run {outcome.run_id}: {ids}; follow with `hpcml status`")

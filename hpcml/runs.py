@@ -173,6 +173,7 @@ def start(
     env: Mapping[str, str] | None = None,
     ensure_images: Callable[[Plan, Settings, Sequence[str]], dict[str, str]] | None = None,
     on_message: Callable[[str], None] | None = None,
+    detach: bool = False,
 ) -> RunStarted:
     """Submit every task of the workflow at `path` that is neither complete nor live.
 
@@ -188,6 +189,16 @@ def start(
     name, reason = choose_executor(executor, settings, Slurm(runner))
     ex = make_executor(name, settings, runner)
     say(f"executor: {name} ({reason})")
+    # ---- local executor hooks (owner: local executor) ----
+    if detach and not ex.detached:
+        raise SubmitError(
+            f"--detach: the {name} executor runs tasks inside `hpcml run` (there is no daemon), so they "
+            "would end with it; run it in tmux/screen or with nohup, or use SLURM"
+        )
+    check_plan = getattr(ex, "check_plan", None)
+    if check_plan is not None:  # a step that can never run here fails before any image build
+        check_plan(plan)
+    # ---- end local executor hooks ----
     lock = RunLock(run_dir)
     lock.acquire()
     try:

@@ -227,7 +227,9 @@ class LocalExecutor:
             raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
         for sig in (signal.SIGTERM, signal.SIGHUP):
-            self._saved_handlers[sig] = signal.signal(sig, interrupt)
+            # Under nohup SIGHUP is ignored on purpose: keep it so (the run goes on).
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                self._saved_handlers[sig] = signal.signal(sig, interrupt)
 
     def _restore_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -227,3 +227,21 @@ def test_ctrl_c_leaves_no_orphans_and_a_rerun_finishes_only_what_was_left(
     # The tasks that had completed ran once; the cancelled ones twice.
     logs = {p.parent.name: p.read_text().count(" attempt 1 of ") for p in (wf / ".hpcml" / "tasks" / "work").glob("*/log")}
     assert sorted(logs.values()) == [1, 1, 2, 2]
+
+
+def test_refusals_come_before_anything_is_built_or_run(
+    tmp_path: Path, busybox_sif: Path, hpcml_env: dict[str, str]
+) -> None:
+    path = workflow(tmp_path / "wf", busybox_sif, "refused", """\
+        big:
+          resources: {gpus: 4}
+          run: touch {out}/ran
+    """)
+    done = hpcml("run", str(path), "--executor", "local", env=hpcml_env, check=False)
+    assert done.returncode == 1
+    assert "step big: asks more than this machine offers: GPUs 4 > 2" in done.stderr
+    assert "HPCML_LOCAL_GPUS" in done.stderr
+    done = hpcml("run", str(path), "--executor", "local", "--detach", env=hpcml_env, check=False)
+    assert done.returncode == 1 and "--detach: the local executor runs tasks inside `hpcml run`" in done.stderr
+    assert not (tmp_path / "wf" / ".hpcml" / "runs").exists()
+    assert not (tmp_path / "catalog").exists() or not any((tmp_path / "catalog").rglob("*.sif"))
