@@ -121,6 +121,8 @@ class LocalExecutor:
                 self.scheduler.check(LocalJob(name, "", name=name, cpus=_cpus(res), mem_mb=res.mem_mb or 0, gpus=res.gpus))
             except SubmitError as err:
                 problems.append(f"step {err}")
+            if res.nodes > 1:
+                problems.append(f"step {name}: asks for {res.nodes} nodes; the local executor has one (use SLURM)")
         if problems:
             raise SubmitError("\n".join(problems))
 
