@@ -44,6 +44,7 @@ TAG_MODE = 0o664
 
 _KEY = re.compile(r"^[0-9a-f]{16,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 
 
 def check_key(key: str) -> str:
@@ -53,7 +54,23 @@ def check_key(key: str) -> str:
     return key
 
 
+def file_fingerprint(st: os.stat_result, sha256: str) -> dict[str, Any]:
+    """What the verified-hash cache compares: a SIF is rehashed when any of it changes.
+
+    ctime is in it because mtime can be set back (`touch -d`, `os.utime`) after an edit;
+    ctime cannot, so an in-place change with a restored mtime still triggers a rehash.
+    """
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
+            "sha256": sha256}
+
+
 def check_name(what: str, value: str) -> str:
+    """`value` if it is a valid tag or image name, else CatalogError saying what is allowed."""
+    if what == "image name" and not _IMAGE_NAME.match(value):
+        # Tags are used as `from: catalog:NAME:TAG`, where NAME is lowercase (spec.CATALOG_RE).
+        raise CatalogError(
+            f"invalid {what} {value!r}: use lowercase letters, digits, '_', '.', '-' (at most 128, not leading)"
+        )
     if not _NAME.match(value):
         raise CatalogError(
             f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (at most 128, not leading)"
@@ -372,7 +389,7 @@ class CatalogPath:
     """The search path: first catalog holding a key wins; new images go to the first writable.
 
     Before an image is used, its SIF's sha256 is checked against the manifest (cached in
-    `cache_dir/verified/` by size, mtime_ns and inode) and, when `require_signatures`, its
+    `cache_dir/verified/` by size, mtime_ns, ctime_ns and inode) and, when `require_signatures`, its
     signature is verified with `verify` (a callable taking the SIF path; see images.py).
     """
 
@@ -420,7 +437,12 @@ class CatalogPath:
         raise CatalogError("no writable catalog in the search path:\n" + "\n".join(reasons))
 
     def find(self, ref: str) -> Entry:
-        """An image by `name[:tag]` (tag default 'latest') or by key (a unique prefix of 8+)."""
+        """An image by `name[:tag]` (tag default 'latest') or by key (a unique prefix of 8+).
+
+        A bare `name` that no catalog has tagged `name:latest` falls back to the newest image
+        built under that image name (first catalog that has one), so `hpcml catalog path
+        torch` works right after `hpcml build`, before anyone tags it.
+        """
         if re.fullmatch(r"[0-9a-f]{8,64}", ref):
             matches = {}
             for catalog in self.catalogs:
@@ -445,8 +467,14 @@ class CatalogPath:
                 if entry is None:
                     raise CatalogError(f"tag {name}:{tag} in {catalog.root} names missing image {key[:12]}")
                 return entry
+        if ":" not in ref:
+            for catalog in self.catalogs:
+                named = [e for e in catalog.entries() if e.manifest.name == name]
+                if named:
+                    return max(named, key=lambda e: (e.manifest.created, e.key))
         raise CatalogError(
-            f"no image {ref!r} in the catalogs ({', '.join(str(c.root) for c in self.catalogs)})"
+            f"no image {ref!r} in the catalogs ({', '.join(str(c.root) for c in self.catalogs)}); "
+            "give NAME[:TAG] of a tag, an image name as shown by `hpcml catalog list`, or a key prefix (8+ hex digits)"
         )
 
     def check(self, entry: Entry, *, force: bool = False) -> None:
@@ -454,8 +482,7 @@ class CatalogPath:
         sif = entry.sif
         stat = sif.stat()
         stamp = self._stamp_path(sif)
-        fingerprint = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino,
-                       "sha256": entry.manifest.sha256}
+        fingerprint = file_fingerprint(stat, entry.manifest.sha256)
         cached = _read_json(stamp) if not force else None
         if cached is not None and all(cached.get(k) == v for k, v in fingerprint.items()):
             if not self.require_signatures or cached.get("signature_ok"):
@@ -463,7 +490,8 @@ class CatalogPath:
         if stat.st_size != entry.manifest.size or sha256_file(sif) != entry.manifest.sha256:
             raise CatalogError(
                 f"{sif} is corrupt: its sha256 does not match the manifest {entry.catalog.meta_path(entry.key)}; "
-                f"it was refused. Remove it (hpcml catalog gc) or rebuild it."
+                f"it was refused. To rebuild it, delete both files (rm -f {sif} "
+                f"{entry.catalog.meta_path(entry.key)}) and run hpcml build again."
             )
         signature_ok = False
         if self.require_signatures:

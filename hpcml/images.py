@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Literal, Sequence
 
 from hpcml import __version__, deffile
 from hpcml.apptainer import Apptainer
-from hpcml.catalog import Catalog, CatalogPath, Entry, new_manifest
+from hpcml.catalog import Catalog, CatalogPath, Entry, file_fingerprint, new_manifest
 from hpcml.config import Settings
 from hpcml.errors import BuildError, HpcmlError
 from hpcml.locking import Owner
@@ -295,9 +295,8 @@ class _Builder:
     def _remember(self, entry: Entry) -> None:
         # We hashed this SIF while publishing; record it so the first use does not rehash.
         stat = entry.sif.stat()
-        self.path.remember(entry.sif, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                       "ino": stat.st_ino, "sha256": entry.manifest.sha256,
-                                       "signature_ok": False})  # still verified on first use
+        self.path.remember(entry.sif, file_fingerprint(stat, entry.manifest.sha256)
+                           | {"signature_ok": False})  # still verified on first use
 
 
 def _holder(owner: Owner | None) -> str:

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -463,6 +464,8 @@ class _Checker:
             if image is not None:
                 out[name] = image
         self.image_cycles(out, names)
+        if not self.diags:
+            out = _inherit_shells(out, {n for n, body in names.items() if isinstance(body.value, dict) and "shell" in body.value})
         return out
 
     def image(self, name: str, node: YNode, names: dict[str, YNode], at: tuple[int, int]) -> Image | None:
@@ -998,3 +1001,19 @@ def _expand(matrix: Matrix) -> list[tuple[tuple[str, Scalar], ...]]:
         return plan.expand_matrix(matrix)
     except SpecError:
         return []
+
+
+def _inherit_shells(images: dict[str, Image], explicit: set[str]) -> dict[str, Image]:
+    """An image built `from:` another image of the file takes its parent's shell unless it
+    writes its own: a child of a busybox (`shell: sh`) image has no bash for its `%post`."""
+    resolved: dict[str, Image] = {}
+
+    def resolve(name: str) -> Image:
+        if name not in resolved:
+            image = images[name]
+            if image.parent is not None and name not in explicit and image.parent in images:
+                image = dataclasses.replace(image, shell=resolve(image.parent).shell)
+            resolved[name] = image
+        return resolved[name]
+
+    return {name: resolve(name) for name in images}

@@ -135,3 +135,77 @@ def test_dockerfile_exec_form_and_multi_labels_convert_correctly() -> None:
     assert "exec python3 -c 'print(1)' \"$@\"" in out
     runscript = out.split("%runscript\n", 1)[1].split("%", 1)[0]
     subprocess.run(["bash", "-n", "-c", runscript], check=True)
+
+
+# ---- images and catalogs --------------------------------------------------------------
+
+
+def test_child_image_inherits_its_parents_shell(tmp_path: Path) -> None:
+    # A child of a busybox (`shell: sh`) image rendered `%post -c /bin/bash`, which it lacks.
+    text = (
+        "hpcml: 1\nname: q\nimages:\n  base: {from: scratch, shell: sh}\n"
+        "  child: {from: base, post: echo hi}\n  grand: {from: child, post: echo hi}\n"
+        "  own: {from: base, shell: bash, post: echo hi}\nsteps:\n  s: {image: grand, run: echo}\n"
+    )
+    wf = spec.load(write(tmp_path, text))
+    assert {n: i.shell for n, i in wf.images.items()} == {"base": "sh", "child": "sh", "grand": "sh", "own": "bash"}
+    p = plan.build(wf)
+    assert "%post\nset -eu\n" in p.images["grand"].definition
+    assert "%post -c /bin/bash\n" in p.images["own"].definition
+
+
+def _publish(cat, tmp_path: Path, key: str, name: str, data: bytes = b"SIF") -> None:  # noqa: ANN001
+    from hpcml.catalog import new_manifest
+
+    src = tmp_path / f"{key[:8]}.src"
+    src.write_bytes(data)
+    manifest = new_manifest(key=key, name=name, definition="Bootstrap: scratch\n", inputs=[],
+                            parent_key=None, sif=src, apptainer_version="1.4.5")
+    cat.publish(src, manifest, log_text="log\n")
+
+
+def test_catalog_finds_an_untagged_image_by_its_name(tmp_path: Path) -> None:
+    # docs/catalog.md: "hpcml build … then hpcml catalog push torch"; untagged, that said
+    # "no image 'torch'". A bare name now falls back to the newest image of that name.
+    from hpcml.catalog import Catalog, CatalogPath
+    from hpcml.errors import CatalogError
+
+    cat = Catalog(tmp_path / "cat")
+    _publish(cat, tmp_path, "a" * 64, "torch")
+    path = CatalogPath([cat], tmp_path / "cache")
+    assert path.find("torch").key == "a" * 64
+    with pytest.raises(CatalogError, match="no image 'torch:v1'"):
+        path.find("torch:v1")  # an explicit tag never falls back
+    cat.set_tag("torch", "latest", "a" * 64)
+    assert path.find("torch").key == "a" * 64
+
+
+def test_catalog_tag_names_must_be_usable_from_a_workflow(tmp_path: Path) -> None:
+    # `from: catalog:NAME:TAG` takes lowercase names only; `catalog tag X Bad:v1` was accepted.
+    from hpcml.catalog import Catalog
+    from hpcml.errors import CatalogError
+
+    with pytest.raises(CatalogError, match="invalid image name 'Bad': use lowercase"):
+        Catalog(tmp_path / "cat").tag_path("Bad", "v1")
+    Catalog(tmp_path / "cat").tag_path("torch", "V1.2")  # tags may use capitals
+
+
+def test_in_place_edit_with_restored_mtime_is_still_detected(tmp_path: Path) -> None:
+    from hpcml.catalog import Catalog, CatalogPath
+    from hpcml.errors import CatalogError
+
+    cat = Catalog(tmp_path / "cat")
+    _publish(cat, tmp_path, "c" * 64, "base", data=b"0123456789")
+    path = CatalogPath([cat], tmp_path / "cache")
+    entry = path.resolve("c" * 64)
+    assert entry is not None  # hashed once, and remembered
+    sif = entry.sif
+    st = sif.stat()
+    os.chmod(sif, 0o644)
+    with open(sif, "r+b") as f:
+        f.seek(3)
+        f.write(b"X")
+    os.chmod(sif, st.st_mode)
+    os.utime(sif, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(CatalogError, match=r"is corrupt: .*delete both files"):
+        path.resolve("c" * 64)
