@@ -1,0 +1,101 @@
+"""Submission and polling cost of a 1,000-task sweep on the real SLURM cluster.
+
+Prints: sbatch calls for the sweep (target 1: one job array), submission wall time, and
+slurmctld RPCs per `hpcml status` round measured with `sdiag` (target: at most 2 per round,
+whatever the number of tasks). The sweep is cancelled afterwards. Numbers include any
+other client talking to slurmctld at the same time: run it on a quiet cluster.
+
+    HPCML_EXEC_FLAGS=--userns HPCML_BUILD_FLAGS=--fakeroot .venv/bin/python bench/submit.py [--tasks 1000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hpcml import config, runs
+from hpcml.executors.slurm import SlurmExecutor
+from hpcml.runner import LocalRunner
+from hpcml.state import RunDir
+
+WORKFLOW = """\
+hpcml: 1
+name: bench-submit
+images:
+  bb:
+    from: scratch
+    shell: sh
+    files: {{busybox: /bin/sh}}
+defaults:
+  image: bb
+  resources: {{time: 5m, cpus: 1, mem: 50M}}
+steps:
+  sweep:
+    matrix: {{i: [{values}]}}
+    max_parallel: 50
+    run: echo {{i}} > {{out}}/r
+"""
+
+_RPC = re.compile(r"^\s+([A-Z_]+)\s+\(\s*\d+\)\s+count:(\d+)")
+
+
+def rpc_counts() -> dict[str, int]:
+    """slurmctld's RPC counters by message type (from `sdiag`)."""
+    done = LocalRunner().run(["sdiag"], timeout=60)
+    if not done.ok:
+        raise SystemExit(f"sdiag failed: {done.tail()}")
+    section = done.stdout.split("by message type", 1)[-1].split("by user", 1)[0]
+    return {m.group(1): int(m.group(2)) for line in section.splitlines() if (m := _RPC.match(line))}
+
+
+def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    with tempfile.TemporaryDirectory(prefix="hpcml-bench-submit-") as tmp:
+        root = Path(tmp)
+        shutil.copy(busybox, root / "busybox")
+        wf = root / "workflow.yaml"
+        wf.write_text(WORKFLOW.format(values=", ".join(map(str, range(args.tasks)))))
+        settings = config.load({"catalogs": str(root / "cat"), "cache_dir": str(root / "cache")})
+
+        t0 = time.perf_counter()
+        started = runs.start(wf, settings, executor="slurm")
+        submit_s = time.perf_counter() - t0
+        ex = started.executor
+        assert isinstance(ex, SlurmExecutor)
+        print(f"tasks: {args.tasks}")
+        print(f"sbatch calls: {ex.sbatch_calls}")
+        print(f"submission wall time (images, files, sbatch): {submit_s:.2f} s")
+
+        per_round = []
+        try:
+            for _ in range(args.rounds):
+                before = rpc_counts()
+                t1 = time.perf_counter()
+                st = runs.status(RunDir(root / ".hpcml"), started.run_id, ex)
+                took = time.perf_counter() - t1
+                calls = diff(rpc_counts(), before)
+                calls.pop("REQUEST_STATS_INFO", None)  # sdiag's own request
+                per_round.append(sum(calls.values()))
+                print(f"status round: {sum(calls.values())} slurmctld RPCs {calls}, {took:.2f} s, {st.counts}")
+                time.sleep(2)
+        finally:
+            runs.cancel(RunDir(root / ".hpcml"), started.run_id, ex)
+            started.close()
+        print(f"max slurmctld RPCs per polling round: {max(per_round)} (target <= 2)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
