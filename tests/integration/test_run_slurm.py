@@ -275,3 +275,23 @@ def test_kill9_during_submission_then_rerun(tmp_path: Path, apptainer, catalog: 
         assert outcome.adopted + outcome.cached >= 4  # prepare and sweep of the dead run were kept
     for step in ("prepare", "sweep", "evaluate"):
         assert [ran(o) for o in outs(wf, step)] == [1] * len(outs(wf, step)), step
+
+
+def test_detach_status_then_cancel(tmp_path: Path, settings: Settings) -> None:
+    wf = write_workflow(tmp_path / "c", "cancelme", "long:\n  run: sleep 300\nafter:\n  needs: [long]\n  run: echo x >> {out}/ran\n")
+    outcome = api.run(wf, executor="slurm", settings=settings, watch=False)
+    assert outcome.status is None and outcome.submitted == 2
+    st = api.status(workflow=str(wf))
+    assert not st.finished and {t.state for t in st.tasks} <= {"pending", "running"}
+    run_id, jobs = api.cancel(workflow=str(wf))
+    assert run_id == outcome.run_id and sorted(jobs) == sorted(j for js in outcome.jobs.values() for j in js)
+    import time
+
+    for _ in range(60):  # scancel is asynchronous: wait for the wrapper to record it
+        st = api.status(workflow=str(wf))
+        if st.finished:
+            break
+        time.sleep(1)
+    states = {t.step: t.state for t in st.tasks}
+    assert states["long"] == "cancelled" and states["after"] in ("cancelled", "upstream_failed"), states
+    assert [r.run_id for r in api.runs_history(workflow=str(wf))] == [outcome.run_id]
