@@ -229,6 +229,8 @@ def _start_locked(
     }
     busy = [s for s in plan.step_order if todo[s]]
     images = sorted({plan.steps[s].step.image for s in busy})
+    if images:
+        say(f"images: {', '.join(images)} (reused from the catalog, or built now)")
     sifs = (ensure_images or _ensure_images)(plan, settings, images) if images else {}
     cluster = _cluster_facts(ex, settings, runner) if busy else _Cluster("gres", 1001)
 

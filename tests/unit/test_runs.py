@@ -1,0 +1,105 @@
+"""runs.py without a cluster: reconciliation by job name, dependencies, plan.json, run ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpcml import runs
+from hpcml.errors import StateError
+from hpcml.executors.base import LiveJob, Observation
+from hpcml.jobs import render_manifest
+from hpcml.model import Matrix, Plan, Step, StepPlan, Task, Workflow
+from hpcml.state import Journal, RunDir
+
+
+class ListedJobs:
+    """An executor stand-in that only lists live jobs (reconciliation reads nothing else)."""
+
+    name = "slurm"
+    detached = True
+
+    def __init__(self, jobs: list[LiveJob]):
+        self.jobs = jobs
+
+    def live_jobs(self, name_prefix: str) -> list[LiveJob]:
+        return [j for j in self.jobs if j.name.startswith(name_prefix)]
+
+    def observe(self, refs):  # type: ignore[no-untyped-def]
+        return Observation({})
+
+
+def _tasks(step: str, n: int) -> list[Task]:
+    return [Task(step, i, (("i", i),), "true", f"{step}-k{i}", ()) for i in range(n)]
+
+
+def test_reconcile_maps_live_jobs_to_task_keys(tmp_path: Path) -> None:
+    rd = RunDir(tmp_path / ".hpcml")
+    old = rd.run("20261126-000000-aaaa")
+    old.jobs.mkdir(parents=True)
+    old.manifest("train").write_text(render_manifest(_tasks("train", 6000)))
+    old.manifest("prep").write_text(render_manifest(_tasks("prep", 1)))
+    j = Journal(old.journal)
+    j.append("intent", step="prep", chunk=None, offset=0, indices=[0], name="x")
+    j.append("intent", step="train", chunk=1, offset=4001, indices=[4001, 4002], name="y")
+    live = [
+        LiveJob("hpcml.wf.20261126-000000-aaaa.prep", "10", None, "RUNNING"),
+        LiveJob("hpcml.wf.20261126-000000-aaaa.train.1", "11", 0, "PENDING"),
+        LiveJob("hpcml.wf.20261126-000000-aaaa.train.1", "11", 1, "PENDING"),
+        LiveJob("hpcml.wf.20261126-999999-zzzz.prep", "12", None, "PENDING"),  # another directory's run
+        LiveJob("hpcml.other.20261126-000000-aaaa.prep", "13", None, "PENDING"),  # another workflow
+    ]
+    adopted = runs._reconcile(ListedJobs(live), rd, "wf")  # type: ignore[arg-type]
+    assert adopted == {"prep-k0": "10", "train-k4001": "11_0", "train-k4002": "11_1"}
+
+
+def _plan(tmp_path: Path) -> Plan:
+    prep = Step("prep", "bb", "true")
+    train = Step("train", "bb", "true", needs=("prep",), matrix=Matrix((("i", (0, 1, 2)),)))
+    wf = Workflow(str(tmp_path / "w.yaml"), str(tmp_path), "wf", {}, {"prep": prep, "train": train})
+    p_tasks = tuple(_tasks("prep", 1))
+    t_tasks = tuple(Task("train", i, (("i", i),), "true", f"train-k{i}", ("prep-k0",)) for i in range(3))
+    return Plan(wf, ("prep", "train"), {"prep": StepPlan(prep, "img", p_tasks), "train": StepPlan(train, "img", t_tasks)}, (), {})
+
+
+def test_dependencies_name_live_upstream_jobs_once(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    train = plan.steps["train"]
+    assert runs._dependencies(plan, train, {"prep-k0": "7"}, {}) == ["7"]
+    assert runs._dependencies(plan, train, {}, {"prep-k0": "3_2"}) == ["3_2"]
+    assert runs._dependencies(plan, train, {}, {}) == []  # upstream complete: nothing to wait for
+
+
+def test_plan_document_round_trips_through_status(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    rd = RunDir(tmp_path / ".hpcml")
+    paths = rd.run("20261126-000000-bbbb")
+    paths.root.mkdir(parents=True)
+    paths.plan.write_text(json.dumps(runs.plan_document(plan, paths.run_id, {"prep-k0"}, {})))
+    (rd.task("prep", "prep-k0")).mkdir(parents=True)
+    (rd.task("prep", "prep-k0") / "exitcode").write_text("0\n")
+    Journal(paths.journal).append("run", executor="slurm")
+    Journal(paths.journal).append("intent", step="train", chunk=None, offset=0, indices=[0, 1, 2], name="n")
+    Journal(paths.journal).append("submitted", step="train", chunk=None, offset=0, job_id="42", name="n")
+    st = runs.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
+    assert [(t.step, t.index, t.state, t.job) for t in st.tasks] == [
+        ("prep", 0, "cached", None),
+        ("train", 0, "lost", "42_0"),
+        ("train", 1, "lost", "42_1"),
+        ("train", 2, "lost", "42_2"),
+    ]
+    assert st.finished and not st.ok
+
+
+def test_resolve_run_by_prefix(tmp_path: Path) -> None:
+    rd = RunDir(tmp_path / ".hpcml")
+    with pytest.raises(StateError, match="no runs"):
+        runs.resolve_run(rd, None)
+    for rid in ("20261126-000000-aaaa", "20261126-000100-bbbb"):
+        rd.run(rid).root.mkdir(parents=True)
+    assert runs.resolve_run(rd, None) == "20261126-000100-bbbb"
+    assert runs.resolve_run(rd, "20261126-0000") == "20261126-000000-aaaa"
+    with pytest.raises(StateError, match="several runs"):
+        runs.resolve_run(rd, "20261126")
