@@ -244,7 +244,7 @@ class Catalog:
 
     def init(self) -> None:
         """Create the layout (idempotent), with group-shared directory modes."""
-        for sub in ("", "sif", "meta", "tags", "logs", "logs/failed", "locks", "used"):
+        for sub in ("", "sif", "meta", "tags", "logs", "logs/failed", "locks", "used", "tmp"):
             _mkdir_shared(self.root / sub)
         marker = self.root / "catalog.json"
         if not marker.exists():
@@ -311,15 +311,33 @@ class Catalog:
         if reason is not None:
             raise CatalogError(f"catalog {self.root} is not writable ({reason})")
 
+    def build_dir(self, name: str) -> Path:
+        """A private scratch directory for one build, inside this catalog's `tmp/`.
+
+        Building here keeps every byte hpcml writes inside the catalog, and lets `publish`
+        move the finished SIF into place with a rename instead of copying gigabytes.
+        `gc` removes such directories left by builders that died, after a day.
+        """
+        self.require_writable()
+        self.init()
+        return Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=self.root / "tmp"))
+
     def publish(self, sif: Path, manifest: Manifest, log_text: str | None = None) -> Entry:
-        """Copy `sif` in, then its manifest: crash-safe; a crash leaves no complete entry."""
+        """Bring `sif` in, then its manifest: crash-safe; a crash leaves no complete entry.
+
+        A SIF already inside this catalog (built in `build_dir`) is renamed into place;
+        any other is copied.
+        """
         self.require_writable()
         self.init()
         key = manifest.key
         if log_text is not None:
             _write_atomic(self.log_path(key), log_text, FILE_MODE)
         _mkdir_shared(self.sif_path(key).parent)
-        _copy_atomic(sif, self.sif_path(key))
+        if (self.root / "tmp") in Path(sif).resolve().parents:
+            _move_atomic(sif, self.sif_path(key))
+        else:
+            _copy_atomic(sif, self.sif_path(key))
         _write_atomic(self.meta_path(key), manifest.to_json(), FILE_MODE)
         return Entry(self, manifest)
 
@@ -375,13 +393,19 @@ class Catalog:
                 doomed.append(GcItem(str(sif), "temporary file of an interrupted publish", sif.stat().st_size))
             elif sif.suffix == ".sif" and sif.stem not in known and age > 3600:
                 doomed.append(GcItem(str(sif), "incomplete publish (no manifest)", sif.stat().st_size))
+        for stale in sorted((self.root / "tmp").glob("build-*")):
+            if now - stale.stat().st_mtime > 86400:
+                doomed.append(GcItem(str(stale), "build directory of a builder that died", _tree_size(stale)))
         for log in sorted((self.root / "logs" / "failed").glob("*.log")):
             if log.stat().st_mtime < cutoff:
                 doomed.append(GcItem(str(log), "old failed-build log", log.stat().st_size))
         if not dry_run:
             self.require_writable()
             for item in doomed:
-                _remove(Path(item.path))
+                if Path(item.path).is_dir():
+                    shutil.rmtree(item.path, ignore_errors=True)
+                else:
+                    _remove(Path(item.path))
         return doomed
 
 
@@ -599,6 +623,19 @@ def _copy_atomic(src: Path, dest: Path) -> None:
     finally:
         _remove(tmp)
     _fsync_dir(dest.parent)
+
+
+def _move_atomic(src: Path, dest: Path) -> None:
+    """Rename a finished file into place (same filesystem), durable before it is visible."""
+    with open(src, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(src, FILE_MODE)
+    os.replace(src, dest)
+    _fsync_dir(dest.parent)
+
+
+def _tree_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def _remove(path: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -240,7 +239,7 @@ class _Builder:
         name = image.name
         self.emit(name, "building")
         version = self.apptainer_version()
-        tmp = Path(tempfile.mkdtemp(prefix=f"hpcml-build-{name}-"))
+        tmp = target.build_dir(name)
         started = time.monotonic()
         try:
             def_path, out = tmp / f"{name}.def", tmp / f"{name}.sif"

@@ -155,6 +155,31 @@ def test_gc_keeps_recently_used(tmp_path: Path) -> None:
     assert cat.gc(30, dry_run=True) == []
 
 
+def test_a_sif_built_in_the_catalog_is_renamed_into_place_not_copied(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    work = cat.build_dir("base")
+    assert work.parent == cat.root / "tmp"
+    sif = work / "base.sif"
+    sif.write_bytes(b"SIF-bytes")
+    inode = sif.stat().st_ino
+    manifest = new_manifest(key=KEY_A, name="base", definition="Bootstrap: scratch\n", inputs=[],
+                            parent_key=None, sif=sif, apptainer_version="1.4.5")
+    entry = cat.publish(sif, manifest)
+    assert entry.sif.stat().st_ino == inode and not sif.exists()
+    assert stat.S_IMODE(entry.sif.stat().st_mode) == 0o444
+
+
+def test_gc_removes_build_directories_of_dead_builders_after_a_day(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    work = cat.build_dir("base")
+    (work / "base.sif").write_bytes(b"half a SIF")
+    assert cat.gc(30, dry_run=True) == []  # a build may still be running
+    later = time.time() + 2 * 86400
+    assert [i.reason for i in cat.gc(30, dry_run=True, now=later)] == ["build directory of a builder that died"]
+    cat.gc(30, dry_run=False, now=later)
+    assert not work.exists()
+
+
 # ---- lock -------------------------------------------------------------------------------
 
 
