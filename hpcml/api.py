@@ -251,6 +251,7 @@ def run(
     on_update=None,  # noqa: ANN001 - Callable[[RunStatus], None]
     poll_s: float = 2.0,
     detach: bool = False,
+    on_image=None,  # noqa: ANN001 - Callable[[images.ImageEvent], None]
 ) -> RunOutcome:
     """Build or reuse the images and submit every task that is not complete or queued.
 
@@ -262,7 +263,7 @@ def run(
     from hpcml import runs
 
     s = settings or load_settings()
-    started = runs.start(path, s, executor=executor, on_message=on_message, detach=detach)
+    started = runs.start(path, s, executor=executor, on_message=on_message, detach=detach, on_image=on_image)
     try:
         final = None
         if watch or not started.executor.detached:

@@ -399,10 +399,14 @@ _STATE_STYLE = {
 }
 
 
-def _status_table(st):  # noqa: ANN001, ANN202 - runs.RunStatus → rich Table
+def _status_table(st):  # noqa: ANN001, ANN202 - runs.RunStatus → rich renderable
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{st.workflow}: run {st.run_id} ({st.executor})", title_justify="left")
+    # The title on its own line: as a table title it wrapped at the (narrow) table's width.
+    title = Text(f"{st.workflow}: run {st.run_id} ({st.executor})", style="italic")
+    table = Table()
     for col in ("step", "tasks", "states"):
         table.add_column(col)
     for step, tasks in st.steps().items():
@@ -414,7 +418,7 @@ def _status_table(st):  # noqa: ANN001, ANN202 - runs.RunStatus → rich Table
             style = _STATE_STYLE.get(label.split(" ")[0], "red")
             parts.append(f"[{style}]{n} {label}[/{style}]")
         table.add_row(step, str(len(tasks)), ", ".join(parts))
-    return table
+    return Group(title, table)
 
 
 def _print_status(st, as_json: bool = False) -> None:  # noqa: ANN001 - runs.RunStatus
@@ -432,6 +436,62 @@ def _print_status(st, as_json: bool = False) -> None:  # noqa: ANN001 - runs.Run
             job = f" job {t.job}" if t.job else ""
             detail = f" ({t.detail})" if t.detail and t.state != "failed" else ""
             console.print(f"  {t.step}/{t.index}: [red]{t.label}[/red]{detail}{job} · hpcml logs {t.step}/{t.index}")
+
+
+class _ImageProgress:
+    """Image progress during `hpcml run`: a build can take minutes, so it must never look
+    idle. On a terminal a line per image in the live display, with the elapsed time;
+    without one a line per change and, while building, one every `every_s` seconds."""
+
+    def __init__(self, say, live=None, every_s: float = 30.0) -> None:  # noqa: ANN001
+        import threading
+
+        self.say, self.live, self.every_s = say, live, every_s
+        self.started: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, event) -> None:  # noqa: ANN001 - images.ImageEvent
+        import threading
+        import time
+
+        if event.state == "building":
+            self.started[event.name] = time.monotonic()
+            self.say(f"image {event.name}: building (key {event.key[:12]}; building an image can take minutes)")
+            if self.live is not None:
+                self.live.update(self)
+            elif self._thread is None:
+                self._thread = threading.Thread(target=self._beat, daemon=True)
+                self._thread.start()
+            return
+        begun = self.started.pop(event.name, None)
+        if event.state == "done":
+            self.say(f"image {event.name}: built in {event.seconds:.0f}s")
+        elif event.state == "cached":
+            self.say(f"image {event.name}: cached{f' ({event.message})' if event.message else ''}")
+        elif event.state == "waiting":
+            self.say(f"image {event.name}: {event.message}")
+        elif event.state in ("failed", "skipped") and begun is not None:
+            self.say(f"image {event.name}: {event.state} after {event.seconds:.0f}s")
+
+    def _beat(self) -> None:
+        import time
+
+        while not self._stop.wait(self.every_s):
+            now = time.monotonic()
+            for name, begun in list(self.started.items()):
+                self.say(f"image {name}: building, {now - begun:.0f}s so far")
+
+    def __rich__(self):  # noqa: ANN204 - the live display while images build
+        import time
+
+        from rich.text import Text
+
+        now = time.monotonic()
+        return Text("\n".join(f"building image {n} … {now - t:.0f}s" for n, t in self.started.items()))
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 @main.command("run")
@@ -458,9 +518,14 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
         from rich.live import Live
 
         with Live(refresh_per_second=4, transient=True) as live:
-            outcome = api.run(file, executor=executor, watch=True, on_message=say,
-                              on_update=lambda st: live.update(_status_table(st)))
-    elif watch:
+            images = _ImageProgress(say, live=live)
+            try:
+                outcome = api.run(file, executor=executor, watch=True, on_message=say, on_image=images,
+                                  on_update=lambda st: live.update(_status_table(st)))
+            finally:
+                images.close()
+    else:
+        # Without a terminal: one line per change (also where a local run is watched anyway).
         last: list[object] = [None]
 
         def line(st) -> None:  # noqa: ANN001
@@ -468,17 +533,12 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
                 last[0] = st.counts
                 click.echo(", ".join(f"{n} {s.replace('_', ' ')}" for s, n in st.counts.items()))
 
-        outcome = api.run(file, executor=executor, watch=True, on_message=say, on_update=line)
-    else:
-        # Progress lines still show where the executor is watched anyway (local, no terminal).
-        last_counts: list[object] = [None]
-
-        def progress(st) -> None:  # noqa: ANN001
-            if st.counts != last_counts[0]:
-                last_counts[0] = st.counts
-                click.echo(", ".join(f"{n} {s.replace('_', ' ')}" for s, n in st.counts.items()))
-
-        outcome = api.run(file, executor=executor, watch=False, on_message=say, on_update=progress, detach=detach)
+        images = _ImageProgress(say)
+        try:
+            outcome = api.run(file, executor=executor, watch=watch, on_message=say, on_update=line,
+                              detach=detach, on_image=images)
+        finally:
+            images.close()
     if outcome.status is None:
         ids = ", ".join(f"{s}={','.join(j)}" for s, j in outcome.jobs.items()) or "nothing to submit"
         click.echo(f"run {outcome.run_id}: {ids}; follow with `hpcml status`")

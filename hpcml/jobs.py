@@ -171,8 +171,19 @@ def _settings(spec: ScriptSpec) -> list[str]:
     ]
     # APPTAINERENV_* survives --cleanenv and, unlike --env, takes values with commas.
     for name, value in step.env:
-        lines.append(f"export APPTAINERENV_{_env_name(name)}={q(value)}")
+        lines.append(f"export APPTAINERENV_{_env_name(name)}={q(apptainer_env_value(value))}")
     return lines
+
+
+def apptainer_env_value(value: str) -> str:
+    """`value` escaped so that the container sees it literally.
+
+    Apptainer hands APPTAINERENV_* and --env-file values to the container through a
+    generated `export NAME="value"` script: it escapes `"` itself, but `$`, backquotes and
+    backslashes would be expanded there (`$HOME` became the container's home, `$x` in a
+    secret vanished). Escaping those three makes every value arrive byte for byte.
+    """
+    return value.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
 
 
 def _check_spec(spec: ScriptSpec) -> None:
@@ -253,8 +264,9 @@ def render_task_command(command: str, shell: str, step: Step, index: int) -> str
 
 
 def render_env_file(pairs: Sequence[tuple[str, str]]) -> str:
-    """An apptainer `--env-file` (read by a shell interpreter): `NAME='value'` lines."""
-    return "".join(f"{_env_name(k)}={shlex.quote(v)}\n" for k, v in pairs)
+    """An apptainer `--env-file` (read by a shell interpreter): `NAME='value'` lines, each
+    value escaped for apptainer's second evaluation (see apptainer_env_value)."""
+    return "".join(f"{_env_name(k)}={shlex.quote(apptainer_env_value(v))}\n" for k, v in pairs)
 
 
 # ---- the wrapper: identical for every step, settings come from the variables above --

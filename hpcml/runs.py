@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -174,11 +175,13 @@ def start(
     ensure_images: Callable[[Plan, Settings, Sequence[str]], dict[str, str]] | None = None,
     on_message: Callable[[str], None] | None = None,
     detach: bool = False,
+    on_image: Callable[[Any], None] | None = None,
 ) -> RunStarted:
     """Submit every task of the workflow at `path` that is neither complete nor live.
 
     Raises SpecError for an invalid workflow, SubmitError/BuildError/StateError otherwise;
     nothing is written to the run directory before the workflow, secrets and images are ok.
+    `on_image` gets every images.ImageEvent (cached, building, done, …) while images are ensured.
     """
     env = os.environ if env is None else env
     say = on_message or (lambda _m: None)
@@ -202,7 +205,8 @@ def start(
     lock = RunLock(run_dir)
     lock.acquire()
     try:
-        return _start_locked(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure_images, say, lock)
+        ensure = ensure_images or functools.partial(_ensure_images, progress=on_image)
+        return _start_locked(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure, say, lock)
     except BaseException:
         lock.release()
         raise
@@ -217,7 +221,7 @@ def _start_locked(
     reason: str,
     secrets: Mapping[str, str],
     runner: Runner | None,
-    ensure_images: Callable[[Plan, Settings, Sequence[str]], dict[str, str]] | None,
+    ensure_images: Callable[[Plan, Settings, Sequence[str]], dict[str, str]],
     say: Callable[[str], None],
     lock: RunLock,
 ) -> RunStarted:
@@ -231,10 +235,10 @@ def _start_locked(
     images = sorted({plan.steps[s].step.image for s in busy})
     if images:
         say(f"images: {', '.join(images)} (reused from the catalog, or built now)")
-    sifs = (ensure_images or _ensure_images)(plan, settings, images) if images else {}
+    sifs = ensure_images(plan, settings, images) if images else {}
     cluster = _cluster_facts(ex, settings, runner) if busy else _Cluster("gres", 1001)
 
-    run_id = new_run_id()
+    run_id = new_run_id(after=run_dir.latest_run())
     paths = run_dir.run(run_id)
     journal = Journal(paths.journal)
     _write_run_files(plan, path, paths, cached, adopted)
@@ -285,10 +289,12 @@ def _catalog_resolver(settings: Settings, runner: Runner | None) -> Callable[[st
     return resolve
 
 
-def _ensure_images(plan: Plan, settings: Settings, names: Sequence[str]) -> dict[str, str]:
+def _ensure_images(
+    plan: Plan, settings: Settings, names: Sequence[str], progress: Callable[[Any], None] | None = None
+) -> dict[str, str]:
     from hpcml import images
 
-    return images.ensure(plan, settings, names=names)
+    return images.ensure(plan, settings, names=names, progress=progress)
 
 
 def _read_secrets(plan: Plan, env: Mapping[str, str]) -> dict[str, str]:

@@ -20,10 +20,12 @@ cause of a failure. `derive_state` combines them, purely.
 
 from __future__ import annotations
 
+import calendar
 import errno
 import fcntl
 import json
 import os
+import re
 import secrets as _secrets
 import time
 from dataclasses import dataclass
@@ -155,10 +157,27 @@ class RunDir:
         return ids[-1] if ids else None
 
 
-def new_run_id(now: float | None = None, token: str | None = None) -> str:
-    """A sortable, unique run id: `20261126-061200-ab12` (UTC)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    return f"{stamp}-{token or _secrets.token_hex(2)}"
+def new_run_id(now: float | None = None, token: str | None = None, after: str | None = None) -> str:
+    """A sortable, unique run id: `20261126-061200-ab12` (UTC).
+
+    `after` is the latest run id of the directory: the new id sorts after it even when
+    both start in the same second (or the clock went back), so "the latest run" is the
+    last one started. The token stays random (in the range left) because job names of
+    runs of same-named workflows in other directories share the cluster's queue.
+    """
+    t = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(t))
+    low = 0
+    if after is not None and _RUN_ID.fullmatch(after) and stamp <= after[:15]:
+        stamp, low = after[:15], int(after[16:], 16) + 1
+        if low > 0xFFFF:
+            t = calendar.timegm(time.strptime(stamp, "%Y%m%d-%H%M%S")) + 1
+            stamp, low = time.strftime("%Y%m%d-%H%M%S", time.gmtime(t)), 0
+        token = token if token is not None and int(token, 16) >= low else None
+    return f"{stamp}-{token or f'{low + _secrets.randbelow(0x10000 - low):04x}'}"
+
+
+_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 
 
 # ---- atomic files and the journal --------------------------------------------------

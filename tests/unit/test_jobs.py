@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -102,7 +103,31 @@ def test_chunk_indices_are_offset() -> None:
 
 def test_env_values_are_quoted() -> None:
     text = render_step_script(CASES["train-gpu-array.sbatch"])
-    assert "export APPTAINERENV_TAGS='a,b c$d'" in text
+    assert "export APPTAINERENV_TAGS='a,b c\\$d'" in text
+
+
+ODD_VALUES = ['a"b', "a\\b", "a`b`", "a$HOME", "a\\$HOME", 'a\\"b', "it's", "$(id)", "end$", "end\\", "x\ny", "${X:-d}"]
+
+
+def _as_apptainer_injects(value: str) -> str:
+    """What a container sees for an APPTAINERENV_ / --env-file value: apptainer (1.4,
+    measured) writes `export NAME="<value with " escaped>"` into a script its shell runs."""
+    script = 'printf %s "' + value.replace('"', '\\"') + '"'
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={"HOME": "/root"}).stdout
+
+
+@pytest.mark.parametrize("value", ODD_VALUES)
+def test_env_values_reach_the_container_literally(value: str, tmp_path: Path) -> None:
+    # Regression: `$HOME` in a step's env became the container's home, and `$x` in a
+    # secret vanished, because apptainer expands values a second time.
+    step = replace(PREPARE, env=(("V", value),))
+    text = render_step_script(replace(CASES["prepare-cpu.sbatch"], step=step))
+    line = re.search(r"^export APPTAINERENV_V=(?:[^'\s]+|'[^']*'|\"'\")+$", text, re.M).group(0)  # type: ignore[union-attr]
+    exported = subprocess.run(["bash", "-c", f"{line}; printf %s \"$APPTAINERENV_V\""], capture_output=True, text=True).stdout
+    assert _as_apptainer_injects(exported) == value
+    (tmp_path / "e").write_text(render_env_file([("S", value)]))
+    sourced = subprocess.run(["bash", "-c", f". {tmp_path / 'e'}; printf %s \"$S\""], capture_output=True, text=True).stdout
+    assert _as_apptainer_injects(sourced) == value
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,18 @@ def test_run_ids_sort_by_time() -> None:
     assert a == "20270115-080000-ab12" and a < b
 
 
+def test_run_ids_sort_after_the_latest_within_a_second() -> None:
+    # Regression: two runs started in the same second got random tokens, so the second
+    # could sort first and `hpcml status` showed the older run as "the latest".
+    prev = "20270115-080000-ab12"
+    for _ in range(200):
+        assert new_run_id(1_800_000_000, after=prev) > prev
+    assert new_run_id(1_800_000_000, "0001", after=prev) > prev  # a low token is not kept
+    assert new_run_id(1_799_999_000, after=prev) > prev  # clock went back
+    assert new_run_id(1_800_000_000, after="20270115-080000-ffff") .startswith("20270115-080001-")
+    assert new_run_id(1_800_000_060, "0000", after=prev) == "20270115-080100-0000"
+
+
 def test_atomic_write_sets_mode_before_content(tmp_path: Path) -> None:
     path = tmp_path / "d" / "secrets.env"
     atomic_write(path, "TOKEN='x'\n", mode=0o600)

@@ -1,0 +1,39 @@
+"""`hpcml run` shows image builds: a first build takes a minute or more and must not look idle."""
+
+from __future__ import annotations
+
+import time
+
+from hpcml.cli import _ImageProgress
+from hpcml.images import ImageEvent
+
+
+def test_build_progress_without_a_terminal_repeats_elapsed_time() -> None:
+    lines: list[str] = []
+    progress = _ImageProgress(lines.append, every_s=0.01)
+    progress(ImageEvent("numpy", "ab" * 32, "building"))
+    deadline = time.monotonic() + 10
+    while not any("so far" in line for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    progress(ImageEvent("numpy", "ab" * 32, "done", seconds=63.2))
+    progress.close()
+    assert lines[0].startswith("image numpy: building (key abababababab")
+    assert any(line.startswith("image numpy: building, ") and line.endswith("s so far") for line in lines)
+    assert lines[-1] == "image numpy: built in 63s"
+
+
+def test_build_progress_on_a_terminal_renders_elapsed_time() -> None:
+    class FakeLive:  # stands for rich.live.Live: only what the progress calls
+        shown: object = None
+
+        def update(self, renderable: object) -> None:
+            self.shown = renderable
+
+    live = FakeLive()
+    lines: list[str] = []
+    progress = _ImageProgress(lines.append, live=live)
+    progress(ImageEvent("numpy", "cd" * 32, "building"))
+    assert live.shown is progress
+    assert str(progress.__rich__()).startswith("building image numpy … ")
+    progress(ImageEvent("tiny", "ef" * 32, "cached"))
+    assert lines[-1] == "image tiny: cached"
