@@ -511,9 +511,37 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
     """
     from hpcml import api
 
+    said: list[str] = []
+
+    def say(message: str) -> None:
+        said.append(message)
+        click.echo(f"hpcml: {message}", err=True)
+
+    try:
+        outcome = _run(file, executor, watch, say)
+    except KeyboardInterrupt:
+        submitted = any(m.startswith("submitted ") for m in said)
+        if not submitted:
+            say("interrupted before anything was submitted; rerun to start again")
+        elif any(m.startswith("executor: local") for m in said):
+            say("interrupted: the run's tasks were cancelled; `hpcml status` shows them, a rerun resumes")
+        else:
+            say("interrupted: the SLURM jobs keep running; `hpcml status` follows them, `hpcml cancel` stops them")
+        raise SystemExit(130) from None
+    if outcome.status is None:
+        ids = ", ".join(f"{s}={','.join(j)}" for s, j in outcome.jobs.items()) or "nothing to submit"
+        click.echo(f"run {outcome.run_id}: {ids}; follow with `hpcml status`")
+        return
+    _print_status(outcome.status)
+    if not outcome.ok:
+        raise SystemExit(1)
+
+
+def _run(file: str, executor: str | None, watch: bool | None, say):  # noqa: ANN001, ANN202 - api.RunOutcome
+    from hpcml import api
+
     detach = watch is False  # asked for explicitly: refused by executors that cannot detach (local)
     watch = sys.stdout.isatty() if watch is None else watch
-    say = lambda m: click.echo(f"hpcml: {m}", err=True)  # noqa: E731
     if watch and sys.stdout.isatty():
         from rich.live import Live
 
@@ -539,13 +567,7 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
                               detach=detach, on_image=images)
         finally:
             images.close()
-    if outcome.status is None:
-        ids = ", ".join(f"{s}={','.join(j)}" for s, j in outcome.jobs.items()) or "nothing to submit"
-        click.echo(f"run {outcome.run_id}: {ids}; follow with `hpcml status`")
-        return
-    _print_status(outcome.status)
-    if not outcome.ok:
-        raise SystemExit(1)
+    return outcome
 
 
 @main.command("status")

@@ -573,7 +573,9 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
             files = read_task_files(run_dir.task(step["name"], key))
             ref = rec.refs.get(key)
             record = records.get(ref) if ref else None
-            up_failed = any(states[u].state in FAILED for u in t["upstream"] if u in states)
+            bad_up = [states[u].state for u in t["upstream"] if u in states and states[u].state in FAILED]
+            # Downstream of tasks the user cancelled is cancelled too, not "upstream failed".
+            up_failed = bool(bad_up) and not (rec.cancelled and set(bad_up) == {"cancelled"})
             state, detail = derive_state(
                 files,
                 cached=key in cached,

@@ -103,3 +103,26 @@ def test_resolve_run_by_prefix(tmp_path: Path) -> None:
     assert runs.resolve_run(rd, "20261126-0000") == "20261126-000000-aaaa"
     with pytest.raises(StateError, match="several runs"):
         runs.resolve_run(rd, "20261126")
+
+
+def test_downstream_of_a_cancelled_run_is_cancelled_not_upstream_failed(tmp_path: Path) -> None:
+    # Regression: after Ctrl-C / `hpcml cancel`, tasks waiting on cancelled ones were shown
+    # as "upstream failed", as if something had failed.
+    plan = _plan(tmp_path)
+    rd = RunDir(tmp_path / ".hpcml")
+    paths = rd.run("20261126-000000-cccc")
+    paths.root.mkdir(parents=True)
+    paths.plan.write_text(json.dumps(runs.plan_document(plan, paths.run_id, set(), {})))
+    journal = Journal(paths.journal)
+    journal.append("run", executor="slurm")
+    for step, indices, job in (("prep", [0], "41"), ("train", [0, 1, 2], "42")):
+        journal.append("intent", step=step, chunk=None, offset=0, indices=indices, name=step)
+        journal.append("submitted", step=step, chunk=None, offset=0, job_id=job, name=step)
+    (rd.task("prep", "prep-k0")).mkdir(parents=True)
+    (rd.task("prep", "prep-k0") / "cause").write_text("cancelled\n")
+    (rd.task("prep", "prep-k0") / "exitcode").write_text("143\n")
+    st = runs.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
+    assert {t.state for t in st.tasks if t.step == "train"} == {"upstream_failed"}  # not cancelled by the user
+    (paths.root / "cancelled").write_text("now\n")
+    st = runs.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
+    assert [t.state for t in st.tasks] == ["cancelled"] * 4
