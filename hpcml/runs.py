@@ -188,6 +188,8 @@ def start(
     workflow = _spec.load(path)
     plan = _plan.build(workflow, _catalog_resolver(settings, runner))
     run_dir = RunDir.for_workflow(path)
+    # Refused here, not when the first job script is rendered: nothing may be written first.
+    _jobs.check_path(str(run_dir.path.parent), "workflow directory")
     secrets = _read_secrets(plan, env)
     name, reason = choose_executor(executor, settings, Slurm(runner))
     ex = make_executor(name, settings, runner)
@@ -236,6 +238,8 @@ def _start_locked(
     if images:
         say(f"images: {', '.join(images)} (reused from the catalog, or built now)")
     sifs = ensure_images(plan, settings, images) if images else {}
+    for image, sif in sorted(sifs.items()):
+        _jobs.check_path(sif, f"image {image}")
     cluster = _cluster_facts(ex, settings, runner) if busy else _Cluster("gres", 1001)
 
     run_id = new_run_id(after=run_dir.latest_run())

@@ -421,7 +421,8 @@ def derive_state(
         # SLURM says the job ended well but no exit code was written: the wrapper died
         # before writing it (e.g. its node went away) — the output cannot be trusted.
         return "lost", "job completed without writing its exit code"
-    return "lost", "job not known to SLURM and no exit code written"
+    # SLURM forgot the job, or the local `hpcml run` that ran it ended (kill -9): rerun.
+    return "lost", "no exit code written and the job is gone; rerun to run it again"
 
 
 def _cause(files: TaskFiles, record: JobRecord | None, cancelled_by_user: bool) -> str | None:

@@ -126,3 +126,20 @@ def test_downstream_of_a_cancelled_run_is_cancelled_not_upstream_failed(tmp_path
     (paths.root / "cancelled").write_text("now\n")
     st = runs.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
     assert [t.state for t in st.tasks] == ["cancelled"] * 4
+
+
+def test_a_workflow_directory_sbatch_cannot_carry_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    # Regression: the path was checked when the first job script was rendered, after the
+    # run directory, plan.json, journal and task directories had been written.
+    from hpcml.config import Settings
+    from hpcml.errors import SubmitError
+
+    root = tmp_path / "my project"
+    root.mkdir()
+    (root / "w.yaml").write_text(
+        "hpcml: 1\nname: wf\nimages:\n  bb:\n    from: scratch\n    shell: sh\nsteps:\n  a:\n    image: bb\n    run: 'true'\n"
+    )
+    settings = Settings(catalogs=(str(tmp_path / "cat"),), executor="local")
+    with pytest.raises(SubmitError, match="workflow directory path .* contains ' '"):
+        runs.start(root / "w.yaml", settings, ensure_images=lambda *a: pytest.fail("images ensured"))  # type: ignore[arg-type]
+    assert sorted(p.name for p in root.iterdir()) == ["w.yaml"]
