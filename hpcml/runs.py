@@ -130,13 +130,19 @@ class RunStatus:
 # ---- executor choice ----------------------------------------------------------------------
 
 
-def choose_executor(flag: str | None, settings: Settings, slurm: Slurm) -> tuple[str, str]:
+def choose_executor(
+    flag: str | None, settings: Settings, slurm: Slurm, env: Mapping[str, str] | None = None
+) -> tuple[str, str]:
     """(executor name, why): the flag, else the `executor` setting, else SLURM when sbatch
     works here, else local."""
+    env = os.environ if env is None else env
     if flag:
         return flag, "chosen with --executor"
     if settings.executor != "auto":
-        return settings.executor, f"set by the `executor` setting ({', '.join(settings.sources) or 'HPCML_EXECUTOR'})"
+        # The environment wins over the files (docs/configuration.md): name what decided.
+        where = (f"HPCML_EXECUTOR={env['HPCML_EXECUTOR']}" if env.get("HPCML_EXECUTOR")
+                 else f"`executor` in {', '.join(settings.sources) or 'the configuration'}")
+        return settings.executor, f"set by {where}"
     ok, why = slurm.usable()
     return ("slurm", why) if ok else ("local", f"{why}; running tasks on this machine")
 
@@ -191,7 +197,7 @@ def start(
     # Refused here, not when the first job script is rendered: nothing may be written first.
     _jobs.check_path(str(run_dir.path.parent), "workflow directory")
     secrets = _read_secrets(plan, env)
-    name, reason = choose_executor(executor, settings, Slurm(runner))
+    name, reason = choose_executor(executor, settings, Slurm(runner), env)
     ex = make_executor(name, settings, runner)
     say(f"executor: {name} ({reason})")
     # ---- local executor hooks (owner: local executor) ----

@@ -143,3 +143,18 @@ def test_a_workflow_directory_sbatch_cannot_carry_is_refused_before_anything_is_
     with pytest.raises(SubmitError, match="workflow directory path .* contains ' '"):
         runs.start(root / "w.yaml", settings, ensure_images=lambda *a: pytest.fail("images ensured"))  # type: ignore[arg-type]
     assert sorted(p.name for p in root.iterdir()) == ["w.yaml"]
+
+
+def test_choose_executor_names_what_decided() -> None:
+    # Regression: HPCML_EXECUTOR=local was reported as set by the user's config file.
+    from hpcml.config import Settings
+
+    class NoSlurm:
+        def usable(self) -> tuple[bool, str]:
+            return False, "sbatch is not installed"
+
+    s = Settings(executor="local", sources=("/home/a/.config/hpcml/config.toml",))
+    assert runs.choose_executor(None, s, NoSlurm(), {"HPCML_EXECUTOR": "local"}) == ("local", "set by HPCML_EXECUTOR=local")  # type: ignore[arg-type]
+    assert runs.choose_executor(None, s, NoSlurm(), {}) == ("local", "set by `executor` in /home/a/.config/hpcml/config.toml")  # type: ignore[arg-type]
+    assert runs.choose_executor("slurm", s, NoSlurm(), {}) == ("slurm", "chosen with --executor")  # type: ignore[arg-type]
+    assert runs.choose_executor(None, Settings(), NoSlurm(), {}) == ("local", "sbatch is not installed; running tasks on this machine")  # type: ignore[arg-type]
