@@ -645,7 +645,10 @@ def cancel_cmd(run: str | None, directory: str | None, workflow: str | None) -> 
     from hpcml import api
 
     run_id, jobs = api.cancel(run, directory=directory, workflow=workflow)
-    click.echo(f"run {run_id}: cancelled {len(jobs)} job(s){': ' + ' '.join(jobs) if jobs else ''}")
+    if not jobs:
+        click.echo(f"run {run_id}: nothing to cancel (every task has ended)")
+        return
+    click.echo(f"run {run_id}: cancelled {len(jobs)} job(s): {' '.join(jobs)}")
 
 
 @main.command("runs")

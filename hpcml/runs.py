@@ -523,7 +523,10 @@ def resolve_run(run_dir: RunDir, run: str | None) -> str:
     """The run id asked for (a unique prefix is enough), or the latest run."""
     ids = run_dir.run_ids()
     if not ids:
-        raise StateError(f"no runs in {run_dir.path}; start one with `hpcml run WORKFLOW`")
+        raise StateError(
+            f"no runs in {run_dir.path}; start one with `hpcml run WORKFLOW`, or name the workflow's "
+            "directory with -C DIR (or --workflow FILE)"
+        )
     if run is None:
         return ids[-1]
     matches = [r for r in ids if r.startswith(run)]
@@ -633,7 +636,11 @@ def cancel(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
         from hpcml import config
 
         executor = make_executor(rec.executor, settings or config.load())
-    job_ids = sorted({ref for key, ref in rec.refs.items() if read_task_files(_task_dir(run_dir, rec, key)).exit_code != 0})
+    # A task with an exit code has ended (failed ones too): its job is not cancelled, and a
+    # run with nothing left is not marked cancelled (its failures stay failures).
+    job_ids = sorted({ref for key, ref in rec.refs.items() if read_task_files(_task_dir(run_dir, rec, key)).exit_code is None})
+    if not job_ids:
+        return run_id, []
     atomic_write(run_dir.run(run_id).root / "cancelled", time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     executor.cancel(job_ids)
     return run_id, job_ids

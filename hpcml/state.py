@@ -408,7 +408,9 @@ def derive_state(
             return "requeued", record.reason
         return "pending", record.reason
     if files.exit_code is not None:
-        cause = _cause(files, record, cancelled_by_user)
+        # It ended by itself unless something says otherwise: a later `hpcml cancel` of
+        # the run does not turn "failed (exit 3)" into "cancelled".
+        cause = _cause(files, record, False)
         return (cause or "failed"), f"exit {files.exit_code}"
     if upstream_failed:
         return "upstream_failed", ""

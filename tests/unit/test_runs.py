@@ -158,3 +158,27 @@ def test_choose_executor_names_what_decided() -> None:
     assert runs.choose_executor(None, s, NoSlurm(), {}) == ("local", "set by `executor` in /home/a/.config/hpcml/config.toml")  # type: ignore[arg-type]
     assert runs.choose_executor("slurm", s, NoSlurm(), {}) == ("slurm", "chosen with --executor")  # type: ignore[arg-type]
     assert runs.choose_executor(None, Settings(), NoSlurm(), {}) == ("local", "sbatch is not installed; running tasks on this machine")  # type: ignore[arg-type]
+
+
+def test_cancel_of_an_ended_run_cancels_nothing_and_keeps_its_failures(tmp_path: Path) -> None:
+    # Regression: cancelling a finished run scancel'ed its failed tasks' jobs and marked the
+    # run cancelled, so `status` showed "failed (exit 3)" as "cancelled".
+    plan = _plan(tmp_path)
+    rd = RunDir(tmp_path / ".hpcml")
+    paths = rd.run("20261126-000000-dddd")
+    paths.root.mkdir(parents=True)
+    paths.plan.write_text(json.dumps(runs.plan_document(plan, paths.run_id, set(), {})))
+    journal = Journal(paths.journal)
+    journal.append("run", executor="slurm")
+    journal.append("intent", step="prep", chunk=None, offset=0, indices=[0], name="prep")
+    journal.append("submitted", step="prep", chunk=None, offset=0, job_id="41", name="prep")
+    rd.task("prep", "prep-k0").mkdir(parents=True)
+    (rd.task("prep", "prep-k0") / "exitcode").write_text("3\n")
+
+    class Refuses(ListedJobs):
+        def cancel(self, refs):  # type: ignore[no-untyped-def]
+            pytest.fail(f"cancelled {refs}")
+
+    assert runs.cancel(rd, None, Refuses([])) == (paths.run_id, [])  # type: ignore[arg-type]
+    assert not (paths.root / "cancelled").exists()
+    assert runs.status(rd, None, ListedJobs([])).tasks[0].label == "failed (exit 3)"  # type: ignore[arg-type]

@@ -100,6 +100,9 @@ def test_read_task_files(tmp_path: Path) -> None:
         (TaskFiles(), {"record": JobRecord("PREEMPTED")}, "preempted"),
         (TaskFiles(), {"upstream_failed": True, "record": JobRecord("CANCELLED")}, "upstream_failed"),
         (TaskFiles(), {"cancelled_by_user": True}, "cancelled"),
+        # Regression: `hpcml cancel` after a task failed by itself turned it into "cancelled".
+        (TaskFiles(exit_code=3), {"cancelled_by_user": True}, "failed"),
+        (TaskFiles(exit_code=143, cause="cancelled"), {"cancelled_by_user": True}, "cancelled"),
         (TaskFiles(), {"submitted": False}, "not_submitted"),
         (TaskFiles(), {}, "lost"),
     ],
