@@ -245,3 +245,24 @@ def test_refusals_come_before_anything_is_built_or_run(
     assert done.returncode == 1 and "--detach: the local executor runs tasks inside `hpcml run`" in done.stderr
     assert not (tmp_path / "wf" / ".hpcml" / "runs").exists()
     assert not (tmp_path / "catalog").exists() or not any((tmp_path / "catalog").rglob("*.sif"))
+
+
+ODD = ["it's", 'say "hi"', "$HOME", "`id`", "a\\b", "50% off, 2:1"]
+
+
+def test_odd_values_reach_the_task_literally(tmp_path: Path, busybox_sif: Path, hpcml_env: dict[str, str]) -> None:
+    # Regression: apptainer expanded `$HOME` in a step's env and dropped `$x` from a secret.
+    env_yaml = json.dumps({f"V{i}": v for i, v in enumerate(ODD)})
+    path = workflow(tmp_path / "odd", busybox_sif, "odd", f"""\
+        show:
+          matrix: {{word: {json.dumps(ODD[:3])}}}
+          env: {env_yaml}
+          secrets: [ODD_TOKEN]
+          run: |
+            printf '%s\\n' {{word}} > {{out}}/word
+            for v in {' '.join(f'"$V{i}"' for i in range(len(ODD)))} "$ODD_TOKEN"; do printf '%s\\n' "$v"; done > {{out}}/env
+        """)
+    hpcml("run", str(path), "--executor", "local", env={**hpcml_env, "ODD_TOKEN": "t$x'`y`\"\\"})
+    words = [w.strip() for w in outputs(path, "show", "word")]
+    assert sorted(words) == sorted(ODD[:3])
+    assert set(outputs(path, "show", "env")) == {"\n".join([*ODD, "t$x'`y`\"\\"]) + "\n"}
