@@ -257,7 +257,8 @@ def run(
 
     With `watch`, follow the run until every task has ended (an executor that is not
     detached, like the local one, is always watched). Ctrl-C while watching leaves SLURM
-    jobs running (`hpcml cancel` stops them) and cancels local ones.
+    jobs running (`hpcml cancel` stops them) and cancels local ones. `on_image` gets each
+    images.ImageEvent (cached, building, done, failed) while the images are ensured.
     Example: ``run("workflow.yaml", watch=False).jobs`` → ``{"prepare": ["101"], …}``.
     """
     from hpcml import runs
