@@ -692,12 +692,15 @@ def history(run_dir: RunDir) -> list[RunSummary]:
         if finished:
             counts = dict(finished[-1].get("counts", {}))
         else:
-            counts = {"completed": 0, "failed": 0, "other": 0}
+            # Not watched to the end: only the files speak (no executor is asked here).
+            rest = "cancelled" if rec.cancelled else "unfinished"
+            cached = set(rec.plan.get("cached", []))
+            counts: dict[str, int] = {}
             for step in rec.plan["steps"]:
                 for t in step["tasks"]:
-                    code = read_task_files(run_dir.task(step["name"], t["key"])).exit_code
-                    counts["completed" if code == 0 else "failed" if code is not None else "other"] += 1
-            counts = {k: v for k, v in counts.items() if v}
+                    files = read_task_files(run_dir.task(step["name"], t["key"]))
+                    label = rest if files.exit_code is None else derive_state(files, cached=t["key"] in cached)[0]
+                    counts[label] = counts.get(label, 0) + 1
         n = sum(len(s["tasks"]) for s in rec.plan["steps"])
         out.append(RunSummary(run_id, rec.plan["workflow"], rec.executor, n, counts, bool(finished)))
     return out

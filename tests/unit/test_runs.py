@@ -182,3 +182,18 @@ def test_cancel_of_an_ended_run_cancels_nothing_and_keeps_its_failures(tmp_path:
     assert runs.cancel(rd, None, Refuses([])) == (paths.run_id, [])  # type: ignore[arg-type]
     assert not (paths.root / "cancelled").exists()
     assert runs.status(rd, None, ListedJobs([])).tasks[0].label == "failed (exit 3)"  # type: ignore[arg-type]
+
+
+def test_history_names_unfinished_and_cancelled_tasks(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    rd = RunDir(tmp_path / ".hpcml")
+    paths = rd.run("20261126-000000-eeee")
+    paths.root.mkdir(parents=True)
+    paths.plan.write_text(json.dumps(runs.plan_document(plan, paths.run_id, set(), {})))
+    Journal(paths.journal).append("run", executor="slurm")
+    rd.task("prep", "prep-k0").mkdir(parents=True)
+    (rd.task("prep", "prep-k0") / "exitcode").write_text("0\n")
+    [summary] = runs.history(rd)
+    assert dict(summary.counts) == {"completed": 1, "unfinished": 3} and not summary.finished
+    (paths.root / "cancelled").write_text("now\n")
+    assert dict(runs.history(rd)[0].counts) == {"completed": 1, "cancelled": 3}
