@@ -94,6 +94,8 @@ def test_realistic_sweep_runs_locally_and_resumes(tmp_path: Path, busybox_sif: P
     path = workflow(tmp_path / "wf", busybox_sif, "sweep", SWEEP)
     first = hpcml("run", str(path), "--executor", "local", env=hpcml_env)
     assert "executor: local (chosen with --executor)" in first.stderr + first.stdout
+    # The image (a localimage child of busybox) is built here, and `hpcml run` says so.
+    assert "image bb: building (key " in first.stderr and "image bb: built in " in first.stderr
     assert set(status(path, hpcml_env).values()) == {"completed"}
     report = outputs(path, "evaluate", "report.txt")[0].splitlines()
     assert len(report) == 6 and report[0] == "lr=1 seed=1 score=500"
@@ -101,6 +103,7 @@ def test_realistic_sweep_runs_locally_and_resumes(tmp_path: Path, busybox_sif: P
     assert set(outputs(path, "train", "devices.txt")) <= {"0\n", "1\n"}
     second = hpcml("run", str(path), "--executor", "local", env=hpcml_env)
     assert "8 cached" in second.stderr + second.stdout
+    assert "image bb" not in second.stderr  # nothing to run: no image needed
     assert set(status(path, hpcml_env).values()) == {"cached"}
 
 
