@@ -612,6 +612,9 @@ def watch(
     """Poll until every task has ended, backing off while nothing changes."""
     delay = getattr(started.executor, "poll_s", min_s)
     floor = delay
+    # Backing off spares slurmctld; looking at local processes costs nothing, so a local
+    # run is not left waiting up to max_s after its last task ended.
+    max_s = min(max_s, getattr(started.executor, "max_poll_s", max_s))
     last: dict[str, int] | None = None
     while True:
         st = status(started.run_dir, started.run_id, started.executor)

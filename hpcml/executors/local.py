@@ -73,6 +73,7 @@ class LocalExecutor:
     name = "local"
     detached = False
     poll_s = 0.5  # the watch loop's floor: local state changes are cheap to look at
+    max_poll_s = 2.0  # and its ceiling: `hpcml run` ends soon after the last task
 
     def __init__(self, capacity: Capacity, *, kill_wait_s: float = 10.0, tick_s: float = 0.1):
         self.capacity = capacity

@@ -197,3 +197,24 @@ def test_history_names_unfinished_and_cancelled_tasks(tmp_path: Path) -> None:
     assert dict(summary.counts) == {"completed": 1, "unfinished": 3} and not summary.finished
     (paths.root / "cancelled").write_text("now\n")
     assert dict(runs.history(rd)[0].counts) == {"completed": 1, "cancelled": 3}
+
+
+def test_watch_of_a_local_run_never_backs_off_past_its_ceiling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression: the back-off grew to 30 s, so a local run could end up to 30 s after its
+    # last task (and the live table lagged as long).
+    from hpcml.state import TaskState
+
+    class Local(ListedJobs):
+        poll_s, max_poll_s = 0.5, 2.0
+
+    rounds = iter([False] * 20 + [True])
+
+    def fake_status(*_a: object) -> runs.RunStatus:
+        state = "completed" if next(rounds) else "running"
+        return runs.RunStatus("r", "wf", "local", (TaskState("a", 0, "k", state),))
+
+    monkeypatch.setattr(runs, "status", fake_status)
+    sleeps: list[float] = []
+    started = runs.RunStarted("r", RunDir(tmp_path), "wf", Local([]), "", {}, 0, 0, 1)  # type: ignore[arg-type]
+    runs.watch(started, lambda _st: None, sleep=sleeps.append)
+    assert sleeps[0] == 0.5 and max(sleeps) == 2.0
