@@ -421,6 +421,10 @@ def _status_table(st):  # noqa: ANN001, ANN202 - runs.RunStatus → rich rendera
     return Group(title, table)
 
 
+#: squeue reasons of a job that is simply waiting its turn (not worth a line of its own).
+_USUAL_PENDING = frozenset({"None", "Priority", "Resources", "Dependency", "BeginTime", "JobArrayTaskLimit", "requeued"})
+
+
 def _print_status(st, as_json: bool = False) -> None:  # noqa: ANN001 - runs.RunStatus
     import json
 
@@ -432,6 +436,9 @@ def _print_status(st, as_json: bool = False) -> None:  # noqa: ANN001 - runs.Run
     console = Console(highlight=False)
     console.print(_status_table(st))
     for t in st.tasks:
+        if t.state == "pending" and t.detail and t.detail not in _USUAL_PENDING:
+            # A job that may never start (bad partition limits, nodes down…) must not hide.
+            console.print(f"  {t.step}/{t.index}: [yellow]pending ({t.detail})[/yellow] job {t.job}")
         if t.state not in ("completed", "cached", "pending", "running", "requeued"):
             job = f" job {t.job}" if t.job else ""
             detail = f" ({t.detail})" if t.detail and t.state != "failed" else ""
@@ -646,7 +653,7 @@ def cancel_cmd(run: str | None, directory: str | None, workflow: str | None) -> 
 
     run_id, jobs = api.cancel(run, directory=directory, workflow=workflow)
     if not jobs:
-        click.echo(f"run {run_id}: nothing to cancel (every task has ended)")
+        click.echo(f"run {run_id}: nothing to cancel (no task of it is queued or running)")
         return
     click.echo(f"run {run_id}: cancelled {len(jobs)} job(s): {' '.join(jobs)}")
 

@@ -37,3 +37,19 @@ def test_build_progress_on_a_terminal_renders_elapsed_time() -> None:
     assert str(progress.__rich__()).startswith("building image numpy … ")
     progress(ImageEvent("tiny", "ef" * 32, "cached"))
     assert lines[-1] == "image tiny: cached"
+
+
+def test_status_shows_why_a_job_may_never_start(capsys) -> None:  # noqa: ANN001
+    # A job SLURM keeps pending for a reason other than waiting its turn (here: more CPUs
+    # than the partition's nodes have) looked like any pending job.
+    from hpcml.cli import _print_status
+    from hpcml.runs import RunStatus
+    from hpcml.state import TaskState
+
+    st = RunStatus("r1", "wf", "slurm", (
+        TaskState("a", 0, "k0", "pending", job="84", detail="Priority"),
+        TaskState("b", 0, "k1", "pending", job="85", detail="PartitionConfig"),
+    ))
+    _print_status(st)
+    out = capsys.readouterr().out
+    assert "b/0: pending (PartitionConfig) job 85" in out and "a/0" not in out
