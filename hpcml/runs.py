@@ -520,11 +520,13 @@ def _position(sp: StepPlan, index: int) -> int:
 
 
 def resolve_run(run_dir: RunDir, run: str | None) -> str:
-    """The run id asked for (a unique prefix is enough), or the latest run."""
-    ids = run_dir.run_ids()
+    """The run id asked for (a unique prefix is enough), or the latest run (of the workflow
+    file the run directory was named by, if it was)."""
+    ids = run_dir.workflow_runs()
     if not ids:
+        where = f"of {run_dir.workflow_file} " if run_dir.workflow_file else ""
         raise StateError(
-            f"no runs in {run_dir.path}; start one with `hpcml run WORKFLOW`, or name the workflow's "
+            f"no runs {where}in {run_dir.path}; start one with `hpcml run WORKFLOW`, or name the workflow's "
             "directory with -C DIR (or --workflow FILE)"
         )
     if run is None:
@@ -684,9 +686,9 @@ class RunSummary:
 
 
 def history(run_dir: RunDir) -> list[RunSummary]:
-    """Every run of this directory, oldest first, with task counts from the files only."""
+    """Every run of this directory (of its workflow file, if named by one), oldest first."""
     out = []
-    for run_id in run_dir.run_ids():
+    for run_id in run_dir.workflow_runs():
         try:
             rec = _load_run(run_dir, run_id)
         except StateError:

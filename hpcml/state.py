@@ -125,10 +125,14 @@ class RunDir:
     """The `.hpcml/` directory of one workflow. `path` is absolute."""
 
     path: Path
+    #: Set when the directory was named by a workflow file: `workflow_runs()` keeps only its
+    #: runs (several workflow files may share one directory and so one `.hpcml`).
+    workflow_file: str | None = None
 
     @staticmethod
     def for_workflow(workflow_file: str | Path) -> "RunDir":
-        return RunDir(Path(workflow_file).resolve().parent / RUN_DIR_NAME)
+        resolved = Path(workflow_file).resolve()
+        return RunDir(resolved.parent / RUN_DIR_NAME, str(resolved))
 
     @property
     def lock(self) -> Path:
@@ -152,9 +156,24 @@ class RunDir:
         runs = self.path / "runs"
         return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
+    def workflow_runs(self) -> list[str]:
+        """run_ids(), only those of `workflow_file` when it is set (from each run's journal)."""
+        ids = self.run_ids()
+        if self.workflow_file is None:
+            return ids
+        return [r for r in ids if _run_path(self.run(r).journal) in (self.workflow_file, None)]
+
     def latest_run(self) -> str | None:
         ids = self.run_ids()
         return ids[-1] if ids else None
+
+
+def _run_path(journal: Path) -> str | None:
+    """The workflow file a run was started from (its journal's `run` record), if known."""
+    for record in read_journal(journal):
+        if record.get("event") == "run":
+            return str(record["path"]) if record.get("path") else None
+    return None
 
 
 def new_run_id(now: float | None = None, token: str | None = None, after: str | None = None) -> str:

@@ -218,3 +218,17 @@ def test_watch_of_a_local_run_never_backs_off_past_its_ceiling(tmp_path: Path, m
     started = runs.RunStarted("r", RunDir(tmp_path), "wf", Local([]), "", {}, 0, 0, 1)  # type: ignore[arg-type]
     runs.watch(started, lambda _st: None, sleep=sleeps.append)
     assert sleeps[0] == 0.5 and max(sleeps) == 2.0
+
+
+def test_workflow_option_selects_that_workflows_runs(tmp_path: Path) -> None:
+    # Regression: two workflow files in one directory share `.hpcml`; `--workflow b.yaml`
+    # showed the latest run of a.yaml.
+    for rid, name in (("20261126-000000-aaaa", "b"), ("20261126-000100-bbbb", "a")):
+        paths = RunDir(tmp_path / ".hpcml").run(rid)
+        paths.root.mkdir(parents=True)
+        Journal(paths.journal).append("run", run=rid, path=str(tmp_path / f"{name}.yaml"), executor="slurm")
+    assert runs.resolve_run(RunDir.for_workflow(tmp_path / "b.yaml"), None) == "20261126-000000-aaaa"
+    assert runs.resolve_run(RunDir.for_workflow(tmp_path / "a.yaml"), None) == "20261126-000100-bbbb"
+    assert runs.resolve_run(RunDir(tmp_path / ".hpcml"), None) == "20261126-000100-bbbb"  # -C DIR: all runs
+    with pytest.raises(StateError, match=r"no runs of .*c\.yaml"):
+        runs.resolve_run(RunDir.for_workflow(tmp_path / "c.yaml"), None)
