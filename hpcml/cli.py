@@ -516,8 +516,6 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
 
         hpcml run workflow.yaml --detach && hpcml status
     """
-    from hpcml import api
-
     said: list[str] = []
 
     def say(message: str) -> None:
