@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-# ---- spec: load / validate (owner: spec) ---------------------------------------------
-
 import os as _os
 from dataclasses import dataclass as _dataclass
+from pathlib import Path as _Path
 
 from hpcml import spec as _spec
+from hpcml.config import Settings as _Settings
+from hpcml.model import Plan as _Plan
 from hpcml.model import Workflow
+from hpcml.runs import RunStatus, RunSummary
+from hpcml.state import RunDir as _RunDir
+
+# ---- spec: load / validate -------------------------------------------------------------
 
 
 @_dataclass(frozen=True)
@@ -45,9 +50,7 @@ def schema() -> dict[str, object]:
     return json_schema()
 
 
-# ---- plan / compile (owner: plan) -------------------------------------------------------
-
-from hpcml.model import Plan as _Plan
+# ---- plan / compile ----------------------------------------------------------------------
 
 
 @_dataclass(frozen=True)
@@ -82,9 +85,7 @@ def compile(path: str | _os.PathLike[str], out_dir: str | _os.PathLike[str]) -> 
     return compile_plan(plan(path), _os.fspath(out_dir))
 
 
-# ---- images / catalog (owner: images) ---------------------------------------------------
-
-from hpcml.config import Settings as _Settings
+# ---- images / catalog --------------------------------------------------------------------
 
 
 @_dataclass(frozen=True)
@@ -207,10 +208,7 @@ def catalog_gc(days: float, dry_run: bool = True, s: _Settings | None = None):  
     return items
 
 
-# ---- run / status / logs / cancel / runs (owner: run) ------------------------------------
-
-from hpcml.runs import RunStatus, RunSummary  # noqa: E402
-from hpcml.state import RunDir as _RunDir  # noqa: E402
+# ---- run / status / logs / cancel / runs -------------------------------------------------
 
 
 @_dataclass(frozen=True)
@@ -236,9 +234,7 @@ def run_dir(directory: str | _os.PathLike[str] | None = None, workflow: str | _o
     """The `.hpcml` directory of a workflow file, or of a directory (default: the current one)."""
     if workflow is not None:
         return _RunDir.for_workflow(workflow)
-    from pathlib import Path
-
-    return _RunDir(Path(_os.path.abspath(_os.fspath(directory or "."))) / ".hpcml")
+    return _RunDir(_Path(_os.path.abspath(_os.fspath(directory or "."))) / ".hpcml")
 
 
 def run(

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from hpcml import __version__
-from hpcml.errors import HpcmlError
+from hpcml.errors import HpcmlError, SpecError
 
 
 class _Group(click.Group):
@@ -21,12 +21,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except HpcmlError as err:
-            click.echo(f"hpcml: error: {err}" if not _is_multiline(err) else str(err), err=True)
+            # Spec errors are already `file:line:col: message` lines, which editors and
+            # terminals link to the place; everything else gets the program's prefix.
+            click.echo(str(err) if isinstance(err, SpecError) else f"hpcml: error: {err}", err=True)
             ctx.exit(err.exit_code)
-
-
-def _is_multiline(err: HpcmlError) -> bool:
-    return "\n" in str(err) or str(err).count(":") >= 3 and str(err)[0] != " "
 
 
 @click.group(cls=_Group)
@@ -40,7 +38,7 @@ def main() -> None:
     """
 
 
-# ---- spec: validate / schema (owner: spec) --------------------------------------------
+# ---- spec: validate / schema ----
 
 
 @main.command("validate")
@@ -82,7 +80,7 @@ def schema_cmd(output: str | None) -> None:
     os.replace(tmp, output)
 
 
-# ---- plan / compile (owner: plan) -------------------------------------------------------
+# ---- plan / compile ----
 
 
 @main.command("plan")
@@ -148,7 +146,7 @@ def compile_cmd(file: str, out_dir: str) -> None:
     click.echo(result.keys_file)
 
 
-# ---- build / catalog (owner: images) ----------------------------------------------------
+# ---- build / catalog ----
 
 
 def _settings(**flags: object):  # noqa: ANN202 - config.Settings
@@ -376,7 +374,7 @@ def catalog_gc_cmd(days: float, dry_run: bool, as_json: bool) -> None:
     click.echo(f"{verb} {len(items)} files, {_size(sum(i.size for i in items))}")
 
 
-# ---- run / status / logs / cancel / runs (owner: run) ------------------------------------
+# ---- run / status / logs / cancel / runs ----
 
 _WHERE = [
     click.option("-C", "directory", type=click.Path(file_okay=False), help="Workflow directory (default: here)."),
