@@ -143,7 +143,8 @@ def sbatch_directives(spec: ScriptSpec) -> list[str]:
 def _settings(spec: ScriptSpec) -> list[str]:
     step = spec.step
     q = shlex.quote
-    container = [spec.apptainer, "exec", *spec.exec_flags, "--cleanenv"]
+    # --quiet drops Apptainer's INFO lines from the task's log; warnings and errors stay.
+    container = [spec.apptainer, "--quiet", "exec", *spec.exec_flags, "--cleanenv"]
     if spec.env_file:
         container += ["--env-file", spec.env_file]
     container += container_gpu_flags(step.resources)
