@@ -200,7 +200,7 @@ def start(
     name, reason = choose_executor(executor, settings, Slurm(runner), env)
     ex = make_executor(name, settings, runner)
     say(f"executor: {name} ({reason})")
-    # ---- local executor hooks (owner: local executor) ----
+    # ---- checks of executors that run tasks inside `hpcml run` ----
     if detach and not ex.detached:
         raise SubmitError(
             f"--detach: the {name} executor runs tasks inside `hpcml run` (there is no daemon), so they "
@@ -209,7 +209,6 @@ def start(
     check_plan = getattr(ex, "check_plan", None)
     if check_plan is not None:  # a step that can never run here fails before any image build
         check_plan(plan)
-    # ---- end local executor hooks ----
     lock = RunLock(run_dir)
     lock.acquire()
     try:
@@ -234,6 +233,8 @@ def _start_locked(
     lock: RunLock,
 ) -> RunStarted:
     wf = plan.workflow
+    if ex.name != "slurm":
+        _refuse_if_queued_on_slurm(run_dir, wf.name, settings, runner)
     adopted = _reconcile(ex, run_dir, wf.name)
     cached = {t.key for sp in plan.steps.values() for t in sp.tasks if read_task_files(run_dir.task(t.step, t.key)).exit_code == 0}
     todo = {
@@ -324,6 +325,21 @@ def _cluster_facts(ex: Executor, settings: Settings, runner: Runner | None) -> _
         return _Cluster("gres", 10**9)
     config = Slurm(runner).show_config()
     return _Cluster(style_from_config(config, settings.gpu_request), max_array_size(config))
+
+
+def _refuse_if_queued_on_slurm(run_dir: RunDir, workflow: str, settings: Settings, runner: Runner | None) -> None:
+    """Another executor must not take tasks that SLURM still holds: they would run twice."""
+    on_slurm = [r for r in run_dir.run_ids() if any(
+        rec.get("event") == "run" and rec.get("executor") == "slurm" for rec in read_journal(run_dir.run(r).journal))]
+    if not on_slurm or not Slurm(runner).usable()[0]:
+        return
+    live = _reconcile(make_executor("slurm", settings, runner), run_dir, workflow)
+    if live:
+        raise SubmitError(
+            f"{len(live)} task(s) of workflow {workflow} are still queued or running on SLURM (run "
+            f"{on_slurm[-1]}); a task taken by two executors would run twice: wait for them "
+            "(`hpcml status`), cancel them (`hpcml cancel`), or run with --executor slurm"
+        )
 
 
 def _reconcile(ex: Executor, run_dir: RunDir, workflow: str) -> dict[str, str]:

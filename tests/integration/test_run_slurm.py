@@ -23,6 +23,7 @@ import pytest
 
 from hpcml import api, config
 from hpcml.config import Settings
+from hpcml.errors import SubmitError
 
 pytestmark = pytest.mark.testbed
 
@@ -283,6 +284,8 @@ def test_detach_status_then_cancel(tmp_path: Path, settings: Settings) -> None:
     assert outcome.status is None and outcome.submitted == 2
     st = api.status(workflow=str(wf))
     assert not st.finished and {t.state for t in st.tasks} <= {"pending", "running"}
+    with pytest.raises(SubmitError, match=r"still queued or running on SLURM .* --executor slurm"):
+        api.run(wf, executor="local", settings=settings)  # would run `long` a second time
     run_id, jobs = api.cancel(workflow=str(wf))
     assert run_id == outcome.run_id and sorted(jobs) == sorted(j for js in outcome.jobs.values() for j in js)
     import time
