@@ -27,12 +27,12 @@ import shutil
 import socket
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from hpcml import fsutil
 from hpcml.errors import CatalogError
 from hpcml.locking import FileLock, Owner
 
@@ -585,34 +585,12 @@ def _mkdir_private(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}")
-
-
 def _write_atomic(dest: Path, text: str, mode: int) -> None:
-    tmp = _tmp_name(dest)
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    finally:
-        _remove(tmp)
-    _fsync_dir(dest.parent)
+    fsutil.atomic_write(dest, text, mode)
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    tmp = _tmp_name(dest)
+    tmp = fsutil.temp_name(dest)
     try:
         with open(src, "rb") as fin, open(tmp, "xb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
@@ -622,7 +600,7 @@ def _copy_atomic(src: Path, dest: Path) -> None:
         os.replace(tmp, dest)
     finally:
         _remove(tmp)
-    _fsync_dir(dest.parent)
+    fsutil.fsync_dir(dest.parent)
 
 
 def _move_atomic(src: Path, dest: Path) -> None:
@@ -631,7 +609,7 @@ def _move_atomic(src: Path, dest: Path) -> None:
         os.fsync(fh.fileno())
     os.chmod(src, FILE_MODE)
     os.replace(src, dest)
-    _fsync_dir(dest.parent)
+    fsutil.fsync_dir(dest.parent)
 
 
 def _tree_size(path: Path) -> int:

@@ -6,7 +6,6 @@ HpcmlError becomes a message on stderr and the error's exit code.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -74,10 +73,9 @@ def schema_cmd(output: str | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    tmp = f"{output}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, output)
+    from hpcml.fsutil import atomic_write
+
+    atomic_write(output, text)
 
 
 # ---- plan / compile ----

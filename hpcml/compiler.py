@@ -11,6 +11,7 @@ import os
 
 from hpcml import __version__, deffile
 from hpcml.errors import HpcmlError
+from hpcml.fsutil import atomic_write
 from hpcml.model import ImagePlan, Plan
 
 KEYS_FILE = "keys.json"
@@ -73,19 +74,8 @@ def compile_plan(p: Plan, out_dir: str):  # noqa: ANN201 - api.CompileResult, im
     try:
         os.makedirs(out_dir, exist_ok=True)
         for fname, text in files.items():
-            _write_atomic(os.path.join(out_dir, fname), text)
+            atomic_write(os.path.join(out_dir, fname), text)
     except OSError as err:
         raise HpcmlError(f"cannot write into {out_dir}: {err.strerror}") from None
     defs = tuple(os.path.join(out_dir, f"{n}.def") for n in p.image_order)
     return CompileResult(out_dir, defs, os.path.join(out_dir, KEYS_FILE))
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

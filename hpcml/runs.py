@@ -40,7 +40,7 @@ from hpcml.executors.base import Executor, StepJob
 from hpcml.gpus import GpuStyle, style_from_config
 from hpcml.model import Plan, StepPlan, Task
 from hpcml.runner import Runner
-from hpcml.slurm import Slurm, max_array_size, split_job_id
+from hpcml.slurm import Slurm, max_array_size
 from hpcml.state import (
     ACTIVE,
     DONE_OK,

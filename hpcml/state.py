@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from hpcml import fsutil
 from hpcml.errors import StateError
 
 RUN_DIR_NAME = ".hpcml"
@@ -203,37 +204,9 @@ _RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Write `path` so that readers see the old or the new content, never a part.
-
-    The temporary file gets `mode` before any byte is written (secrets never sit in a
-    world-readable file), is fsync'd, renamed over `path`, and the directory fsync'd.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    raw = data.encode() if isinstance(data, str) else data
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, raw)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write a run-directory file so that readers see the old or the new content, never a
+    part (missing directories are created); see fsutil.atomic_write."""
+    fsutil.atomic_write(path, data, mode, parents=True)
 
 
 class Journal:

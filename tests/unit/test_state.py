@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from hpcml.errors import StateError
 from hpcml.state import (
     JobRecord,
     Journal,
