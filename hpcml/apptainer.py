@@ -89,9 +89,14 @@ class Apptainer:
         flags: Sequence[str] = (),
         binds: Sequence[str] = (),
         cwd: str | None = None,
+        log_path: str | None = None,
     ) -> Completed:
-        """Run a build and return what happened; the caller decides (it also writes the log)."""
-        return self.runner.run(self.build_argv(def_path, out_sif, flags, binds), cwd=cwd)
+        """Run a build and return what happened; the caller decides. With `log_path`, the
+        build's output is appended there as it comes (stdout is then empty, stderr its end)."""
+        argv = self.build_argv(def_path, out_sif, flags, binds)
+        if log_path is not None:
+            return self.runner.run_logged(argv, log_path=log_path, cwd=cwd)
+        return self.runner.run(argv, cwd=cwd)
 
     def inspect_labels(self, sif: str) -> dict[str, str]:
         done = self.runner.run(self.inspect_labels_argv(sif), timeout=120)

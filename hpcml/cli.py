@@ -460,7 +460,7 @@ class _ImageProgress:
 
         if event.state == "building":
             self.started[event.name] = time.monotonic()
-            self.say(f"image {event.name}: building (key {event.key[:12]}; building an image can take minutes)")
+            self.say(f"image {event.name}: building (key {event.key[:12]}; this can take minutes; log: {event.log})")
             if self.live is not None:
                 self.live.update(self)
             elif self._thread is None:

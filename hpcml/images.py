@@ -237,9 +237,12 @@ class _Builder:
 
     def build(self, image: ImagePlan, target: Catalog, parent_sif: str | None) -> ImageResult:
         name = image.name
-        self.emit(name, "building")
         version = self.apptainer_version()
         tmp = target.build_dir(name)
+        # The build's output streams into build.log inside the catalog as it runs: users can
+        # follow a long build, and a builder killed mid-way leaves its log (gc'd after a day).
+        build_log = tmp / "build.log"
+        self.emit(name, "building", log=str(build_log))
         started = time.monotonic()
         try:
             def_path, out = tmp / f"{name}.def", tmp / f"{name}.sif"
@@ -248,11 +251,13 @@ class _Builder:
             def_path.write_text(text, encoding="utf-8")
             binds = list(self.settings.build_binds) + self.ca_binds(image, tmp)
             argv = self.app.build_argv(str(def_path), str(out), self.settings.build_flags, binds)
+            build_log.write_text(_log_header(argv, self.plan.workflow.root, text), encoding="utf-8")
             done = self.app.build(str(def_path), str(out), flags=self.settings.build_flags,
-                                  binds=binds, cwd=self.plan.workflow.root)
+                                  binds=binds, cwd=self.plan.workflow.root, log_path=str(build_log))
             seconds = time.monotonic() - started
-            log_text = _log_text(argv, self.plan.workflow.root, text, done.stdout, done.stderr,
-                                 done.returncode, seconds)
+            with open(build_log, "a", encoding="utf-8") as fh:
+                fh.write(f"\n# ---- exit: {done.returncode} after {seconds:.1f}s\n")
+            log_text = build_log.read_text(encoding="utf-8", errors="replace")
             if not done.ok or not out.is_file():
                 log = target.write_failed_log(name, image.key, log_text)
                 self.emit(name, "failed", log=str(log) if log else None, seconds=seconds,
@@ -302,12 +307,8 @@ def _holder(owner: Owner | None) -> str:
     return f"waiting for {owner.host}:{owner.pid}" if owner else "waiting for another builder"
 
 
-def _log_text(argv: Sequence[str], cwd: str, definition: str, stdout: str, stderr: str,
-              code: int, seconds: float) -> str:
-    return (
-        f"# argv: {' '.join(argv)}\n# cwd: {cwd}\n# exit: {code} after {seconds:.1f}s\n"
-        f"# ---- definition\n{definition}\n# ---- stdout\n{stdout}\n# ---- stderr\n{stderr}"
-    )
+def _log_header(argv: Sequence[str], cwd: str, definition: str) -> str:
+    return f"# argv: {' '.join(argv)}\n# cwd: {cwd}\n# ---- definition\n{definition}\n# ---- apptainer build\n"
 
 
 def _indent(text: str) -> str:
@@ -356,7 +357,7 @@ class LiveProgress:
         parts = [f"{event.name}: {event.state}"]
         if event.state in ("done", "failed") and event.seconds:
             parts.append(f"in {event.seconds:.1f}s")
-        if event.log and event.state == "failed":
+        if event.log and event.state in ("failed", "building"):
             parts.append(f"(log: {event.log})")
         if event.message and event.state in ("waiting", "skipped", "cached"):
             parts.append(f"({event.message})")

@@ -44,6 +44,15 @@ class Runner(Protocol):
         timeout: float | None = None,
     ) -> Completed: ...
 
+    def run_logged(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: str,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> Completed: ...
+
 
 class LocalRunner:
     """Runs commands on this machine with subprocess.
@@ -82,6 +91,42 @@ class LocalRunner:
             errs = err.stderr.decode() if isinstance(err.stderr, bytes) else (err.stderr or "")
             return Completed(args, 124, out, errs + f"\ntimed out after {timeout}s")
         return Completed(args, proc.returncode, proc.stdout, proc.stderr)
+
+    def run_logged(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: str,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> Completed:
+        """Like `run`, but stdout and stderr are appended to the file `log_path` as they come
+        (someone can `tail -f` a long build, and a killed run leaves what it printed).
+
+        The returned `stderr` holds the end of that output, for error messages.
+        """
+        args = tuple(str(a) for a in argv)
+        log.debug("run %s >> %s", args, log_path)
+        try:
+            with open(log_path, "ab") as sink:
+                proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
+                                        stderr=subprocess.STDOUT)
+        except FileNotFoundError as err:
+            return Completed(args, 127, "", f"{args[0]}: command not found ({err})")
+        try:
+            code = proc.wait(timeout=timeout)
+            tail = ""
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            tail = f"\ntimed out after {timeout}s"
+        return Completed(args, 124 if tail else code, "", _file_tail(log_path) + tail)
+
+
+def _file_tail(path: str, size: int = 64 << 10) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(max(0, os.fstat(fh.fileno()).st_size - size))
+        return fh.read().decode("utf-8", "replace")
 
 
 # ---- long-running children (the local executor) -------------------------------------

@@ -204,6 +204,9 @@ def test_kill_9_mid_build_leaves_nothing_and_next_build_works(tmp_path: Path) ->
     cat = Catalog(tmp_path / "cat")
     assert cat.get(key) is None and not list((tmp_path / "cat/sif").glob("*/*"))
     assert lock.exists()  # left behind by the dead builder
+    # What the killed build printed so far stays in its build directory (gc'd after a day).
+    (log,) = (tmp_path / "cat/tmp").glob("build-base-*/build.log")
+    assert "# ---- apptainer build" in log.read_text()
     s = settings(tmp_path)
     assert states(wf, s, names=["base"]) == {"base": "done"}  # the stale lock was broken
     assert not lock.exists()
