@@ -133,9 +133,10 @@ def _sections(image: Image, errors: list[str]) -> list[str]:
     if post:
         out.append(_section("post" + _shell_args(image), post))
     if image.env:
-        for name, _ in image.env:
+        for name, value in image.env:
             if not _ENV_NAME_RE.fullmatch(name):
                 errors.append(f"env name {name!r} is invalid (allowed: [A-Za-z_][A-Za-z0-9_]*)")
+            _check_env_value(name, value, errors)
         out.append(_section("environment", [f"export {k}={shlex.quote(v)}" for k, v in image.env]))
     if image.labels:
         out.append(_section("labels", [_label(k, v, errors) for k, v in image.labels]))
@@ -208,6 +209,17 @@ def _user_text(text: str, what: str, errors: list[str]) -> list[str]:
         if "\r" in line or "\0" in line:
             errors.append(f"{what}: line {n} contains a carriage return or NUL")
     return lines
+
+
+def _check_env_value(name: str, value: str, errors: list[str]) -> None:
+    # Quoting does not protect a multi-line value: Apptainer splits the file into sections
+    # before any shell sees it, so a value line starting with `%setup` would open a section
+    # that runs on the build host. A CR would be dropped by Apptainer's line reader.
+    for n, line in enumerate(value.split("\n")[1:], 2):
+        if line.lstrip().startswith("%"):
+            errors.append(f"env {name}: line {n} of the value starts with '%', which a definition file reads as a section")
+    if "\r" in value or "\0" in value:
+        errors.append(f"env {name}: the value contains a carriage return or NUL")
 
 
 def _label(key: str, value: str, errors: list[str]) -> str:

@@ -109,6 +109,11 @@ def test_no_post_without_work() -> None:
         (Image("x", "scratch", "", labels=(("k", "v\n%post"),), pos=POS), "value must be one line"),
         (Image("x", "scratch", "", post="echo\n%runscript\nevil", pos=POS), "line 2 starts with '%'"),
         (Image("x", "debootstrap", "bookworm", mirror="http://x/\nFrom: y", pos=POS), "mirror"),
+        # A quoted multi-line env value must not open a %setup section (it runs on the build host).
+        (Image("x", "scratch", "", env=(("X", "\n%setup\ntouch /tmp/pwned\n#"),), pos=POS),
+         "env X: line 2 of the value starts with '%'"),
+        (Image("x", "scratch", "", env=(("X", "a\n  %post"),), pos=POS), "env X: line 2"),
+        (Image("x", "scratch", "", env=(("X", "a\r\nb"),), pos=POS), "carriage return"),
     ],
 )
 def test_unsafe_values_are_refused(image: Image, message: str) -> None:
