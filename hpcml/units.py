@@ -13,12 +13,14 @@ DURATION_FORMS = (
     "a number of minutes (90), 90s, 30m, 4h, 1d or combinations such as 1h30m, "
     "MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
 )
-SIZE_FORMS = "a number of MiB (512), or a number with unit K, M, G or T (500M, 32G, 1T; binary units, optional B/iB)"
+SIZE_FORMS = "a number of MiB (512), or a number with unit K, M, G or T (500M, 32G, 1T; binary units, optional B/iB after the unit: 16GB)"
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_COMPOUND = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
-_CLOCK = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
-_SIZE = re.compile(r"(\d+)\s*([KMGT])?(?:i?B)?", re.IGNORECASE)
+# re.ASCII: `\d` alone would accept other scripts' digits (`١٢h`) and `²`, which int() refuses.
+_COMPOUND = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
+_CLOCK = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", re.ASCII)
+# A `B`/`iB` suffix only after a unit: `512B` is bytes to a reader, not 512 MiB.
+_SIZE = re.compile(r"(\d+)\s*(?:([KMGT])(?:i?B)?)?", re.IGNORECASE | re.ASCII)
 _SIZE_KIB = {"K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}
 
 
@@ -35,7 +37,7 @@ def parse_duration(text: str | int) -> int:
             raise ValueError(f"invalid duration {text}: must not be negative")
         return text * 60
     s = str(text).strip()
-    if s.isdigit():
+    if s.isascii() and s.isdigit():
         return int(s) * 60
     if s and (m := _COMPOUND.fullmatch(s)) and any(m.groups()):
         return sum(int(v) * _UNIT_SECONDS[u] for v, u in zip(m.groups(), "dhms") if v)

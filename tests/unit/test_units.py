@@ -31,7 +31,9 @@ def test_parse_duration(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "4 hours", "1.5h", "-5", "h", "1:60", "1-24:00:00", "1m1h", True, -1])
+@pytest.mark.parametrize(
+    "text", ["", "4 hours", "1.5h", "-5", "h", "1:60", "1-24:00:00", "1m1h", True, -1, "\u00b2", "\u0661\u0662h", "\u0661"]
+)
 def test_parse_duration_rejects(text: str | int) -> None:
     with pytest.raises(ValueError, match="invalid duration|must not be negative"):
         parse_duration(text)
@@ -58,7 +60,8 @@ def test_parse_size(text: str | int, mib: int) -> None:
     assert parse_size(text) == mib
 
 
-@pytest.mark.parametrize("text", ["", "32X", "1.5G", "G", "-1G", "32 GB extra", False])
+# "512B" reads as bytes: it must not silently mean 512 MiB.
+@pytest.mark.parametrize("text", ["", "32X", "1.5G", "G", "-1G", "32 GB extra", False, "512B", "1iB", "\u0661\u0662G"])
 def test_parse_size_rejects(text: str | int) -> None:
     with pytest.raises(ValueError, match=r"invalid size .*500M, 32G"):
         parse_size(text)
