@@ -303,9 +303,11 @@ rm -f "$taskdir/exitcode" "$taskdir/cause" "$taskdir/requeue"
 
 hpcml_child=
 hpcml_signal=
+hpcml_forwarded=
 hpcml_forward() {  # pass a signal on to the whole task (its own process group)
   hpcml_signal=$1
   if [[ -n $hpcml_child ]]; then
+    hpcml_forwarded=1
     kill -s "$1" -- "-$hpcml_child" 2>/dev/null || kill -s "$1" "$hpcml_child" 2>/dev/null || true
   fi
 }
@@ -354,18 +356,27 @@ while :; do
   echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index key $hpcml_key attempt $hpcml_attempt of $(( hpcml_retries + 1 ))" \
     "on $(hostname) job ${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_}${SLURM_ARRAY_TASK_ID:-${SLURM_JOB_ID:-local}}" \
     "devices ${CUDA_VISIBLE_DEVICES:-none}"
-  hpcml_signal=
-  set -m  # the task gets its own process group, so a forwarded signal reaches all of it
-  "${hpcml_container[@]}" "$hpcml_shell" "$taskdir/cmd.sh" &
-  hpcml_child=$!
-  set +m
-  hpcml_status=0
-  wait "$hpcml_child" || hpcml_status=$?
-  while kill -0 "$hpcml_child" 2>/dev/null; do  # wait returned early for a trapped signal
+  if [[ -n $hpcml_signal ]]; then
+    # The signal came before this attempt started (while the wrapper set up, or between
+    # attempts): starting it now would run a cancelled or timed-out task to the end.
+    hpcml_status=$(( 128 + $(kill -l "$hpcml_signal") ))
+    echo "hpcml: $(hpcml_now) SIG$hpcml_signal arrived before attempt $hpcml_attempt started; not starting it"
+  else
+    hpcml_forwarded=
+    set -m  # the task gets its own process group, so a forwarded signal reaches all of it
+    "${hpcml_container[@]}" "$hpcml_shell" "$taskdir/cmd.sh" &
+    hpcml_child=$!
+    set +m
+    # A signal trapped between the fork and `hpcml_child=` found no child to pass it to.
+    if [[ -n $hpcml_signal && -z $hpcml_forwarded ]]; then hpcml_forward "$hpcml_signal"; fi
     hpcml_status=0
     wait "$hpcml_child" || hpcml_status=$?
-  done
-  hpcml_child=
+    while kill -0 "$hpcml_child" 2>/dev/null; do  # wait returned early for a trapped signal
+      hpcml_status=0
+      wait "$hpcml_child" || hpcml_status=$?
+    done
+    hpcml_child=
+  fi
   echo "hpcml: $(hpcml_now) attempt $hpcml_attempt exited with $hpcml_status${hpcml_signal:+ after SIG$hpcml_signal}"
   (( hpcml_status == 0 )) && break
   if [[ -n $hpcml_signal && $hpcml_signal == "$hpcml_checkpoint_signal" ]] && (( hpcml_attempt <= hpcml_retries )); then

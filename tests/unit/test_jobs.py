@@ -170,3 +170,59 @@ def test_task_command_and_env_file(tmp_path: Path) -> None:
     (tmp_path / "e").write_text(env)
     out = subprocess.run(["bash", "-c", f". {tmp_path / 'e'}; printf %s \"$WANDB_API_KEY\""], capture_output=True, text=True)
     assert out.stdout == "s3cr3t'; rm -rf /"
+
+
+# ---- the wrapper, run for real with bash (apptainer replaced by a fake that runs the
+# command after the image path on the host) -----------------------------------------------
+
+FAKE_APPTAINER = '#!/bin/bash\nwhile [[ $# -gt 0 && $1 != *.sif ]]; do shift; done\nshift\nexec "$@"\n'
+
+
+def _runnable(tmp_path: Path, step: Step, *, array: bool = False) -> tuple[Path, Path]:
+    """A job script of `step` (task 0, key k0) whose container is the host; (script, taskdir)."""
+    fake = tmp_path / "fake-apptainer"
+    fake.write_text(FAKE_APPTAINER)
+    fake.chmod(0o755)
+    run_dir, run_root = tmp_path / ".hpcml", tmp_path / ".hpcml" / "runs" / RUN
+    (run_root / "jobs").mkdir(parents=True)
+    (run_root / "jobs" / f"{step.name}.tasks").write_text("0 k0\n")
+    taskdir = run_dir / "tasks" / step.name / "k0"
+    taskdir.mkdir(parents=True)
+    (taskdir / "cmd.sh").write_text(render_task_command(step.run, "bash", step, 0))
+    spec = _spec(step, sif=str(tmp_path / "img.sif"), run_dir=str(run_dir), workflow_root=str(tmp_path),
+                 run_root=str(run_root), apptainer=str(fake), exec_flags=(), array=array)
+    script = run_root / "jobs" / f"{step.name}.sbatch"
+    script.write_text(render_step_script(spec))
+    return script, taskdir
+
+
+def _fake_bin(tmp_path: Path, name: str, body: str) -> Path:
+    """A directory holding one fake command `name` (for PATH)."""
+    bindir = tmp_path / "fake-bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
+    (bindir / name).chmod(0o755)
+    return bindir
+
+
+def test_a_signal_before_the_task_started_keeps_it_from_starting(tmp_path: Path) -> None:
+    # Regression: the loop cleared the signal flag before each attempt, so a scancel (or the
+    # time limit) arriving while the wrapper set up, or between two attempts, was forgotten:
+    # the task then ran to the end and wrote exit code 0 under a `cause: cancelled`.
+    step = Step(name="s", image="i", run="echo task-ran", resources=Resources())
+    script, taskdir = _runnable(tmp_path, step)
+    started = tmp_path / "hostname-started"
+    # `hostname` runs in the wrapper just before the attempt: the fake one holds it there.
+    bindir = _fake_bin(tmp_path, "hostname", f"touch {started}; sleep 1; echo fake-host")
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HPCML_EXECUTOR": "local"}
+    proc = subprocess.Popen(["bash", str(script)], env=env)
+    for _ in range(200):
+        if started.exists():
+            break
+        subprocess.run(["sleep", "0.05"])
+    proc.send_signal(15)
+    assert proc.wait(timeout=30) == 143
+    log = (taskdir / "log").read_text()
+    assert "task-ran" not in log and "arrived before attempt 1 started" in log
+    assert (taskdir / "exitcode").read_text() == "143\n"
+    assert (taskdir / "cause").read_text() == "cancelled\n"
