@@ -252,14 +252,16 @@ def fill_paths(command: str, out: str, inputs: Mapping[str, str]) -> str:
     >>> fill_paths("cat {in.prep}/x > {out}/y; awk '{{print}}'", "/r/o", {"prep": "/r/p q"})
     "cat '/r/p q'/x > /r/o/y; awk '{print}'"
     """
+    # Paths are escaped like matrix values: the final `unescape` would otherwise turn a
+    # `{{` in a directory name (`/home/u/a{{b}}`) into `{` and name another directory.
     def lookup(name: str) -> str | None:
         if name == "out":
-            return shlex.quote(out)
+            return placeholders.escape(shlex.quote(out))
         if name.startswith("in."):
             step = name[3:]
             if step not in inputs:
                 raise ValueError(f"fill_paths: no path given for {{in.{step}}}")
-            return shlex.quote(inputs[step])
+            return placeholders.escape(shlex.quote(inputs[step]))
         raise ValueError(f"fill_paths: placeholder {{{name}}} was not substituted by the plan")
 
     return placeholders.unescape(placeholders.substitute(command, lookup))

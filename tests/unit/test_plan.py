@@ -156,6 +156,12 @@ def test_step_task_and_escapes_and_shell_variables() -> None:
     assert plan.fill_paths(command, "/runs/o 1", {}) == "echo my-step 4 ${HOME} $X {lit} '/runs/o 1'"
 
 
+def test_fill_paths_keeps_braces_in_paths() -> None:
+    # The workflow directory may contain braces; only the template's escapes are undone.
+    command = plan.substitute("cat {in.prep} > {out}; echo {{x}}", (), "s", 0)
+    assert plan.fill_paths(command, "/w/a{{b}}/o", {"prep": "/w/a}}{p"}) == "cat '/w/a}}{p' > '/w/a{{b}}/o'; echo {x}"
+
+
 def test_fill_paths_requires_every_input() -> None:
     with pytest.raises(ValueError, match=r"\{in.prep\}"):
         plan.fill_paths("cat {in.prep}", "/o", {})
