@@ -162,6 +162,7 @@ def _settings(spec: ScriptSpec) -> list[str]:
         f"hpcml_step={q(step.name)}",
         f"hpcml_tasks={q(f'{spec.run_dir}/tasks/{step.name}')}",
         f"hpcml_manifest={q(f'{spec.run_root}/jobs/{step.name}.tasks')}",
+        f"hpcml_array={1 if spec.array else 0}",
         f"hpcml_offset={spec.offset}",
         f"hpcml_retries={step.retries}",
         f"hpcml_checkpoint_signal={q(ckpt)}",
@@ -273,10 +274,20 @@ def render_env_file(pairs: Sequence[tuple[str, str]]) -> str:
 # ---- the wrapper: identical for every step, settings come from the variables above --
 
 WRAPPER = r"""# ---- hpcml task wrapper (the same for every step) ----
+# sbatch passes the submitter's environment on and sets SLURM_ARRAY_* only for arrays: a
+# plain job submitted from inside an array task inherits that task's ids. Read them only
+# in an array job.
+if (( hpcml_array )); then
+  hpcml_job_ref=${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-local}}_${SLURM_ARRAY_TASK_ID:-0}
+else
+  hpcml_job_ref=${SLURM_JOB_ID:-local}
+fi
 if [[ -n ${HPCML_TASK_INDEX:-} ]]; then
   hpcml_index=$HPCML_TASK_INDEX
-else
+elif (( hpcml_array )); then
   hpcml_index=$(( ${SLURM_ARRAY_TASK_ID:-0} + hpcml_offset ))
+else
+  hpcml_index=0
 fi
 hpcml_key=
 while read -r hpcml_i hpcml_k; do
@@ -331,12 +342,11 @@ hpcml_requeue() {  # on the checkpoint signal: run again later, from the checkpo
     echo "hpcml: $(hpcml_now) checkpointed; asking the local executor to requeue"
     exit 75
   fi
-  local id="${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-}}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}"
-  echo "hpcml: $(hpcml_now) checkpointed; scontrol requeue $id"
-  if scontrol requeue "$id"; then
+  echo "hpcml: $(hpcml_now) checkpointed; scontrol requeue $hpcml_job_ref"
+  if scontrol requeue "$hpcml_job_ref"; then
     exit 0
   fi
-  echo "hpcml: scontrol requeue $id failed; the task ends here"
+  echo "hpcml: scontrol requeue $hpcml_job_ref failed; the task ends here"
   rm -f "$taskdir/requeue"
 }
 
@@ -354,7 +364,7 @@ while :; do
   hpcml_put attempt "$hpcml_attempt"
   export APPTAINERENV_HPCML_ATTEMPT=$hpcml_attempt
   echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index key $hpcml_key attempt $hpcml_attempt of $(( hpcml_retries + 1 ))" \
-    "on $(hostname) job ${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_}${SLURM_ARRAY_TASK_ID:-${SLURM_JOB_ID:-local}}" \
+    "on $(hostname) job $hpcml_job_ref" \
     "devices ${CUDA_VISIBLE_DEVICES:-none}"
   if [[ -n $hpcml_signal ]]; then
     # The signal came before this attempt started (while the wrapper set up, or between

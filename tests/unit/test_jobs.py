@@ -226,3 +226,44 @@ def test_a_signal_before_the_task_started_keeps_it_from_starting(tmp_path: Path)
     assert "task-ran" not in log and "arrived before attempt 1 started" in log
     assert (taskdir / "exitcode").read_text() == "143\n"
     assert (taskdir / "cause").read_text() == "cancelled\n"
+
+
+def test_a_plain_job_ignores_array_ids_inherited_from_its_submitter(tmp_path: Path) -> None:
+    # Regression: sbatch exports the submitter's environment and sets SLURM_ARRAY_* only for
+    # arrays (seen on SLURM 22.05), so `hpcml run` started inside an array task gave a plain
+    # job that task's ids: it ran task 7 (not in the manifest: exit 3), and would have
+    # requeued `99_7`, somebody else's job.
+    step = Step(name="s", image="i", run="trap 'exit 9' USR2; touch started; while :; do sleep 0.05; done",
+                resources=Resources(), retries=1, checkpoint=Checkpoint("USR2", 10))
+    script, taskdir = _runnable(tmp_path, step)
+    calls = tmp_path / "scontrol-calls"
+    bindir = _fake_bin(tmp_path, "scontrol", f'echo "$@" >>{calls}')
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500", "SLURM_ARRAY_JOB_ID": "99",
+           "SLURM_ARRAY_TASK_ID": "7"}
+    proc = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path)
+    for _ in range(200):
+        if (tmp_path / "started").exists() or proc.poll() is not None:
+            break
+        subprocess.run(["sleep", "0.05"])
+    proc.send_signal(12)  # the checkpoint signal: requeue this job
+    assert proc.wait(timeout=30) == 0
+    assert calls.read_text() == "requeue 500\n"
+    assert "task s/0 key k0" in (taskdir / "log").read_text()
+
+
+def test_an_array_task_requeues_itself_by_array_id(tmp_path: Path) -> None:
+    step = Step(name="s", image="i", run="trap 'exit 9' USR2; touch started; while :; do sleep 0.05; done",
+                resources=Resources(), retries=1, checkpoint=Checkpoint("USR2", 10))
+    script, _taskdir = _runnable(tmp_path, step, array=True)
+    calls = tmp_path / "scontrol-calls"
+    bindir = _fake_bin(tmp_path, "scontrol", f'echo "$@" >>{calls}')
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "501", "SLURM_ARRAY_JOB_ID": "500",
+           "SLURM_ARRAY_TASK_ID": "0"}
+    proc = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path)
+    for _ in range(200):
+        if (tmp_path / "started").exists() or proc.poll() is not None:
+            break
+        subprocess.run(["sleep", "0.05"])
+    proc.send_signal(12)
+    assert proc.wait(timeout=30) == 0
+    assert calls.read_text() == "requeue 500_0\n"
