@@ -197,7 +197,20 @@ def expand_matrix(matrix: Matrix, pos: Pos | None = None) -> list[tuple[tuple[st
             points.append(dict(rule))
     if not points:
         raise SpecError(_diag(pos, "matrix is empty after applying exclude"))
+    _check_distinct(points, pos)
     return [tuple(p.items()) for p in points]
+
+
+def _check_distinct(points: list[dict[str, Scalar]], pos: Pos | None) -> None:
+    # Two equal points would be two tasks with one key, sharing one output directory.
+    seen: dict[tuple[tuple[str, str, str], ...], int] = {}
+    for index, p in enumerate(points):
+        ident = tuple(sorted((k, type(v).__name__, format_value(v)) for k, v in p.items()))
+        if ident in seen:
+            shown = ", ".join(f"{k}={format_value(v)}" for k, v in p.items())
+            raise SpecError(_diag(pos, f"matrix has the point {{{shown}}} twice (points {seen[ident]} and {index}); "
+                                       "an include entry repeats a point"))
+        seen[ident] = index
 
 
 def _same(a: Scalar, b: Scalar) -> bool:

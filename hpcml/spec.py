@@ -796,10 +796,11 @@ class _Checker:
             self.err(node, f"matrix of {what} expands to {points} points; at most {MAX_MATRIX_POINTS} are allowed")
             return None
         matrix = Matrix(axes=tuple(axes), include=include, exclude=exclude)
-        # An include entry always leaves a point; without one, exclude may remove them all,
-        # which `validate` must report rather than leave to the planner.
-        if exclude and not include and not _expand(matrix):
-            self.err(node, f"matrix of {what} is empty after applying exclude")
+        # Expand now so `validate` reports what the planner would: exclude removing every
+        # point, or include entries repeating a point.
+        problem = _expansion_problem(matrix)
+        if problem:
+            self.err(node, f"matrix of {what} {problem}")
         return matrix
 
     def axis_name(self, at: tuple[int, int], key: str, what: str) -> bool:
@@ -820,7 +821,8 @@ class _Checker:
             value = self.matrix_value(item, key)
             if value is None:
                 continue
-            if value in out and type(value) is type(out[out.index(value)]):
+            # Type-aware: 1, 1.0 and true are different values, but [1.0, 1, 1] repeats 1.
+            if any(type(o) is type(value) and o == value for o in out):
                 self.err(item, f"value {value!r} appears twice in matrix axis {key!r}")
                 continue
             out.append(value)
@@ -993,14 +995,16 @@ class _Checker:
         return Checkpoint(signal=signal, grace_s=grace)
 
 
-def _expand(matrix: Matrix) -> list[tuple[tuple[str, Scalar], ...]]:
-    """The matrix points, by the planner's rules (imported late: plan.py is the heavier module)."""
+def _expansion_problem(matrix: Matrix) -> str | None:
+    """Why the planner could not expand `matrix`, or None (imported late: plan.py is the heavier module)."""
     from hpcml import plan
 
     try:
-        return plan.expand_matrix(matrix)
-    except SpecError:
-        return []
+        plan.expand_matrix(matrix)
+    except SpecError as err:
+        # The planner says "matrix is empty …"; the caller names the step: "matrix of step 's' is empty …".
+        return "; ".join(d.message.removeprefix("matrix ") for d in err.diagnostics)
+    return None
 
 
 def _inherit_shells(images: dict[str, Image], explicit: set[str]) -> dict[str, Image]:

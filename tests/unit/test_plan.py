@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import os
 import shutil
 from pathlib import Path
@@ -130,6 +132,26 @@ def test_matrix_empty_after_exclude(tmp_path: Path) -> None:
                             "matrix: {lr: [0.1], seed: [1], exclude: [{lr: 0.1}]}")
     with pytest.raises(SpecError, match=r"workflow.yaml:\d+:\d+: matrix of step .train. is empty after applying exclude"):
         planned(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    "matrix, message",
+    [
+        # Two tasks with one point get one key and would share one output directory.
+        ("{x: [1.0, 1, 1]}", "value 1 appears twice in matrix axis 'x'"),
+        ("{x: [1, 2], include: [{x: 5}, {x: 5}]}", "matrix of step 'train' has the point {x=5} twice (points 2 and 3)"),
+    ],
+)
+def test_matrix_repeating_a_point_is_a_spec_error(tmp_path: Path, matrix: str, message: str) -> None:
+    text = WORKFLOW.replace("matrix: {lr: [0.1, 0.01], seed: [1, 2, 3]}", f"matrix: {matrix}").replace(
+        "--lr {lr} --seed {seed} ", "")
+    with pytest.raises(SpecError, match=re.escape(message)):
+        planned(tmp_path, text)
+
+
+def test_matrix_values_of_different_types_are_distinct_points() -> None:
+    points = plan.expand_matrix(m([("x", [1, 1.0, True, "1"])]))
+    assert len(points) == 4
 
 
 def test_include_point_without_axis_used_in_command() -> None:
