@@ -181,8 +181,10 @@ def expand_matrix(matrix: Matrix, pos: Pos | None = None) -> list[tuple[tuple[st
     [(('lr', 0.1), ('seed', 1)), (('lr', 0.01), ('seed', 1))]
     """
     names = [name for name, _ in matrix.axes]
+    # Without axes there is no original point (product() of nothing is one empty point, which
+    # every include entry would match and overwrite): each include entry is its own point.
     points: list[dict[str, Scalar]] = [dict(zip(names, values))
-                                       for values in itertools.product(*(v for _, v in matrix.axes))]
+                                       for values in itertools.product(*(v for _, v in matrix.axes))] if names else []
     for rule in matrix.exclude:
         points = [p for p in points if not all(k in p and _same(p[k], v) for k, v in rule)]
     axes = set(names)

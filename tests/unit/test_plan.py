@@ -149,6 +149,13 @@ def test_matrix_repeating_a_point_is_a_spec_error(tmp_path: Path, matrix: str, m
         planned(tmp_path, text)
 
 
+def test_include_only_matrix_has_one_point_per_entry() -> None:
+    # As in GitHub Actions; the entries were merged into one point, the last value winning.
+    assert plan.expand_matrix(m([], include=[{"a": 1}, {"a": 2, "b": "x"}])) == [(("a", 1),), (("a", 2), ("b", "x"))]
+    with pytest.raises(SpecError, match=re.escape("has the point {b=x, a=1} twice (points 0 and 1)")):
+        plan.expand_matrix(m([], include=[{"a": 1, "b": "x"}, {"b": "x", "a": 1}]))
+
+
 def test_matrix_values_of_different_types_are_distinct_points() -> None:
     points = plan.expand_matrix(m([("x", [1, 1.0, True, "1"])]))
     assert len(points) == 4
