@@ -125,6 +125,10 @@ def _sections(image: Image, errors: list[str]) -> list[str]:
     if files:
         for src, dst in files:
             _check_word(src, "file source", errors)
+            if src.startswith("#"):
+                # Apptainer skips a %files line starting with '#' as a comment: the file would be
+                # in the key but not in the image.
+                errors.append(f"file source {src!r} starts with '#', which %files reads as a comment; write ./{src}")
             _check_word(dst, "file destination", errors)
             if not dst.startswith("/"):
                 errors.append(f"file destination {dst!r} must be an absolute path in the image")
@@ -217,7 +221,9 @@ def _check_env_value(name: str, value: str, errors: list[str]) -> None:
     # that runs on the build host. A CR would be dropped by Apptainer's line reader.
     for n, line in enumerate(value.split("\n")[1:], 2):
         if line.lstrip().startswith("%"):
-            errors.append(f"env {name}: line {n} of the value starts with '%', which a definition file reads as a section")
+            errors.append(
+                f"env {name}: line {n} of the value starts with '%', which a definition file reads as a section"
+            )
     if "\r" in value or "\0" in value:
         errors.append(f"env {name}: the value contains a carriage return or NUL")
 

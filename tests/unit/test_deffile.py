@@ -114,6 +114,8 @@ def test_no_post_without_work() -> None:
          "env X: line 2 of the value starts with '%'"),
         (Image("x", "scratch", "", env=(("X", "a\n  %post"),), pos=POS), "env X: line 2"),
         (Image("x", "scratch", "", env=(("X", "a\r\nb"),), pos=POS), "carriage return"),
+        (Image("x", "scratch", "", files=(FileCopy("#x", "/x"),), pos=POS), "which %files reads as a comment"),
+        (Image("x", "scratch", "", requirements="#r.txt", pos=POS), "file source '#r.txt' starts with '#'"),
     ],
 )
 def test_unsafe_values_are_refused(image: Image, message: str) -> None:
