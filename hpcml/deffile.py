@@ -125,6 +125,8 @@ def _sections(image: Image, errors: list[str]) -> list[str]:
     if files:
         for src, dst in files:
             _check_word(src, "file source", errors)
+            if has_glob(src):
+                errors.append(f"file source {src!r} contains one of * ? [, which %files expands as a pattern")
             if src.startswith("#"):
                 # Apptainer skips a %files line starting with '#' as a comment: the file would be
                 # in the key but not in the image.
@@ -247,6 +249,12 @@ def _help_lines(image: Image) -> list[str]:
     if image.requirements:
         lines.append(f"pip requirements: {REQUIREMENTS_DST}")
     return lines
+
+
+def has_glob(src: str) -> bool:
+    """Whether Apptainer would expand a `%files` source as a pattern: `d[1].txt` copies
+    `d1.txt`, not the file the image key hashed."""
+    return any(c in src for c in "*?[")
 
 
 def _check_word(value: str, what: str, errors: list[str]) -> None:

@@ -126,6 +126,10 @@ def input_paths(image: Image, definition: str) -> list[str]:
             if os.path.isabs(src) or ".." in src.split("/"):
                 raise SpecError(Diagnostic(image.base_ref, line, 1,
                                            f"%files source {src!r} must be inside the workflow directory"))
+            if deffile.has_glob(src):
+                # The key hashes named files; a pattern's matches are not known until the build.
+                raise SpecError(Diagnostic(image.base_ref, line, 1, f"%files source {src!r} is a pattern "
+                                           "(* ? [); name each file or directory"))
             paths.append(os.path.normpath(src))
         if parsed.bootstrap == "localimage":
             ref = parsed.header.get("from", ("", 0))[0]

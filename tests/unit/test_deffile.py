@@ -115,6 +115,9 @@ def test_no_post_without_work() -> None:
         (Image("x", "scratch", "", env=(("X", "a\n  %post"),), pos=POS), "env X: line 2"),
         (Image("x", "scratch", "", env=(("X", "a\r\nb"),), pos=POS), "carriage return"),
         (Image("x", "scratch", "", files=(FileCopy("#x", "/x"),), pos=POS), "which %files reads as a comment"),
+        # Apptainer globs %files sources: d[1].txt copies d1.txt while the key hashed d[1].txt.
+        (Image("x", "scratch", "", files=(FileCopy("d[1].txt", "/x"),), pos=POS), "expands as a pattern"),
+        (Image("x", "scratch", "", files=(FileCopy("src/*.py", "/x/"),), pos=POS), "expands as a pattern"),
         (Image("x", "scratch", "", requirements="#r.txt", pos=POS), "file source '#r.txt' starts with '#'"),
     ],
 )

@@ -284,6 +284,16 @@ def test_deffile_errors_point_into_the_def_file(tmp_path: Path) -> None:
         planned(tmp_path, text)
 
 
+def test_deffile_files_pattern_is_refused(tmp_path: Path) -> None:
+    # Apptainer globs %files sources; the key can only hash files named outright.
+    make(tmp_path)
+    (tmp_path / "d[1].txt").write_text("hashed\n")
+    (tmp_path / "g.def").write_text("Bootstrap: scratch\n%files\nd[1].txt /x\n")
+    text = WORKFLOW.replace("images:\n", "images:\n  g:\n    deffile: g.def\n")
+    with pytest.raises(SpecError, match=r"g\.def:3:1: %files source 'd\[1\]\.txt' is a pattern"):
+        planned(tmp_path, text)
+
+
 def test_image_key_is_versioned() -> None:
     assert plan.IMAGE_KEY_TAG.endswith("-v1") and plan.TASK_KEY_TAG.endswith("-v1")
     assert plan.image_key("a", [("f", "1")], None) != plan.image_key("a", [], None)
