@@ -67,6 +67,9 @@ def _hash_dir(full: str, relpath: str) -> str:
             rel = os.path.normpath(os.path.join(rel_dir, name))
             st = os.lstat(path)
             shown = os.path.join(relpath, rel)
+            if "\n" in name:
+                # Manifest lines are newline-separated: such a name could forge other entries.
+                raise InputError(shown, "has a newline in its name, which hpcml does not hash")
             if stat.S_ISLNK(st.st_mode):
                 raise InputError(shown, "is a symbolic link, which hpcml does not follow")
             if stat.S_ISDIR(st.st_mode):

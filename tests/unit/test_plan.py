@@ -253,6 +253,16 @@ def test_catalog_resolver_feeds_parent_key(tmp_path: Path) -> None:
     assert resolved.images["side"].key != literal.images["side"].key
 
 
+def test_directory_manifest_cannot_be_forged_by_names(tmp_path: Path) -> None:
+    # A name holding a newline could spell another tree's manifest lines (same key, other files).
+    from hpcml.hashing import InputError, hash_input
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x\nf- y").write_text("x")
+    with pytest.raises(InputError, match="newline"):
+        hash_input(str(tmp_path), "d")
+
+
 def test_symlinked_input_is_refused(tmp_path: Path) -> None:
     make(tmp_path)
     # A link that stays inside the directory passes the spec's escape check; the hash refuses it.
