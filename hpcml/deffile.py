@@ -380,6 +380,12 @@ def parse_definition(text: str, path: str) -> Definition:
                 allowed = ", ".join("%" + s for s in sorted(SECTIONS))
                 diags.append(Diagnostic(path, n, 1, f"unknown section %{name} (allowed: {allowed})"))
             sections.append((name, m.group(2).strip(), n, ()))
+        elif stripped.startswith("%"):
+            # Apptainer takes any line whose first word starts with '%' for a section header,
+            # and refuses it when indented: `validate` must not say ok to such a file.
+            diags.append(Diagnostic(path, n, 1, "an indented line starting with '%' is read as a section "
+                                                "header by Apptainer, which refuses it indented"))
+            body.append(line)
         elif sections:
             body.append(line)
         elif stripped and not stripped.startswith("#"):
