@@ -235,18 +235,28 @@ def _start_locked(
     wf = plan.workflow
     if ex.name != "slurm":
         _refuse_if_queued_on_slurm(run_dir, wf.name, settings, runner)
+
+    def complete() -> set[str]:
+        return {t.key for sp in plan.steps.values() for t in sp.tasks
+                if read_task_files(run_dir.task(t.step, t.key)).exit_code == 0}
+
+    # Images first, for every step with unfinished tasks; only then ask which of those
+    # tasks are still queued: an image build can take an hour, and a job adopted before it
+    # could fail and be forgotten by SLURM meanwhile, and `afterok` on a forgotten job id
+    # counts as satisfied (its downstream would run without its input).
+    done_before = complete()
+    busy_images = sorted({sp.step.image for sp in plan.steps.values() if any(t.key not in done_before for t in sp.tasks)})
+    if busy_images:
+        say(f"images: {', '.join(busy_images)} (reused from the catalog, or built now)")
+    sifs = ensure_images(plan, settings, busy_images) if busy_images else {}
+    for image, sif in sorted(sifs.items()):
+        _jobs.check_path(sif, f"image {image}")
     adopted = _reconcile(ex, run_dir, wf.name)
-    cached = {t.key for sp in plan.steps.values() for t in sp.tasks if read_task_files(run_dir.task(t.step, t.key)).exit_code == 0}
+    cached = complete()
     todo = {
         step: [t for t in sp.tasks if t.key not in cached and t.key not in adopted] for step, sp in plan.steps.items()
     }
     busy = [s for s in plan.step_order if todo[s]]
-    images = sorted({plan.steps[s].step.image for s in busy})
-    if images:
-        say(f"images: {', '.join(images)} (reused from the catalog, or built now)")
-    sifs = ensure_images(plan, settings, images) if images else {}
-    for image, sif in sorted(sifs.items()):
-        _jobs.check_path(sif, f"image {image}")
     cluster = _cluster_facts(ex, settings, runner) if busy else _Cluster("gres", 1001)
 
     run_id = new_run_id(after=run_dir.latest_run())
@@ -372,13 +382,17 @@ def _reconcile(ex: Executor, run_dir: RunDir, workflow: str) -> dict[str, str]:
 
 
 def _write_run_files(plan: Plan, path: Path, paths: RunPaths, cached: set[str], adopted: Mapping[str, str]) -> None:
-    paths.root.mkdir(parents=True, exist_ok=False)
-    for d in (paths.defs, paths.jobs, paths.slurm):
+    """Create runs/<id>/ whole: its files are written under a hidden name that is renamed
+    into place, so a crash never leaves a run without its plan (which `status` needs)."""
+    staging = RunPaths(paths.root.with_name(f".{paths.run_id}.tmp"), paths.run_id)
+    staging.root.mkdir(parents=True, exist_ok=False)
+    for d in (staging.defs, staging.jobs, staging.slurm):
         d.mkdir()
-    atomic_write(paths.workflow, path.read_bytes())
+    atomic_write(staging.workflow, path.read_bytes())
     for name, image in plan.images.items():
-        atomic_write(paths.defs / f"{name}.def", image.definition)
-    atomic_write(paths.plan, json.dumps(plan_document(plan, paths.run_id, cached, adopted), indent=1, sort_keys=True))
+        atomic_write(staging.defs / f"{name}.def", image.definition)
+    atomic_write(staging.plan, json.dumps(plan_document(plan, paths.run_id, cached, adopted), indent=1, sort_keys=True))
+    os.rename(staging.root, paths.root)
 
 
 def plan_document(plan: Plan, run_id: str, cached: set[str], adopted: Mapping[str, str]) -> dict[str, Any]:

@@ -155,7 +155,8 @@ class RunDir:
     def run_ids(self) -> list[str]:
         """Every run of this workflow, oldest first (run ids sort by time)."""
         runs = self.path / "runs"
-        return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+        # A hidden entry is a run still being created (or abandoned by a crash while it was).
+        return sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs.is_dir() else []
 
     def workflow_runs(self) -> list[str]:
         """run_ids(), only those of `workflow_file` when it is set (from each run's journal)."""

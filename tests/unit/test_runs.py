@@ -232,3 +232,43 @@ def test_workflow_option_selects_that_workflows_runs(tmp_path: Path) -> None:
     assert runs.resolve_run(RunDir(tmp_path / ".hpcml"), None) == "20261126-000100-bbbb"  # -C DIR: all runs
     with pytest.raises(StateError, match=r"no runs of .*c\.yaml"):
         runs.resolve_run(RunDir.for_workflow(tmp_path / "c.yaml"), None)
+
+
+def test_jobs_are_reconciled_after_the_images_are_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression: squeue was asked before a possibly hour-long image build; a job adopted
+    # then could fail and be forgotten meanwhile, and `afterok` on a forgotten id is satisfied.
+    from hpcml.config import Settings
+
+    order: list[str] = []
+
+    class Recording(ListedJobs):
+        name = "recording"
+
+        def live_jobs(self, name_prefix: str) -> list[LiveJob]:
+            order.append("squeue")
+            return []
+
+        def submit(self, job, depends_on):  # type: ignore[no-untyped-def]
+            order.append("sbatch")
+            return "1"
+
+    monkeypatch.setattr(runs, "make_executor", lambda *a, **k: Recording([]))
+    wf = tmp_path / "w.yaml"
+    wf.write_text("hpcml: 1\nname: wf\nimages:\n  bb:\n    from: scratch\n    shell: sh\nsteps:\n  a:\n    image: bb\n    run: 'true'\n")
+    settings = Settings(catalogs=(str(tmp_path / "cat"),), executor="local")
+
+    def images(plan, s, names):  # type: ignore[no-untyped-def]
+        order.append("images")
+        return {"bb": str(tmp_path / "bb.sif")}
+
+    runs.start(wf, settings, ensure_images=images).close()
+    assert order == ["images", "squeue", "sbatch"]
+
+
+def test_a_run_being_created_is_not_a_run(tmp_path: Path) -> None:
+    # A crash while runs/<id>/ was being written leaves only a hidden staging directory,
+    # which status and history must not take for the latest run (it has no plan.json).
+    rd = RunDir(tmp_path / ".hpcml")
+    rd.run("20261126-000000-aaaa").root.mkdir(parents=True)
+    (rd.path / "runs" / ".20261126-000100-bbbb.tmp").mkdir()
+    assert rd.run_ids() == ["20261126-000000-aaaa"]
