@@ -833,8 +833,10 @@ class _Checker:
         if value is None or isinstance(value, (list, dict)) or not isinstance(value, (str, int, float, bool)):
             self.err(node, f"matrix values for {key!r} must be strings, numbers or booleans, found {describe(value)}")
             return None
-        if isinstance(value, str) and "\x00" in value:
-            self.err(node, f"matrix value for {key!r} must not contain a NUL character")
+        if isinstance(value, str) and any(c < " " or c == "\x7f" for c in value):
+            # Control characters have no place in a sweep value, and task keys join the
+            # point's values with one (\x1f): refusing them keeps every point's key distinct.
+            self.err(node, f"matrix value for {key!r} must not contain control characters (newline, tab, NUL, …)")
             return None
         return value
 

@@ -134,6 +134,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ("matrix-empty-axis", H + "steps:\n  a: {image: b, run: x, matrix: {lr: []}}\n", "6:38", "matrix axis 'lr' must be a non-empty list"),
     ("matrix-reserved-axis", H + "steps:\n  a: {image: b, run: x, matrix: {out: [1]}}\n", "6:34", "matrix key 'out' in step 'a' is reserved"),
     ("matrix-bad-axis", H + "steps:\n  a: {image: b, run: x, matrix: {learning-rate: [1]}}\n", "6:34", "invalid matrix key 'learning-rate'"),
+    ("matrix-control-char", H + "steps:\n  a: {image: b, run: x, matrix: {lr: [\"a\\x1fb\"]}}\n", "6:39", "must not contain control characters"),
     ("matrix-nested-value", H + "steps:\n  a: {image: b, run: x, matrix: {lr: [[1, 2]]}}\n", "6:39", "matrix values for 'lr' must be strings, numbers or booleans, found a list"),
     ("matrix-exclude-unknown", H + "steps:\n  a: {image: b, run: x, matrix: {lr: [1], exclude: [{seed: 1}]}}\n", "6:54", "matrix exclude key 'seed' is not an axis"),
     ("matrix-duplicate-value", H + "steps:\n  a: {image: b, run: x, matrix: {lr: [1, 1]}}\n", "6:42", "value 1 appears twice"),
