@@ -140,6 +140,38 @@ def select(plan: Plan, names: Iterable[str] | None) -> list[str]:
     return [n for n in plan.image_order if n in wanted]
 
 
+def needed(plan: Plan, names: Iterable[str] | None, catalogs: CatalogPath) -> list[str]:
+    """`select(plan, names)` less the ancestors that no requested image needs built.
+
+    A parent is only an input of its child's build. When a requested child is already in a
+    catalog (say a lab member pushed `tool` but not its base `tiny`), building the parent
+    would be wasted work, so it is left out unless it was asked for itself. With `names`
+    None every image is asked for.
+    """
+    order = select(plan, names)
+    requested = list(order) if names is None else list(names)
+    keep: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in keep:
+            return
+        keep.add(name)
+        parent = plan.images[name].parent
+        if parent is not None and not _in_catalog(catalogs, plan.images[name].key):
+            visit(parent)
+
+    for name in requested:
+        visit(name)
+    return [n for n in order if n in keep]
+
+
+def _in_catalog(catalogs: CatalogPath, key: str) -> bool:
+    try:
+        return catalogs.lookup(key) is not None
+    except (HpcmlError, OSError):
+        return False  # an unreadable entry: keep the parent; ensure_one reports the problem
+
+
 def build_images(
     plan: Plan,
     settings: Settings,
@@ -149,9 +181,12 @@ def build_images(
     progress: Progress | None = None,
     runner: Runner | None = None,
 ) -> BuildReport:
-    """Bring every selected image into the catalog; never raises for a single failed build."""
-    order = select(plan, names)
+    """Bring every selected image into the catalog; never raises for a single failed build.
+
+    Ancestors of requested images that are already in a catalog are not built (`needed`).
+    """
     builder = _Builder(plan, settings, runner or LocalRunner(), progress or (lambda e: None))
+    order = needed(plan, names, builder.path)
     report = BuildReport()
     jobs = max(1, jobs or settings.build_jobs)
     pending = list(order)
@@ -160,6 +195,8 @@ def build_images(
         while pending or running:
             for name in list(pending):
                 parent = plan.images[name].parent
+                if parent not in order:
+                    parent = None  # not needed: this image is in a catalog (see `needed`)
                 parent_result = report.results.get(parent) if parent else None
                 if parent and parent_result is None:
                     continue  # parent still running or queued
@@ -315,7 +352,7 @@ def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
 
-__all__ = ["BuildReport", "ImageEvent", "ImageResult", "build_images", "catalog_path", "ensure", "select"]
+__all__ = ["BuildReport", "ImageEvent", "ImageResult", "build_images", "catalog_path", "ensure", "needed", "select"]
 
 
 class LiveProgress:

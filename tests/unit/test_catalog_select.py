@@ -52,3 +52,31 @@ def test_plain_progress_lines() -> None:
         "base: failed in 1.2s (log: /c/logs/failed/x.log)",
         "leaf: skipped (parent base failed)",
     ]
+
+
+def _publish_fake(cat_root: Path, key: str, name: str, tmp: Path) -> None:
+    from hpcml.catalog import Catalog, new_manifest
+
+    src = tmp / f"{name}.sif"
+    src.write_bytes(b"fake SIF bytes of " + name.encode())
+    cat = Catalog(cat_root)
+    cat.publish(src, new_manifest(key=key, name=name, definition="x", inputs=[], parent_key=None,
+                                  sif=src, apptainer_version="test"))
+
+
+def test_a_cached_image_does_not_pull_in_its_parents(p, tmp_path: Path) -> None:  # noqa: ANN001
+    """A lab member pushed `leaf` only: a run that needs `leaf` must not rebuild base and mid."""
+    from hpcml import config
+
+    lab = tmp_path / "lab"
+    _publish_fake(lab, p.images["leaf"].key, "leaf", tmp_path)
+    settings = config.load({"catalogs": [str(tmp_path / "mine"), str(lab)], "cache_dir": str(tmp_path / "c")},
+                           env={"HOME": str(tmp_path), "HPCML_SITE_CONFIG": str(tmp_path / "none.toml")})
+    path = images.catalog_path(settings)
+    assert images.needed(p, ["leaf"], path) == ["leaf"]
+    # asked for explicitly, a missing parent is still built; `other` still needs base
+    assert images.needed(p, ["leaf", "mid"], path) == ["base", "mid", "leaf"]
+    assert images.needed(p, ["other"], path) == ["base", "other"]
+    assert images.needed(p, None, path) == list(p.image_order)
+    report = images.build_images(p, settings, names=["leaf"])  # nothing to build: no apptainer call
+    assert {n: r.state for n, r in report.results.items()} == {"leaf": "cached"}
