@@ -168,11 +168,19 @@ def catalog_path(ref: str, s: _Settings | None = None) -> str:
     return str(entry.sif)
 
 
-def catalog_tag(ref: str, name_tag: str, s: _Settings | None = None) -> str:
-    """Tag the image `ref` as NAME[:TAG] in the catalog that holds it; returns the key."""
+def catalog_tag(ref: str, name_tag: str, s: _Settings | None = None, in_catalog: str | None = None) -> str:
+    """Tag the image `ref` as NAME[:TAG]; returns the key.
+
+    The tag goes into `in_catalog` when given (the image must be there: push it first), else
+    into the first catalog holding the image. A tag is only seen by those who search that
+    catalog, so a lab tag needs `in_catalog` when the image is also in your own cache.
+    """
+    from hpcml.catalog import Catalog
+
     entry = _catalogs(s).find(ref)
     name, _, tag = name_tag.partition(":")
-    entry.catalog.set_tag(name, tag or "latest", entry.key)
+    target = Catalog(_os.path.abspath(_os.path.expanduser(in_catalog))) if in_catalog else entry.catalog
+    target.set_tag(name, tag or "latest", entry.key)
     return entry.key
 
 

@@ -276,18 +276,22 @@ def catalog_path_cmd(ref: str) -> None:
 @catalog_group.command("tag")
 @click.argument("ref")
 @click.argument("name_tag", metavar="NAME[:TAG]")
-def catalog_tag_cmd(ref: str, name_tag: str) -> None:
+@click.option("--in", "in_catalog", type=click.Path(file_okay=False),
+              help="Catalog directory to tag in (default: the first catalog holding REF).")
+def catalog_tag_cmd(ref: str, name_tag: str, in_catalog: str | None) -> None:
     """Tag image REF as NAME[:TAG] (default tag: latest) in the catalog holding it.
 
     Tagged images are never garbage-collected; workflows use them as `from: catalog:NAME:TAG`.
+    A tag is seen only by those who search its catalog: after a push, tag in the lab
+    catalog with --in.
 
     Example:
 
-        hpcml catalog tag 3f2a9c01 torch:v1
+        hpcml catalog tag 3f2a9c01 torch:v1 --in /shared/lab/hpcml
     """
     from hpcml import api
 
-    key = api.catalog_tag(ref, name_tag, _settings())
+    key = api.catalog_tag(ref, name_tag, _settings(), in_catalog)
     click.echo(f"{name_tag} -> {key}")
 
 

@@ -239,3 +239,23 @@ def test_lock_excludes_concurrent_processes(tmp_path: Path) -> None:
     for p in procs:
         p.join()
     assert counter.read_text() == "80"
+
+
+def test_tag_in_the_lab_catalog_after_a_push(tmp_path: Path) -> None:
+    """The documented sharing flow: build (own cache first), push, tag --in the lab catalog.
+
+    Without --in the tag went into the builder's own cache, which nobody else searches.
+    """
+    from hpcml import api, config
+
+    user, lab = Catalog(tmp_path / "user"), Catalog(tmp_path / "lab")
+    publish(user, tmp_path, KEY_A, name="torch")
+    settings = config.load({"catalogs": [str(user.root), str(lab.root)], "cache_dir": str(tmp_path / "c")},
+                           env={"HOME": str(tmp_path), "HPCML_SITE_CONFIG": str(tmp_path / "none.toml")})
+    with pytest.raises(CatalogError, match="push it there first"):
+        api.catalog_tag("torch", "torch:v1", settings, in_catalog=str(lab.root))
+    api.catalog_push("torch", str(lab.root), settings)
+    assert api.catalog_tag("torch", "torch:v1", settings, in_catalog=str(lab.root)) == KEY_A
+    assert lab.resolve_tag("torch", "v1") == KEY_A and user.resolve_tag("torch", "v1") is None
+    # a colleague who searches only the lab catalog finds it by the tag
+    assert CatalogPath([lab], tmp_path / "c2").find("torch:v1").catalog == lab
