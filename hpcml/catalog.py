@@ -362,11 +362,25 @@ class Catalog:
 
     def touch_used(self, key: str) -> None:
         """Record a use for gc; best effort (a read-only lab catalog cannot record it)."""
+        stamp = self.root / "used" / check_key(key)
         try:
-            stamp = self.root / "used" / check_key(key)
-            stamp.touch()
+            # Group-writable whatever the umask: the next member to use the image must be
+            # able to update its time (utime needs write permission on another's file).
+            fd = os.open(stamp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, TAG_MODE)
+        except FileExistsError:
+            try:
+                os.utime(stamp)
+            except OSError:
+                pass
+            return
+        except OSError:
+            return
+        try:
+            os.fchmod(fd, TAG_MODE)
         except OSError:
             pass
+        finally:
+            os.close(fd)
 
     def lock(self, key: str, on_wait: Callable[[Owner | None], None] | None = None) -> FileLock:
         self.require_writable()

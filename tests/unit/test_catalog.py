@@ -259,3 +259,20 @@ def test_tag_in_the_lab_catalog_after_a_push(tmp_path: Path) -> None:
     assert lab.resolve_tag("torch", "v1") == KEY_A and user.resolve_tag("torch", "v1") is None
     # a colleague who searches only the lab catalog finds it by the tag
     assert CatalogPath([lab], tmp_path / "c2").find("torch:v1").catalog == lab
+
+
+def test_use_stamp_is_group_writable_whatever_the_umask(tmp_path: Path) -> None:
+    """With umask 022 the first member's `used/<key>` was 0644: every other member's use
+    then failed to update it (silently), and gc removed an image the lab used daily."""
+    cat = Catalog(tmp_path / "lab")
+    publish(cat, tmp_path)
+    old = os.umask(0o022)
+    try:
+        cat.touch_used(KEY_A)
+    finally:
+        os.umask(old)
+    stamp = cat.root / "used" / KEY_A
+    assert stat.S_IMODE(stamp.stat().st_mode) == 0o664
+    os.utime(stamp, (1, 1))
+    cat.touch_used(KEY_A)  # an existing stamp: its time is updated
+    assert stamp.stat().st_mtime > 1
