@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -38,9 +39,9 @@ from hpcml.locking import FileLock, Owner
 
 SCHEMA_VERSION = 1
 LAYOUT_VERSION = 1
-DIR_MODE = 0o2775  # setgid: new files inherit the catalog's group; g+rwx: the group publishes
+DIR_MODE = 0o2775  # a lab catalog's sub-directories: setgid (files inherit the group), g+rwx
 FILE_MODE = 0o444  # published files are immutable; g+r (and o+r) so the group can read them
-TAG_MODE = 0o664
+TAG_MODE = 0o644  # tags and the marker are replaced by rename, never written in place
 
 _KEY = re.compile(r"^[0-9a-f]{16,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -244,8 +245,11 @@ class Catalog:
 
     def init(self) -> None:
         """Create the layout (idempotent), with group-shared directory modes."""
-        for sub in ("", "sif", "meta", "tags", "logs", "logs/failed", "locks", "used", "tmp"):
-            _mkdir_shared(self.root / sub)
+        # The root's owner sets the sharing: created by hpcml (a personal cache) it is
+        # private to the umask; made 2775 by a lab admin, every sub-directory is too.
+        self.root.mkdir(parents=True, exist_ok=True)
+        for sub in ("sif", "meta", "tags", "logs", "logs/failed", "locks", "used", "tmp"):
+            _mkdir_shared(self.root / sub, self.dir_mode())
         marker = self.root / "catalog.json"
         if not marker.exists():
             _write_atomic(marker, json.dumps({"hpcml_catalog": LAYOUT_VERSION}) + "\n", TAG_MODE)
@@ -306,6 +310,22 @@ class Catalog:
 
     # ---- writing ------------------------------------------------------------------
 
+    def dir_mode(self) -> int:
+        """The mode of new sub-directories: the root's group/other bits and setgid, u+rwx.
+
+        A fixed 2775 made a personal cache writable by everyone sharing the user's primary
+        group, and the sub-directories of a lab catalog the admin made read-only (2755)
+        writable by the whole group: the root's mode is the admin's (or umask's) decision.
+        """
+        try:
+            mode = stat.S_IMODE(self.root.stat().st_mode)
+        except FileNotFoundError:
+            return 0o755
+        return (mode & (stat.S_ISGID | 0o077)) | 0o700
+
+    def _stamp_mode(self) -> int:
+        return 0o664 if self.dir_mode() & 0o020 else 0o644
+
     def require_writable(self) -> None:
         reason = self.writable()
         if reason is not None:
@@ -333,7 +353,7 @@ class Catalog:
         key = manifest.key
         if log_text is not None:
             _write_atomic(self.log_path(key), log_text, FILE_MODE)
-        _mkdir_shared(self.sif_path(key).parent)
+        _mkdir_shared(self.sif_path(key).parent, self.dir_mode())
         if (self.root / "tmp") in Path(sif).resolve().parents:
             _move_atomic(sif, self.sif_path(key))
         else:
@@ -345,7 +365,7 @@ class Catalog:
         """Keep a failed build's log; None when this catalog cannot take it."""
         path = self.failed_log_path(name, key)
         try:
-            _mkdir_shared(path.parent)
+            _mkdir_shared(path.parent, self.dir_mode())
             _write_atomic(path, text, FILE_MODE)
         except OSError:
             return None
@@ -357,16 +377,17 @@ class Catalog:
             raise CatalogError(f"image {key[:12]} is not in catalog {self.root}; push it there first")
         path = self.tag_path(name, tag)
         self.init()
-        _mkdir_shared(path.parent)
+        _mkdir_shared(path.parent, self.dir_mode())
         _write_atomic(path, key + "\n", TAG_MODE)
 
     def touch_used(self, key: str) -> None:
         """Record a use for gc; best effort (a read-only lab catalog cannot record it)."""
         stamp = self.root / "used" / check_key(key)
         try:
-            # Group-writable whatever the umask: the next member to use the image must be
-            # able to update its time (utime needs write permission on another's file).
-            fd = os.open(stamp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, TAG_MODE)
+            # Group-writable (in a group catalog) whatever the umask: the next member to use
+            # the image must be able to update its time (utime needs write permission).
+            mode = self._stamp_mode()
+            fd = os.open(stamp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
         except FileExistsError:
             try:
                 os.utime(stamp)
@@ -376,7 +397,7 @@ class Catalog:
         except OSError:
             return
         try:
-            os.fchmod(fd, TAG_MODE)
+            os.fchmod(fd, mode)
         except OSError:
             pass
         finally:
@@ -518,14 +539,14 @@ class CatalogPath:
     def check(self, entry: Entry, *, force: bool = False) -> None:
         """Raise CatalogError unless the SIF matches its manifest (and is signed, if required)."""
         sif = entry.sif
-        stat = sif.stat()
+        st = sif.stat()
         stamp = self._stamp_path(sif)
-        fingerprint = file_fingerprint(stat, entry.manifest.sha256)
+        fingerprint = file_fingerprint(st, entry.manifest.sha256)
         cached = _read_json(stamp) if not force else None
         if cached is not None and all(cached.get(k) == v for k, v in fingerprint.items()):
             if not self.require_signatures or cached.get("signature_ok"):
                 return
-        if stat.st_size != entry.manifest.size or sha256_file(sif) != entry.manifest.sha256:
+        if st.st_size != entry.manifest.size or sha256_file(sif) != entry.manifest.sha256:
             raise CatalogError(
                 f"{sif} is corrupt: its sha256 does not match the manifest {entry.catalog.meta_path(entry.key)}; "
                 f"it was refused. To rebuild it, delete both files (rm -f {sif} "
@@ -583,7 +604,7 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def _mkdir_shared(path: Path) -> None:
+def _mkdir_shared(path: Path, mode: int) -> None:
     if path.is_dir():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -592,7 +613,7 @@ def _mkdir_shared(path: Path) -> None:
     except FileExistsError:
         return
     # mkdir's mode is filtered by the umask; a shared catalog needs the bits set exactly.
-    os.chmod(path, DIR_MODE)
+    os.chmod(path, mode)
 
 
 def _mkdir_private(path: Path) -> None:

@@ -42,7 +42,8 @@ def test_layout_manifest_and_modes(tmp_path: Path) -> None:
     assert entry is not None and entry.sif == sif and entry.manifest.size == 9
     data = json.loads(cat.meta_path(KEY_A).read_text())
     assert data["schema"] == 1 and data["inputs"] == [["a.txt", "0" * 64]] and data["user"]
-    assert stat.S_IMODE(os.stat(tmp_path / "cat/sif").st_mode) == 0o2775
+    # created by hpcml (a personal cache): as private as the umask makes it
+    assert stat.S_IMODE(os.stat(tmp_path / "cat/sif").st_mode) == 0o755 & ~_umask() | 0o700
     assert stat.S_IMODE(os.stat(sif).st_mode) == 0o444
     assert not [p for p in sif.parent.iterdir() if p.name.startswith(".")]  # no temp left over
     assert cat.log_path(KEY_A).read_text() == "log\n"
@@ -264,6 +265,8 @@ def test_tag_in_the_lab_catalog_after_a_push(tmp_path: Path) -> None:
 def test_use_stamp_is_group_writable_whatever_the_umask(tmp_path: Path) -> None:
     """With umask 022 the first member's `used/<key>` was 0644: every other member's use
     then failed to update it (silently), and gc removed an image the lab used daily."""
+    (tmp_path / "lab").mkdir()
+    os.chmod(tmp_path / "lab", 0o2775)  # as docs/catalog.md tells the lab admin
     cat = Catalog(tmp_path / "lab")
     publish(cat, tmp_path)
     old = os.umask(0o022)
@@ -276,3 +279,33 @@ def test_use_stamp_is_group_writable_whatever_the_umask(tmp_path: Path) -> None:
     os.utime(stamp, (1, 1))
     cat.touch_used(KEY_A)  # an existing stamp: its time is updated
     assert stamp.stat().st_mtime > 1
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("root_mode, sub_mode, stamp_mode", [(0o2775, 0o2775, 0o664), (0o2755, 0o2755, 0o644),
+                                                             (0o700, 0o700, 0o644)])
+def test_sub_directories_follow_the_mode_the_admin_gave_the_root(tmp_path: Path, root_mode: int, sub_mode: int,
+                                                                 stamp_mode: int) -> None:
+    """A lab catalog made 2775 shares every sub-directory with the group; one made 2755
+    (read-only for the group) or a private cache must not get group-writable 2775 sub-dirs,
+    through which any group member could replace images or retarget tags."""
+    root = tmp_path / "lab"
+    root.mkdir()
+    os.chmod(root, root_mode)
+    cat = Catalog(root)
+    publish(cat, tmp_path)
+    cat.set_tag("base", "v1", KEY_A)
+    old = os.umask(0o022)
+    try:
+        cat.touch_used(KEY_A)
+    finally:
+        os.umask(old)
+    for sub in ("sif", "sif/aa", "meta", "tags", "tags/base", "logs", "locks", "used", "tmp"):
+        assert stat.S_IMODE(os.stat(root / sub).st_mode) == sub_mode, sub
+    assert stat.S_IMODE(os.stat(root / "tags/base/v1").st_mode) == 0o644  # replaced by rename only
+    assert stat.S_IMODE(os.stat(root / "used" / KEY_A).st_mode) == stamp_mode
