@@ -274,6 +274,14 @@ class _Builder:
 
     def build(self, image: ImagePlan, target: Catalog, parent_sif: str | None) -> ImageResult:
         name = image.name
+        if self.settings.require_signatures and not self.settings.signing_key:
+            # Checked before building: an unsigned image would be published into the lab
+            # catalog as "done", then refused by everyone (this user included) on first use.
+            raise BuildError(
+                f"image {name} (key {image.key[:12]}) is in no catalog and would be built unsigned, but "
+                "require_signatures is set, so nobody could use it; set signing_key to the lab's "
+                "private key (docs/configuration.md), or ask whoever holds it to build and push it"
+            )
         version = self.apptainer_version()
         tmp = target.build_dir(name)
         # The build's output streams into build.log inside the catalog as it runs: users can
@@ -305,6 +313,8 @@ class _Builder:
             if self.settings.signing_key:
                 self.app.sign(str(out), self.settings.signing_key)
                 signed = True
+                if self.settings.require_signatures and self.path.verify_signature is not None:
+                    self.path.verify_signature(out)  # a key that is not the lab's: publish nothing
             manifest = new_manifest(
                 key=image.key, name=name, definition=image.definition, inputs=image.inputs,
                 parent_key=image.parent_key, sif=out, apptainer_version=version,

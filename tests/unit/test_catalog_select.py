@@ -80,3 +80,19 @@ def test_a_cached_image_does_not_pull_in_its_parents(p, tmp_path: Path) -> None:
     assert images.needed(p, None, path) == list(p.image_order)
     report = images.build_images(p, settings, names=["leaf"])  # nothing to build: no apptainer call
     assert {n: r.state for n, r in report.results.items()} == {"leaf": "cached"}
+
+
+def test_an_unsigned_build_is_refused_before_it_starts_when_signatures_are_required(p, tmp_path: Path) -> None:  # noqa: ANN001
+    """Without signing_key the image used to be built and published "done", then refused
+    by every lab member on first use (signature not found)."""
+    from hpcml import config
+
+    pub = tmp_path / "lab.pub.pem"
+    pub.write_text("not read: nothing is verified before the refusal\n")
+    settings = config.load({"catalogs": [str(tmp_path / "lab")], "cache_dir": str(tmp_path / "c"),
+                            "require_signatures": True, "verify_key": str(pub)},
+                           env={"HOME": str(tmp_path), "HPCML_SITE_CONFIG": str(tmp_path / "none.toml")})
+    report = images.build_images(p, settings, names=["base"])  # no apptainer is run
+    result = report.results["base"]
+    assert result.state == "failed" and "signing_key" in result.error and "require_signatures" in result.error
+    assert not list((tmp_path / "lab").glob("meta/*.json"))
