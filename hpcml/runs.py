@@ -44,6 +44,7 @@ from hpcml.slurm import Slurm, max_array_size
 from hpcml.state import (
     ACTIVE,
     DONE_OK,
+    DurableBatch,
     FAILED,
     Journal,
     RunDir,
@@ -269,13 +270,16 @@ def _start_locked(
 
     submitted_refs: dict[str, str] = {}  # task key → job ref in this run
     jobs_by_step: dict[str, list[str]] = {}
+    batch = DurableBatch()
     for step in plan.step_order:
         sp = plan.steps[step]
         _jobs_dir_files(run_dir, paths, sp, secrets)
         if not todo[step]:
             continue
         for task in todo[step]:
-            _prepare_task(run_dir, plan, task)
+            _prepare_task(run_dir, plan, task, batch)
+        batch.flush()  # on disk before any job can read them
+        key_by_index = {t.index: t.key for t in sp.tasks}
         deps = _dependencies(plan, sp, submitted_refs, adopted)
         for job in _step_jobs(wf.name, run_id, run_dir, paths, sp, todo[step], sifs, cluster, settings, _shell(plan, sp)):
             journal.append(
@@ -285,7 +289,7 @@ def _start_locked(
             journal.append("submitted", step=step, chunk=job.chunk, offset=job.offset, job_id=job_id, name=job.name)
             jobs_by_step.setdefault(step, []).append(job_id)
             for index in job.indices:
-                submitted_refs[sp.tasks[_position(sp, index)].key] = job_id
+                submitted_refs[key_by_index[index]] = job_id
             say(f"submitted {step}{'' if job.chunk is None else f' chunk {job.chunk}'}: job {job_id}")
     return RunStarted(
         run_id,
@@ -429,25 +433,27 @@ def _jobs_dir_files(run_dir: RunDir, paths: RunPaths, sp: StepPlan, secrets: Map
         atomic_write(paths.env_file(sp.step.name), text, mode=0o600)
 
 
-def _prepare_task(run_dir: RunDir, plan: Plan, task: Task) -> None:
-    """The task directory: out/, cmd.sh, point.json; stale state of a failed try removed."""
+def _prepare_task(run_dir: RunDir, plan: Plan, task: Task, batch: DurableBatch) -> None:
+    """The task directory: out/, cmd.sh, point.json; stale state of a failed try removed.
+    The files are durable once `batch` is flushed."""
     sp = plan.steps[task.step]
     tdir = run_dir.task(task.step, task.key)
     (tdir / "out").mkdir(parents=True, exist_ok=True)
     inputs = {up: _input_path(run_dir, plan, up, task) for up in sp.step.needs}
     command = _plan.fill_paths(task.command, str(tdir / "out"), inputs)
     shell = _shell(plan, sp)
-    atomic_write(tdir / "cmd.sh", _jobs.render_task_command(command, shell, sp.step, task.index))
-    atomic_write(tdir / "point.json", json.dumps(dict(task.point), sort_keys=True) + "\n")
+    batch.write(tdir / "cmd.sh", _jobs.render_task_command(command, shell, sp.step, task.index))
+    batch.write(tdir / "point.json", json.dumps(dict(task.point), sort_keys=True) + "\n")
     for name in ("exitcode", "cause", "requeue"):
         (tdir / name).unlink(missing_ok=True)
-    atomic_write(tdir / "attempt", "0\n")
+    batch.write(tdir / "attempt", "0\n")
 
 
 def _input_path(run_dir: RunDir, plan: Plan, up: str, task: Task) -> str:
     """{in.UP}: the upstream task's out/, or for a matrix step a directory of symlinks."""
     usp = plan.steps[up]
-    ups = [t for t in usp.tasks if t.key in set(task.upstream)] or list(usp.tasks)
+    wanted = set(task.upstream)  # once, not per upstream task: a fan-in may have thousands
+    ups = [t for t in usp.tasks if t.key in wanted] or list(usp.tasks)
     if not usp.is_array:
         return str(run_dir.task(up, ups[0].key) / "out")
     digest = hashlib.sha256("\n".join(t.key for t in ups).encode()).hexdigest()[:16]
@@ -537,13 +543,6 @@ def _step_jobs(
             task_dirs={i: str(run_dir.task(step.name, by_index[i].key)) for i in idx},
             output=f"{paths.slurm}/{step.name}.{'%A_%a' if sp.is_array else '%j'}.out",
         )
-
-
-def _position(sp: StepPlan, index: int) -> int:
-    for pos, t in enumerate(sp.tasks):
-        if t.index == index:
-            return pos
-    raise KeyError(index)
 
 
 # ---- status -------------------------------------------------------------------------------
