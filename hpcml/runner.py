@@ -58,7 +58,8 @@ class LocalRunner:
     """Runs commands on this machine with subprocess.
 
     `env` entries are added to (not replacing) the current environment. A program that
-    cannot be started, or runs past `timeout`, gives returncode 127 or 124 like a shell.
+    cannot be started, or runs past `timeout`, gives returncode 127 (missing), 126 (not
+    executable) or 124 like a shell.
     """
 
     def run(
@@ -84,8 +85,8 @@ class LocalRunner:
                 text=True,
                 check=False,
             )
-        except FileNotFoundError as err:
-            return Completed(args, 127, "", f"{args[0]}: command not found ({err})")
+        except OSError as err:
+            return _not_started(args, err)
         except subprocess.TimeoutExpired as err:
             out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
             errs = err.stderr.decode() if isinstance(err.stderr, bytes) else (err.stderr or "")
@@ -111,8 +112,8 @@ class LocalRunner:
             with open(log_path, "ab") as sink:
                 proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
                                         stderr=subprocess.STDOUT)
-        except FileNotFoundError as err:
-            return Completed(args, 127, "", f"{args[0]}: command not found ({err})")
+        except OSError as err:
+            return _not_started(args, err)
         try:
             code = proc.wait(timeout=timeout)
             tail = ""
@@ -121,6 +122,14 @@ class LocalRunner:
             code = proc.wait()
             tail = f"\ntimed out after {timeout}s"
         return Completed(args, 124 if tail else code, "", _file_tail(log_path) + tail)
+
+
+def _not_started(args: tuple[str, ...], err: OSError) -> Completed:
+    """A program that could not be started answers like a shell: 127 when it is missing,
+    126 when it is there but cannot be executed (e.g. a PATH entry the user cannot read)."""
+    if isinstance(err, FileNotFoundError):
+        return Completed(args, 127, "", f"{args[0]}: command not found ({err})")
+    return Completed(args, 126, "", f"{args[0]}: cannot execute ({err})")
 
 
 def _file_tail(path: str, size: int = 64 << 10) -> str:

@@ -27,3 +27,13 @@ def test_run_logged_timeout_and_missing_program(tmp_path: Path) -> None:
 def test_run_never_uses_a_shell() -> None:
     done = LocalRunner().run(["echo", "$HOME;", "`id`"])
     assert done.ok and done.stdout == "$HOME; `id`\n"
+
+
+def test_a_program_that_cannot_be_executed_answers_126_not_a_traceback(tmp_path: Path) -> None:
+    script = tmp_path / "tool"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)  # not executable: PermissionError from exec
+    done = LocalRunner().run([str(script)])
+    assert done.returncode == 126 and "cannot execute" in done.stderr
+    logged = LocalRunner().run_logged([str(script)], log_path=str(tmp_path / "log"))
+    assert logged.returncode == 126
