@@ -54,6 +54,7 @@ from hpcml.state import (
     atomic_write,
     derive_state,
     new_run_id,
+    read_exit_code,
     read_journal,
     read_task_files,
     summarize,
@@ -239,7 +240,7 @@ def _start_locked(
 
     def complete() -> set[str]:
         return {t.key for sp in plan.steps.values() for t in sp.tasks
-                if read_task_files(run_dir.task(t.step, t.key)).exit_code == 0}
+                if read_exit_code(run_dir.task(t.step, t.key)) == 0}
 
     # Images first, for every step with unfinished tasks; only then ask which of those
     # tasks are still queued: an image build can take an hour, and a job adopted before it
@@ -672,20 +673,13 @@ def cancel(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
         executor = make_executor(rec.executor, settings or config.load())
     # A task with an exit code has ended (failed ones too): its job is not cancelled, and a
     # run with nothing left is not marked cancelled (its failures stay failures).
-    job_ids = sorted({ref for key, ref in rec.refs.items() if read_task_files(_task_dir(run_dir, rec, key)).exit_code is None})
+    task_dirs = {t["key"]: run_dir.task(step["name"], t["key"]) for step in rec.plan["steps"] for t in step["tasks"]}
+    job_ids = sorted({ref for key, ref in rec.refs.items() if read_exit_code(task_dirs[key]) is None})
     if not job_ids:
         return run_id, []
     atomic_write(run_dir.run(run_id).root / "cancelled", time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     executor.cancel(job_ids)
     return run_id, job_ids
-
-
-def _task_dir(run_dir: RunDir, rec: _RunRecord, key: str) -> Path:
-    for step in rec.plan["steps"]:
-        for t in step["tasks"]:
-            if t["key"] == key:
-                return run_dir.task(step["name"], key)
-    raise KeyError(key)
 
 
 def task_logs(run_dir: RunDir, target: str, run: str | None = None) -> list[tuple[str, Path]]:

@@ -412,23 +412,44 @@ class TaskFiles:
     attempt: int = 0
 
 
+def read_exit_code(task_dir: Path) -> int | None:
+    """The exit code a task's wrapper wrote, or None: `read_task_files(d).exit_code` at a
+    fraction of the cost, for passes over every task of a sweep that need only that."""
+    return _exit_code(_read_small(os.path.join(task_dir, "exitcode")))
+
+
 def read_task_files(task_dir: Path) -> TaskFiles:
     """Read a task directory's state files; missing or unreadable ones count as absent."""
+    # `status` reads every task of a sweep each round: one listing, then only the files
+    # that exist, instead of an open (mostly failing) per possible file.
+    folder = os.fspath(task_dir)
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return TaskFiles()
 
     def text(name: str) -> str | None:
-        try:
-            return (task_dir / name).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            return None
+        return _read_small(os.path.join(folder, name)) if name in names else None
 
-    code = text("exitcode")
     attempt = text("attempt")
     return TaskFiles(
-        exit_code=int(code) if code is not None and code.lstrip("-").isdigit() else None,
+        exit_code=_exit_code(text("exitcode")),
         cause=text("cause") or None,
-        requeue=(task_dir / "requeue").exists(),
+        requeue="requeue" in names,
         attempt=int(attempt) if attempt and attempt.isdigit() else 0,
     )
+
+
+def _read_small(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _exit_code(text: str | None) -> int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
 
 
 @dataclass(frozen=True)
