@@ -243,11 +243,14 @@ class DurableBatch:
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-        finally:
+        except BaseException:
+            # Only on failure: after the rename there is nothing to remove (a sweep would
+            # pay one failing unlink per file).
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+            raise
         self._files.append(path)
 
     def flush(self) -> None:
