@@ -817,14 +817,16 @@ class _Checker:
             self.err(node, f"matrix axis {key!r} must be a non-empty list of values, found {describe(node.value)}")
             return ()
         out: list[Scalar] = []
+        seen: set[tuple[type, Scalar]] = set()
         for item in node.value:
             value = self.matrix_value(item, key)
             if value is None:
                 continue
             # Type-aware: 1, 1.0 and true are different values, but [1.0, 1, 1] repeats 1.
-            if any(type(o) is type(value) and o == value for o in out):
+            if (type(value), value) in seen:
                 self.err(item, f"value {value!r} appears twice in matrix axis {key!r}")
                 continue
+            seen.add((type(value), value))
             out.append(value)
         return tuple(out) if len(out) == len(node.value) else ()
 

@@ -20,7 +20,9 @@ from hpcml.errors import Diagnostic
 
 MAX_BYTES = 1024 * 1024
 MAX_ALIASES = 100
-MAX_NODES = 10_000
+#: Values after alias expansion: about what a 1 MiB file can hold without aliases, so only
+#: alias expansion (a "billion laughs") can reach it.
+MAX_NODES = 250_000
 MAX_DEPTH = 64
 
 _STR_TAG = "tag:yaml.org,2002:str"
