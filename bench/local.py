@@ -12,31 +12,14 @@ from __future__ import annotations
 
 import argparse
 import resource
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hpcml import config, runs
-
-WORKFLOW = """\
-hpcml: 1
-name: bench-local
-images:
-  bb:
-    from: scratch
-    shell: sh
-    files: {{busybox: /bin/sh}}
-defaults:
-  image: bb
-  resources: {{time: 5m, cpus: 1, mem: 50M}}
-steps:
-  sweep:
-    matrix: {{i: [{values}]}}
-    run: {command}
-"""
-
+from hpcml import runs
+from sweeps import settings as sweep_settings
+from sweeps import values, write_sweep
 
 def self_cpu() -> float:
     """CPU seconds of this process (all its threads), not of its children."""
@@ -46,10 +29,8 @@ def self_cpu() -> float:
 
 def run_once(root: Path, tasks: int, command: str) -> tuple[float, float, float, runs.RunStatus]:
     """(wall of start, wall of start+watch, hpcml's own CPU seconds, final status)."""
-    shutil.copy(shutil.which("busybox") or "/bin/busybox", root / "busybox")
-    wf = root / "workflow.yaml"
-    wf.write_text(WORKFLOW.format(values=", ".join(map(str, range(tasks))), command=command))
-    settings = config.load({"catalogs": str(root / "cat"), "cache_dir": str(root / "cache")})
+    wf = write_sweep(root, "bench-local", f"i: [{values(tasks)}]", command)
+    settings = sweep_settings(root)
     # Build the image first so that only the run is measured.
     runs.start(wf, settings, executor="local").close()
     for t in (root / ".hpcml" / "tasks").rglob("exitcode"):

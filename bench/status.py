@@ -13,33 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hpcml import config, runs
+from hpcml import runs
 from hpcml.state import RunDir
-
-WORKFLOW = """\
-hpcml: 1
-name: bench-status
-images:
-  bb:
-    from: scratch
-    shell: sh
-    files: {{busybox: /bin/sh}}
-defaults:
-  image: bb
-  resources: {{time: 5m, cpus: 1, mem: 50M}}
-steps:
-  sweep:
-    matrix: {{i: [{rows}], j: [{cols}]}}
-    max_parallel: 2
-    run: 'true'
-"""
+from sweeps import settings as sweep_settings
+from sweeps import values, write_sweep
 
 HPCML = str(Path(sys.executable).with_name("hpcml"))
 
@@ -62,17 +45,14 @@ def best(n: int, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float
 def sweep(tasks: int, env: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory(prefix="hpcml-bench-status-") as tmp:
         root = Path(tmp)
-        shutil.copy(shutil.which("busybox") or "/bin/busybox", root / "busybox")
-        wf = root / "workflow.yaml"
-        settings = config.load({"catalogs": str(root / "cat"), "cache_dir": str(root / "cache")})
+        settings = sweep_settings(root)
         # A one-task run of the same image first: the image is built outside the timing.
-        wf.write_text(WORKFLOW.format(rows="-1", cols="-1"))
+        wf = write_sweep(root, "bench-status", "i: [-1], j: [-1]", "'true'", max_parallel=2)
         warm = runs.start(wf, settings, executor="slurm", detach=True)
         warm.close()
         runs.cancel(RunDir(root / ".hpcml"), warm.run_id, warm.executor)
-        # Two axes: a workflow may hold at most 10,000 values, and one axis of 10,000 is at that limit.
         cols = min(tasks, 100)
-        wf.write_text(WORKFLOW.format(rows=", ".join(map(str, range(tasks // cols))), cols=", ".join(map(str, range(cols)))))
+        write_sweep(root, "bench-status", f"i: [{values(tasks // cols)}], j: [{values(cols)}]", "'true'", max_parallel=2)
         t0 = time.perf_counter()
         started = runs.start(wf, settings, executor="slurm", detach=True)
         submit_s = time.perf_counter() - t0

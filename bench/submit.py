@@ -12,34 +12,17 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hpcml import config, runs
+from hpcml import runs
 from hpcml.executors.slurm import SlurmExecutor
 from hpcml.runner import LocalRunner
 from hpcml.state import RunDir
-
-WORKFLOW = """\
-hpcml: 1
-name: bench-submit
-images:
-  bb:
-    from: scratch
-    shell: sh
-    files: {{busybox: /bin/sh}}
-defaults:
-  image: bb
-  resources: {{time: 5m, cpus: 1, mem: 50M}}
-steps:
-  sweep:
-    matrix: {{i: [{values}]}}
-    max_parallel: 50
-    run: echo {{i}} > {{out}}/r
-"""
+from sweeps import settings as sweep_settings
+from sweeps import values, write_sweep
 
 _RPC = re.compile(r"^\s+([A-Z_]+)\s+\(\s*\d+\)\s+count:(\d+)")
 
@@ -62,13 +45,10 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    busybox = shutil.which("busybox") or "/bin/busybox"
     with tempfile.TemporaryDirectory(prefix="hpcml-bench-submit-") as tmp:
         root = Path(tmp)
-        shutil.copy(busybox, root / "busybox")
-        wf = root / "workflow.yaml"
-        wf.write_text(WORKFLOW.format(values=", ".join(map(str, range(args.tasks)))))
-        settings = config.load({"catalogs": str(root / "cat"), "cache_dir": str(root / "cache")})
+        wf = write_sweep(root, "bench-submit", f"i: [{values(args.tasks)}]", "echo {i} > {out}/r", max_parallel=50)
+        settings = sweep_settings(root)
 
         t0 = time.perf_counter()
         started = runs.start(wf, settings, executor="slurm")
