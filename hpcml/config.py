@@ -101,7 +101,36 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
             raise ConfigError(_unknown(name, "flags"))
         values[name] = _convert(name, value, f"--{name.replace('_', '-')}", home, base=None)
     settings = replace(Settings(), **values, sources=tuple(sources))
-    return _fill_defaults(settings, env, home)
+    settings = _fill_defaults(settings, env, home)
+    if root_without_privileged_apptainer():
+        # Apptainer's privileged path fails here; what works is what any unprivileged user
+        # gets: fakeroot builds and user-namespace containers (unless a layer said otherwise).
+        if "build_flags" not in values:
+            settings = replace(settings, build_flags=("--fakeroot",))
+        if "exec_flags" not in values:
+            settings = replace(settings, exec_flags=("--userns",))
+    return settings
+
+
+#: Apptainer, run as root, takes its privileged path, which needs this capability.
+CAP_SYS_RESOURCE = 24
+
+
+def root_without_privileged_apptainer(status: str | None = None, uid: int | None = None) -> bool:
+    """True for root lacking CAP_SYS_RESOURCE, as root is inside many containers and CI
+    sandboxes: there `apptainer build` fails with "Requesting capability set …" unless given
+    --fakeroot, and `apptainer exec` needs --userns. `status` is /proc/self/status's text."""
+    if (os.geteuid() if uid is None else uid) != 0:
+        return False
+    if status is None:
+        try:
+            status = Path("/proc/self/status").read_text()
+        except OSError:
+            return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return not (int(line.split()[1], 16) >> CAP_SYS_RESOURCE) & 1
+    return False
 
 
 def _config_files(env: Mapping[str, str], home: Path) -> list[Path]:

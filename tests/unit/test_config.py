@@ -7,12 +7,19 @@ from pathlib import Path
 import pytest
 
 from hpcml import config
+from hpcml.config import root_without_privileged_apptainer as detect
 from hpcml.errors import ConfigError
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {"HOME": str(tmp_path / "home"), "HPCML_SITE_CONFIG": str(tmp_path / "site.toml")}
+
+
+@pytest.fixture(autouse=True)
+def privileged_apptainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about layering: not about the capabilities of the machine they run on."""
+    monkeypatch.setattr(config, "root_without_privileged_apptainer", lambda: False)
 
 
 def test_defaults_follow_home(env: dict[str, str]) -> None:
@@ -103,3 +110,23 @@ def test_every_setting_is_documented(env: dict[str, str]) -> None:
     for key, var, _kind, text in config.describe():
         assert text
         assert f"`{key}`" in doc and f"`{var}`" in doc, f"docs/configuration.md misses {key}"
+
+
+def test_root_without_cap_sys_resource_defaults_to_fakeroot_and_userns(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "root_without_privileged_apptainer", lambda: True)
+    s = config.load(env=env)
+    assert s.build_flags == ("--fakeroot",) and s.exec_flags == ("--userns",)
+    # Any layer that names the flags decides, an empty list included.
+    s = config.load(env=env | {"HPCML_EXEC_FLAGS": "--contain"})
+    assert s.build_flags == ("--fakeroot",) and s.exec_flags == ("--contain",)
+    site = Path(env["HPCML_SITE_CONFIG"])
+    site.write_text("build_flags = []\n")
+    assert config.load(env=env).build_flags == ()
+
+
+def test_capability_detection_reads_capeff() -> None:
+    full = "Name:\tx\nCapEff:\t000001ffffffffff\n"
+    no_sys_resource = "Name:\tx\nCapEff:\t000001fffeffffff\n"  # bit 24 clear
+    assert detect(no_sys_resource, uid=0) is True
+    assert detect(full, uid=0) is False
+    assert detect(no_sys_resource, uid=1000) is False  # not root: apptainer picks its own way
