@@ -45,7 +45,8 @@ class Settings:
     build_flags: tuple[str, ...] = _f((), "args", "extra flags for `apptainer build`, e.g. --fakeroot")
     build_binds: tuple[str, ...] = _f((), "binds", "bind mounts during builds (src[:dst[:opts]])")
     ca_bundle: str | None = _f(
-        None, "path", "CA bundle bound read-only into builds; pip/requests/curl are pointed at it"
+        None, "ca", "CA bundle bound into builds; pip/requests/curl are pointed at it "
+        "(default: the host's bundle when there is one; `none` turns it off)"
     )
     exec_flags: tuple[str, ...] = _f((), "args", "extra flags for `apptainer exec`, e.g. --userns")
     build_jobs: int = _f(2, "int", "images built in parallel")
@@ -102,6 +103,8 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
         values[name] = _convert(name, value, f"--{name.replace('_', '-')}", home, base=None)
     settings = replace(Settings(), **values, sources=tuple(sources))
     settings = _fill_defaults(settings, env, home)
+    if "ca_bundle" not in values:
+        settings = replace(settings, ca_bundle=host_ca_bundle())
     if root_without_privileged_apptainer():
         # Apptainer's privileged path fails here; what works is what any unprivileged user
         # gets: fakeroot builds and user-namespace containers (unless a layer said otherwise).
@@ -110,6 +113,17 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
         if "exec_flags" not in values:
             settings = replace(settings, exec_flags=("--userns",))
     return settings
+
+
+#: Where Debian/Ubuntu, RHEL-likes and others keep the system's trust store.
+HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
+
+
+def host_ca_bundle() -> str | None:
+    """The host's CA bundle, if it has one: bound into builds by default, so that pip and
+    curl in %post work behind TLS-intercepting proxies the host already trusts. It holds
+    public certificates only, is not part of any image key, and is not kept in the image."""
+    return next((p for p in HOST_CA_BUNDLES if os.path.isfile(p)), None)
 
 
 #: Apptainer, run as root, takes its privileged path, which needs this capability.
@@ -264,9 +278,16 @@ def _path_kind(value: Any, home: Path, base: Path | None, _c: tuple[str, ...]) -
     return _path(value, home, base)
 
 
+def _ca(value: Any, home: Path, base: Path | None, _c: tuple[str, ...]) -> str | None:
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None  # turned off: no bundle even where the host has one
+    return _path(value, home, base)
+
+
 _CONVERTERS: dict[str, Callable[[Any, Path, Path | None, tuple[str, ...]], Any]] = {
     "paths": _paths,
     "path": _path_kind,
+    "ca": _ca,
     "str": _str,
     "args": _args,
     "binds": _binds,

@@ -130,3 +130,17 @@ def test_capability_detection_reads_capeff() -> None:
     assert detect(no_sys_resource, uid=0) is True
     assert detect(full, uid=0) is False
     assert detect(no_sys_resource, uid=1000) is False  # not root: apptainer picks its own way
+
+
+def test_ca_bundle_defaults_to_the_hosts_and_none_turns_it_off(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = tmp_path / "ca-certificates.crt"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(config, "HOST_CA_BUNDLES", (str(tmp_path / "missing.crt"), str(bundle)))
+    assert config.load(env=env).ca_bundle == str(bundle)
+    assert config.load(env=env | {"HPCML_CA_BUNDLE": "none"}).ca_bundle is None
+    Path(env["HPCML_SITE_CONFIG"]).write_text('ca_bundle = "None"\n')
+    assert config.load(env=env).ca_bundle is None
+    assert config.load({"ca_bundle": str(tmp_path / "lab.crt")}, env=env).ca_bundle == str(tmp_path / "lab.crt")
+    monkeypatch.setattr(config, "HOST_CA_BUNDLES", (str(tmp_path / "missing.crt"),))
+    Path(env["HPCML_SITE_CONFIG"]).unlink()
+    assert config.load(env=env).ca_bundle is None  # a host without a bundle: nothing bound
