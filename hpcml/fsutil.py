@@ -32,11 +32,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o644, *, parents: bool = False) -> None:
-    """Replace `path` with `data` atomically and durably.
+def atomic_write(
+    path: str | os.PathLike[str], data: str | bytes, mode: int = 0o644, *, parents: bool = False, durable: bool = True
+) -> None:
+    """Replace `path` with `data` atomically (readers see the old or the new content).
 
     The temporary file has `mode` from its creation (a secret never sits in a
-    world-readable file). `parents` creates missing directories first.
+    world-readable file). `parents` creates missing directories first. With `durable`
+    (the default) the file and the rename are fsync'd before returning; without, the caller
+    makes many files durable at once (state.DurableBatch).
 
     Example: ``atomic_write(run / "plan.json", text, parents=True)``.
     """
@@ -51,11 +55,16 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
             os.fchmod(fh.fileno(), mode)  # the umask may have narrowed `mode`
             fh.write(raw)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, dest)
-    finally:
+    except BaseException:
+        # Only on failure: after the rename there is nothing to remove (a sweep of
+        # thousands of files would pay one failing unlink each).
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-    fsync_dir(dest.parent)
+        raise
+    if durable:
+        fsync_dir(dest.parent)

@@ -233,24 +233,7 @@ class DurableBatch:
 
     def write(self, path: Path, data: str | bytes, mode: int = 0o644) -> None:
         """Replace `path` (its directory must exist) atomically, without waiting for the disk."""
-        tmp = fsutil.temp_name(path)
-        raw = data.encode() if isinstance(data, str) else data
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            try:
-                os.fchmod(fd, mode)  # the umask may have narrowed `mode`
-                os.write(fd, raw)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            # Only on failure: after the rename there is nothing to remove (a sweep would
-            # pay one failing unlink per file).
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        fsutil.atomic_write(path, data, mode, durable=False)
         self._files.append(path)
 
     def flush(self) -> None:
