@@ -18,7 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpcml import config, images, plan, spec
+from hpcml import config, plan
+from hpcml.images import ensure as images
+from hpcml.spec import checker as spec
 
 
 def workflow(root: Path, n: int, post: str) -> Path:
@@ -39,7 +41,7 @@ def settings(tmp: Path) -> config.Settings:
 
 
 def bench_resolve(tmp: Path, n: int) -> None:
-    from hpcml.catalog import Catalog, new_manifest
+    from hpcml.images.catalog import Catalog, new_manifest
 
     wf = workflow(tmp / "wf", n, "true")
     p = plan.build(spec.load(wf))

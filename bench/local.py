@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpcml import runs
+from hpcml.run import submit as runs
 from sweeps import settings as sweep_settings
 from sweeps import values, write_sweep
 

@@ -16,7 +16,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from hpcml import deffile, plan, spec
+from hpcml import plan
+from hpcml.render import deffile
+from hpcml.spec import checker as spec
 
 
 def sweep_workflow(n_lr: int = 100, n_seed: int = 100) -> str:

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpcml import runs
-from hpcml.state import RunDir
+from hpcml.run import submit as runs
+from hpcml.run.state import RunDir
 from sweeps import settings as sweep_settings
 from sweeps import values, write_sweep
 

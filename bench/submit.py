@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpcml import runs
+from hpcml.run import submit as runs
 from hpcml.executors.slurm import SlurmExecutor
-from hpcml.runner import LocalRunner
-from hpcml.state import RunDir
+from hpcml.clients.runner import LocalRunner
+from hpcml.run.state import RunDir
 from sweeps import settings as sweep_settings
 from sweeps import values, write_sweep
 

@@ -6,12 +6,12 @@ import os as _os
 from dataclasses import dataclass as _dataclass
 from pathlib import Path as _Path
 
-from hpcml import spec as _spec
+from hpcml.spec import checker as _spec
 from hpcml.config import Settings as _Settings
 from hpcml.model import Plan as _Plan
 from hpcml.model import Workflow
-from hpcml.runs import RunStatus, RunSummary
-from hpcml.state import RunDir as _RunDir
+from hpcml.run.submit import RunStatus, RunSummary
+from hpcml.run.state import RunDir as _RunDir
 
 # ---- spec: load / validate -------------------------------------------------------------
 
@@ -45,7 +45,7 @@ def validate(path: str | _os.PathLike[str]) -> ValidationReport:
 
 def schema() -> dict[str, object]:
     """The JSON Schema of workflow.yaml (Draft 2020-12), for editors."""
-    from hpcml.schema import json_schema
+    from hpcml.spec.schema import json_schema
 
     return json_schema()
 
@@ -80,7 +80,7 @@ def compile(path: str | _os.PathLike[str], out_dir: str | _os.PathLike[str]) -> 
     `From: <out_dir>/<parent>.sif` (absolute); build from the workflow directory, since
     `%files` sources are relative to it (see docs/plan.md).
     """
-    from hpcml.compiler import compile_plan
+    from hpcml.render.compile import compile_plan
 
     return compile_plan(plan(path), _os.fspath(out_dir))
 
@@ -109,7 +109,7 @@ def load_settings(overrides: dict[str, object] | None = None) -> _Settings:
 
 
 def _catalogs(s: _Settings | None):  # noqa: ANN202
-    from hpcml import images
+    from hpcml.images import ensure as images
 
     return images.catalog_path(s or load_settings())
 
@@ -127,7 +127,7 @@ def build(
     Returns an images.BuildReport; failures are in `report.failed`, not raised, so a
     caller can show them all. Example: ``build("workflow.yaml", ["torch"], jobs=4)``.
     """
-    from hpcml import images
+    from hpcml.images import ensure as images
     from hpcml import plan as _plan_mod
 
     s = settings or load_settings()
@@ -175,7 +175,7 @@ def catalog_tag(ref: str, name_tag: str, s: _Settings | None = None, in_catalog:
     into the first catalog holding the image. A tag is only seen by those who search that
     catalog, so a lab tag needs `in_catalog` when the image is also in your own cache.
     """
-    from hpcml.catalog import Catalog
+    from hpcml.images.catalog import Catalog
 
     entry = _catalogs(s).find(ref)
     name, _, tag = name_tag.partition(":")
@@ -188,7 +188,7 @@ def catalog_push(ref: str, dest: str | None = None, s: _Settings | None = None) 
     """Copy `ref` into catalog `dest` (default: the last of the search path, the lab's).
 
     Returns the SIF path there. Fails clearly when `dest` is read-only."""
-    from hpcml.catalog import Catalog
+    from hpcml.images.catalog import Catalog
 
     cats = _catalogs(s)
     target = Catalog(_os.path.abspath(_os.path.expanduser(dest))) if dest else cats.catalogs[-1]
@@ -265,7 +265,7 @@ def run(
     images.ImageEvent (cached, building, done, failed) while the images are ensured.
     Example: ``run("workflow.yaml", watch=False).jobs`` → ``{"prepare": ["101"], …}``.
     """
-    from hpcml import runs
+    from hpcml.run import submit as runs
 
     s = settings or load_settings()
     started = runs.start(path, s, executor=executor, on_message=on_message, detach=detach, on_image=on_image)
@@ -296,14 +296,14 @@ def status(
     run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
 ) -> RunStatus:
     """Every task of a run (default: the latest) with its state, from one polling round."""
-    from hpcml import runs
+    from hpcml.run import submit as runs
 
     return runs.status(run_dir(directory, workflow), run, settings=settings)
 
 
 def logs(target: str, *, run: str | None = None, directory: str | None = None, workflow: str | None = None) -> list[tuple[str, str]]:
     """(task, log path) for `STEP` (every task) or `STEP/INDEX` of a run (default: latest)."""
-    from hpcml import runs
+    from hpcml.run import submit as runs
 
     return [(label, str(p)) for label, p in runs.task_logs(run_dir(directory, workflow), target, run)]
 
@@ -312,13 +312,13 @@ def cancel(
     run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
 ) -> tuple[str, list[str]]:
     """Cancel every unfinished job of a run (default: latest) with one call: (run id, job ids)."""
-    from hpcml import runs
+    from hpcml.run import submit as runs
 
     return runs.cancel(run_dir(directory, workflow), run, settings=settings)
 
 
 def runs_history(*, directory: str | None = None, workflow: str | None = None) -> list[RunSummary]:
     """Every run of a workflow directory, oldest first."""
-    from hpcml import runs
+    from hpcml.run import submit as runs
 
     return runs.history(run_dir(directory, workflow))

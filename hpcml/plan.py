@@ -21,7 +21,8 @@ import os
 import shlex
 from typing import Callable, Iterable, Mapping
 
-from hpcml import deffile, placeholders
+from hpcml.render import deffile
+from hpcml.spec import placeholders
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.hashing import InputError, hash_input
 from hpcml.model import Image, ImagePlan, Matrix, Plan, Pos, Scalar, Step, StepPlan, Task, Workflow

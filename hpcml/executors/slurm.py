@@ -18,10 +18,10 @@ from typing import Callable, Sequence
 
 from hpcml.errors import SubmitError
 from hpcml.executors.base import LiveJob, Observation, StepJob
-from hpcml.slurm import JobRow, Slurm, TransientSubmitError, split_job_id
-from hpcml.state import JobRecord
+from hpcml.clients.slurm import JobRow, Slurm, TransientSubmitError, split_job_id
+from hpcml.run.state import JobRecord
 
-log = logging.getLogger("hpcml.executors.slurm")
+log = logging.getLogger(__name__)
 
 
 class SlurmExecutor:

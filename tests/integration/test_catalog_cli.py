@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hpcml.cli import main
+from hpcml.cli.app import main
 from test_images import TESTBED, _testbed_apptainer, pytestmark, write_workflow  # noqa: F401
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpcml import api
-from hpcml.runner import LocalRunner
+from hpcml.clients.runner import LocalRunner
 
 pytestmark = pytest.mark.testbed
 

@@ -19,11 +19,14 @@ from typing import Any
 
 import pytest
 
-from hpcml import config, deffile, images, plan, spec
-from hpcml.apptainer import Apptainer
-from hpcml.catalog import Catalog
+from hpcml import config, plan
+from hpcml.render import deffile
+from hpcml.images import ensure as images
+from hpcml.spec import checker as spec
+from hpcml.clients.apptainer import Apptainer
+from hpcml.images.catalog import Catalog
 from hpcml.errors import BuildError, CatalogError
-from hpcml.runner import LocalRunner
+from hpcml.clients.runner import LocalRunner
 
 APPTAINER = shutil.which("apptainer")
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
@@ -159,7 +162,9 @@ def test_ca_bundle_is_bound_into_builds_but_not_kept(tmp_path: Path) -> None:
 
 BUILDER = """
 import json, sys
-from hpcml import config, images, plan, spec
+from hpcml import config, plan
+from hpcml.images import ensure as images
+from hpcml.spec import checker as spec
 wf, cat, cache, app, flags = sys.argv[1:6]
 s = config.load({"catalogs": cat, "cache_dir": cache, "build_flags": flags, "apptainer": app},
                 env={"HOME": cache, "HPCML_SITE_CONFIG": "/nonexistent"})

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcml.executors.local import NAME_ENV
-from hpcml.localsched import REF_ENV, process_env, processes_with_env, session_members
+from hpcml.executors.local.executor import NAME_ENV
+from hpcml.executors.local.scheduler import REF_ENV, process_env, processes_with_env, session_members
 from testbed import Apptainer
 
 pytestmark = pytest.mark.testbed

@@ -241,7 +241,9 @@ KILL_DAG = """\
 # submission (test-only patching; nothing in hpcml knows about it).
 KILLER = """
 import os, signal, sys
-from hpcml import api, state, slurm
+from hpcml import api
+from hpcml.run import state
+from hpcml.clients import slurm
 point, path = sys.argv[1], sys.argv[2]
 seen = {"intent": 0, "submitted": 0}
 real_append = state.Journal.append

@@ -10,7 +10,7 @@ import pytest
 from hpcml import api
 from hpcml.config import Settings
 from hpcml.executors.slurm import SlurmExecutor
-from hpcml.slurm import Slurm
+from hpcml.clients.slurm import Slurm
 from test_run_slurm import catalog, outs, settings, write_workflow  # noqa: F401 - fixtures
 
 pytestmark = [

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import pytest
 
-from hpcml.runner import Completed, LocalRunner
+from hpcml.clients.runner import Completed, LocalRunner
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "slurm" / "testbed"

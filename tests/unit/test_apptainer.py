@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hpcml.apptainer import Apptainer, parse_labels, parse_version
+from hpcml.clients.apptainer import Apptainer, parse_labels, parse_version
 from hpcml.errors import CatalogError, HpcmlError
-from hpcml.runner import LocalRunner
+from hpcml.clients.runner import LocalRunner
 
 APP = Apptainer(LocalRunner(), "/usr/bin/apptainer")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hpcml.catalog import Catalog, CatalogPath, Manifest, new_manifest
+from hpcml.images.catalog import Catalog, CatalogPath, Manifest, new_manifest
 from hpcml.errors import CatalogError
-from hpcml.locking import FileLock, Owner, read_owner
+from hpcml.images.locking import FileLock, Owner, read_owner
 
 KEY_A = "a" * 64
 KEY_B = "b" * 64

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from hpcml import images, plan, spec
+from hpcml import plan
+from hpcml.images import ensure as images
+from hpcml.spec import checker as spec
 from hpcml.errors import HpcmlError
 
 WF = """hpcml: 1
@@ -55,7 +57,7 @@ def test_plain_progress_lines() -> None:
 
 
 def _publish_fake(cat_root: Path, key: str, name: str, tmp: Path) -> None:
-    from hpcml.catalog import Catalog, new_manifest
+    from hpcml.images.catalog import Catalog, new_manifest
 
     src = tmp / f"{name}.sif"
     src.write_bytes(b"fake SIF bytes of " + name.encode())

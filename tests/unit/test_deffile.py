@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcml import deffile
+from hpcml.render import deffile
 from hpcml.errors import SpecError
 from hpcml.model import FileCopy, Image, Pos
 

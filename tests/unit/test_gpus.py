@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hpcml.errors import SubmitError
-from hpcml.gpus import container_gpu_flags, detect_style, sbatch_gpu_flags, style_from_config
+from hpcml.render.gpus import container_gpu_flags, detect_style, sbatch_gpu_flags, style_from_config
 from hpcml.model import Resources
 
 

@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 
 from hpcml.errors import SubmitError
-from hpcml.jobs import (
+from hpcml.render.jobs import (
     ScriptSpec,
     job_name,
     parse_job_name,

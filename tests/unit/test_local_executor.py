@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from hpcml.executors.local import _record, owner_alive, owner_id
-from hpcml.localsched import State, TaskResult
+from hpcml.executors.local.executor import _record, owner_alive, owner_id
+from hpcml.executors.local.scheduler import State, TaskResult
 
 
 def test_job_ids_tell_whether_their_owner_lives() -> None:

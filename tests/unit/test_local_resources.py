@@ -5,13 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hpcml.resources_local import (
+from hpcml.executors.local.resources import (
     discover,
     parse_meminfo,
     parse_nvidia_smi_list,
     parse_visible_devices,
 )
-from hpcml.runner import LocalRunner
+from hpcml.clients.runner import LocalRunner
 
 NVIDIA_SMI_L = """\
 GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5e2f0c1a-0000-1111-2222-333344445555)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hpcml.errors import SubmitError
-from hpcml.localsched import (
+from hpcml.executors.local.scheduler import (
     LocalJob,
     LocalScheduler,
     State,
@@ -27,7 +27,7 @@ from hpcml.localsched import (
     processes_with_env,
     signal_number,
 )
-from hpcml.resources_local import Capacity
+from hpcml.executors.local.resources import Capacity
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:
@@ -230,8 +230,8 @@ def test_ctrl_c_in_run_cancels_every_task_and_leaves_no_orphans(tmp_path: Path) 
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(f"""\
         import os, sys
-        from hpcml.localsched import LocalJob, LocalScheduler
-        from hpcml.resources_local import Capacity
+        from hpcml.executors.local.scheduler import LocalJob, LocalScheduler
+        from hpcml.executors.local.resources import Capacity
         s = LocalScheduler(Capacity(cpus=4, mem_mb=1000), kill_wait_s=0.5)
         s.submit(LocalJob("a", {script(tmp_path, 'a', 'sleep 60 & sleep 60; wait')!r}, indices=(0, 1, 2)))
         print("go", flush=True)

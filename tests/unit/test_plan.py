@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcml import plan, spec
+from hpcml import plan
+from hpcml.spec import checker as spec
 from hpcml.errors import SpecError
 from hpcml.model import Matrix
 
@@ -317,7 +318,7 @@ def test_cli_plan_json_is_stable(tmp_path: Path) -> None:
 
     from click.testing import CliRunner
 
-    from hpcml.cli import main
+    from hpcml.cli.app import main
 
     path = make(tmp_path)
     first = CliRunner().invoke(main, ["plan", str(path), "--json"])
@@ -334,7 +335,7 @@ def test_cli_plan_json_is_stable(tmp_path: Path) -> None:
 def test_cli_plan_human(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from hpcml.cli import main
+    from hpcml.cli.app import main
 
     result = CliRunner().invoke(main, ["plan", str(make(tmp_path))])
     assert result.exit_code == 0, result.output
@@ -346,8 +347,8 @@ def test_cli_compile_writes_defs_and_keys(tmp_path: Path) -> None:
 
     from click.testing import CliRunner
 
-    from hpcml import deffile
-    from hpcml.cli import main
+    from hpcml.render import deffile
+    from hpcml.cli.app import main
 
     out = tmp_path / "defs"
     result = CliRunner().invoke(main, ["compile", str(make(tmp_path / "wf")), "-o", str(out)])
@@ -365,7 +366,7 @@ def test_cli_compile_writes_defs_and_keys(tmp_path: Path) -> None:
 def test_cli_compile_writes_nothing_for_invalid_spec(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from hpcml.cli import main
+    from hpcml.cli.app import main
 
     path = make(tmp_path, WORKFLOW.replace("--lr {lr}", "--lr {lrr}"))
     out = tmp_path / "defs"
@@ -377,7 +378,8 @@ def test_cli_compile_writes_nothing_for_invalid_spec(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("example", ["quickstart.yaml", "sweep.yaml"])
 def test_examples_compile_to_parseable_definitions(example: str, tmp_path: Path) -> None:
-    from hpcml import api, deffile
+    from hpcml import api
+    from hpcml.render import deffile
 
     repo = Path(__file__).resolve().parents[2]
     result = api.compile(repo / "workflows" / example, tmp_path)

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hpcml import deffile, plan, spec
-from hpcml.cli import main
+from hpcml import plan
+from hpcml.render import deffile
+from hpcml.spec import checker as spec
+from hpcml.cli.app import main
 from hpcml.errors import SpecError
 
 HEAD = "hpcml: 1\nname: q\nimages:\n  x: {from: scratch}\nsteps:\n"
@@ -155,7 +157,7 @@ def test_child_image_inherits_its_parents_shell(tmp_path: Path) -> None:
 
 
 def _publish(cat, tmp_path: Path, key: str, name: str, data: bytes = b"SIF") -> None:  # noqa: ANN001
-    from hpcml.catalog import new_manifest
+    from hpcml.images.catalog import new_manifest
 
     src = tmp_path / f"{key[:8]}.src"
     src.write_bytes(data)
@@ -167,7 +169,7 @@ def _publish(cat, tmp_path: Path, key: str, name: str, data: bytes = b"SIF") -> 
 def test_catalog_finds_an_untagged_image_by_its_name(tmp_path: Path) -> None:
     # docs/catalog.md: "hpcml build … then hpcml catalog push torch"; untagged, that said
     # "no image 'torch'". A bare name now falls back to the newest image of that name.
-    from hpcml.catalog import Catalog, CatalogPath
+    from hpcml.images.catalog import Catalog, CatalogPath
     from hpcml.errors import CatalogError
 
     cat = Catalog(tmp_path / "cat")
@@ -182,7 +184,7 @@ def test_catalog_finds_an_untagged_image_by_its_name(tmp_path: Path) -> None:
 
 def test_catalog_tag_names_must_be_usable_from_a_workflow(tmp_path: Path) -> None:
     # `from: catalog:NAME:TAG` takes lowercase names only; `catalog tag X Bad:v1` was accepted.
-    from hpcml.catalog import Catalog
+    from hpcml.images.catalog import Catalog
     from hpcml.errors import CatalogError
 
     with pytest.raises(CatalogError, match="invalid image name 'Bad': use lowercase"):
@@ -191,7 +193,7 @@ def test_catalog_tag_names_must_be_usable_from_a_workflow(tmp_path: Path) -> Non
 
 
 def test_in_place_edit_with_restored_mtime_is_still_detected(tmp_path: Path) -> None:
-    from hpcml.catalog import Catalog, CatalogPath
+    from hpcml.images.catalog import Catalog, CatalogPath
     from hpcml.errors import CatalogError
 
     cat = Catalog(tmp_path / "cat")

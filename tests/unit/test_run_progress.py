@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from hpcml.cli import _ImageProgress
-from hpcml.images import ImageEvent
+from hpcml.cli.app import _ImageProgress
+from hpcml.images.ensure import ImageEvent
 
 
 def test_build_progress_without_a_terminal_repeats_elapsed_time() -> None:
@@ -42,9 +42,9 @@ def test_build_progress_on_a_terminal_renders_elapsed_time() -> None:
 def test_status_shows_why_a_job_may_never_start(capsys) -> None:  # noqa: ANN001
     # A job SLURM keeps pending for a reason other than waiting its turn (here: more CPUs
     # than the partition's nodes have) looked like any pending job.
-    from hpcml.cli import _print_status
-    from hpcml.runs import RunStatus
-    from hpcml.state import TaskState
+    from hpcml.cli.app import _print_status
+    from hpcml.run.submit import RunStatus
+    from hpcml.run.state import TaskState
 
     st = RunStatus("r1", "wf", "slurm", (
         TaskState("a", 0, "k0", "pending", job="84", detail="Priority"),

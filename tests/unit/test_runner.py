@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpcml.runner import LocalRunner
+from hpcml.clients.runner import LocalRunner
 
 
 def test_run_logged_streams_output_to_the_file_and_returns_its_end(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hpcml.errors import SubmitError
-from hpcml.runner import Completed
-from hpcml.slurm import (
+from hpcml.clients.runner import Completed
+from hpcml.clients.slurm import (
     Slurm,
     format_array_spec,
     is_transient,

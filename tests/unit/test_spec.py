@@ -10,10 +10,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hpcml.cli import main
+from hpcml.cli.app import main
 from hpcml.model import Checkpoint, FileCopy, Matrix, Resources
-from hpcml.schema import json_schema
-from hpcml.spec import load, loads
+from hpcml.spec.schema import json_schema
+from hpcml.spec.checker import load, loads
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = [REPO / "workflows" / "quickstart.yaml", REPO / "workflows" / "sweep.yaml"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpcml.errors import SpecError
-from hpcml.spec import load, loads
+from hpcml.spec.checker import load, loads
 
 # Lines 1-4 of most cases; steps start on line 5.
 H = "hpcml: 1\nname: t\nimages:\n  b: {from: scratch}\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcml.state import (
+from hpcml.run.state import (
     JobRecord,
     Journal,
     RunDir,
@@ -64,7 +64,7 @@ def test_second_run_lock_fails_clearly(tmp_path: Path) -> None:
     with RunLock(rd):
         # A POSIX lock is per process: the competitor must be another process.
         code = (
-            "import sys; from pathlib import Path; from hpcml.state import RunDir, RunLock\n"
+            "import sys; from pathlib import Path; from hpcml.run.state import RunDir, RunLock\n"
             f"RunLock(RunDir(Path({str(rd.path)!r}))).acquire()\n"
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcml import state
-from hpcml.state import DurableBatch
+from hpcml.run import state
+from hpcml.run.state import DurableBatch
 
 
 @pytest.mark.parametrize("have_syncfs", [True, False])

@@ -1,10 +1,10 @@
-"""hpcml.units: durations and sizes as users write them, and SLURM's formats."""
+"""hpcml.spec.units: durations and sizes as users write them, and SLURM's formats."""
 
 from __future__ import annotations
 
 import pytest
 
-from hpcml.units import format_slurm_mem, format_slurm_time, parse_duration, parse_size
+from hpcml.spec.units import format_slurm_mem, format_slurm_time, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

@@ -168,7 +168,7 @@ def build_cmd(file: str, images: tuple[str, ...], jobs: int | None) -> None:
         hpcml build workflow.yaml torch --jobs 4
     """
     from hpcml import api
-    from hpcml import images as images_mod
+    from hpcml.images import ensure as images_mod
 
     s = _settings(build_jobs=jobs)
     with images_mod.LiveProgress() as progress:
@@ -613,7 +613,8 @@ def logs_cmd(target: str, follow: bool, run: str | None, directory: str | None, 
     """
     from pathlib import Path
 
-    from hpcml import api, runs
+    from hpcml import api
+    from hpcml.run import submit as runs
     from hpcml.errors import StateError
 
     found = api.logs(target, run=run, directory=directory, workflow=workflow)

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from hpcml.errors import SubmitError
-from hpcml.gpus import GpuStyle, container_gpu_flags, sbatch_gpu_flags
+from hpcml.render.gpus import GpuStyle, container_gpu_flags, sbatch_gpu_flags
 from hpcml.model import Step, Task
-from hpcml.units import format_slurm_time
+from hpcml.spec.units import format_slurm_time
 
 #: Exit status of a task that asks the local executor to run it again (EX_TEMPFAIL).
 REQUEUE_EXIT = 75
@@ -131,7 +131,7 @@ def sbatch_directives(spec: ScriptSpec) -> list[str]:
     out += sbatch_gpu_flags(res, spec.gpu_style)
     if spec.array:
         array = [i - spec.offset for i in spec.indices]
-        from hpcml.slurm import format_array_spec  # local import: slurm imports nothing of jobs
+        from hpcml.clients.slurm import format_array_spec  # local import: slurm imports nothing of jobs
 
         out.append(f"--array={format_array_spec(array, step.max_parallel)}")
     if step.checkpoint is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 from hpcml.errors import SubmitError
-from hpcml.runner import Completed, LocalRunner, Runner
+from hpcml.clients.runner import Completed, LocalRunner, Runner
 
 ACCOUNTING_DISABLED = "accounting storage is disabled"
 

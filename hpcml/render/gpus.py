@@ -78,7 +78,7 @@ def style_from_config(config: Mapping[str, str], override: str = "auto") -> GpuS
 
 
 class SlurmLike(Protocol):
-    """What detect_style needs of hpcml.slurm.Slurm."""
+    """What detect_style needs of hpcml.clients.slurm.Slurm."""
 
     def show_config(self) -> Mapping[str, str]: ...
 

@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
-from hpcml import __version__, deffile
-from hpcml.apptainer import Apptainer
-from hpcml.catalog import Catalog, CatalogPath, Entry, file_fingerprint, new_manifest
+from hpcml import __version__
+from hpcml.render import deffile
+from hpcml.clients.apptainer import Apptainer
+from hpcml.images.catalog import Catalog, CatalogPath, Entry, file_fingerprint, new_manifest
 from hpcml.config import Settings
 from hpcml.errors import BuildError, HpcmlError
-from hpcml.locking import Owner
+from hpcml.images.locking import Owner
 from hpcml.model import ImagePlan, Plan
-from hpcml.runner import LocalRunner, Runner
+from hpcml.clients.runner import LocalRunner, Runner
 
 State = Literal["pending", "cached", "waiting", "building", "done", "failed", "skipped"]
 FINAL: frozenset[str] = frozenset({"cached", "done", "failed", "skipped"})

@@ -20,10 +20,12 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
-from hpcml import placeholders, units, yamlpos
+from hpcml.spec import placeholders
+from hpcml.spec import units
+from hpcml.spec import yamlpos
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.model import Checkpoint, FileCopy, Image, Matrix, Pos, Resources, Scalar, Step, Workflow
-from hpcml.yamlpos import YNode
+from hpcml.spec.yamlpos import YNode
 
 SUPPORTED_VERSIONS = (1,)
 
@@ -505,7 +507,8 @@ class _Checker:
         """Render the image now, so `validate` reports what planning would: text that cannot
         be written into a definition, and for a `deffile:`/`dockerfile:` its parse errors
         and the `%files` sources it names."""
-        from hpcml import deffile, plan  # plan.py imports the renderer; spec.py stays light without it
+        from hpcml import plan  # plan.py imports the renderer; spec.py stays light without it
+        from hpcml.render import deffile
 
         source = None
         shown = image.base_ref

@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from hpcml import jobs as _jobs
+from hpcml.render import jobs as _jobs
 from hpcml import plan as _plan
-from hpcml import spec as _spec
+from hpcml.spec import checker as _spec
 from hpcml.config import Settings
 from hpcml.errors import StateError, SubmitError
 from hpcml.executors.base import Executor, StepJob
-from hpcml.gpus import GpuStyle, style_from_config
+from hpcml.render.gpus import GpuStyle, style_from_config
 from hpcml.model import Plan, StepPlan, Task
-from hpcml.runner import Runner
-from hpcml.slurm import Slurm, max_array_size
-from hpcml.state import (
+from hpcml.clients.runner import Runner
+from hpcml.clients.slurm import Slurm, max_array_size
+from hpcml.run.state import (
     ACTIVE,
     DONE_OK,
     DurableBatch,
@@ -60,7 +60,7 @@ from hpcml.state import (
     summarize,
 )
 
-log = logging.getLogger("hpcml.runs")
+log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
 
@@ -157,7 +157,7 @@ def make_executor(name: str, settings: Settings, runner: Runner | None = None) -
         return SlurmExecutor(Slurm(runner))
     if name == "local":
         try:
-            from hpcml.executors.local import LocalExecutor  # type: ignore[import-not-found]
+            from hpcml.executors.local.executor import LocalExecutor  # type: ignore[import-not-found]
         except ImportError:
             raise SubmitError("the local executor is not available in this version of hpcml; use --executor slurm") from None
         return LocalExecutor.from_settings(settings)  # type: ignore[no-any-return]
@@ -308,7 +308,7 @@ def _start_locked(
 
 def _catalog_resolver(settings: Settings, runner: Runner | None) -> Callable[[str, str | None], str]:
     def resolve(name: str, tag: str | None) -> str:
-        from hpcml.images import catalog_path
+        from hpcml.images.ensure import catalog_path
 
         return catalog_path(settings, runner).find(f"{name}:{tag or 'latest'}").key
 
@@ -318,7 +318,7 @@ def _catalog_resolver(settings: Settings, runner: Runner | None) -> Callable[[st
 def _ensure_images(
     plan: Plan, settings: Settings, names: Sequence[str], progress: Callable[[Any], None] | None = None
 ) -> dict[str, str]:
-    from hpcml import images
+    from hpcml.images import ensure as images
 
     return images.ensure(plan, settings, names=names, progress=progress)
 

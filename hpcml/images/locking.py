@@ -31,7 +31,7 @@ from typing import Callable
 
 from hpcml.errors import CatalogError
 
-log = logging.getLogger("hpcml.locking")
+log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 120.0

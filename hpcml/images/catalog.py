@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from hpcml import fsutil
 from hpcml.errors import CatalogError
-from hpcml.locking import FileLock, Owner
+from hpcml.images.locking import FileLock, Owner
 
 SCHEMA_VERSION = 1
 LAYOUT_VERSION = 1

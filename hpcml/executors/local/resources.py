@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from hpcml.runner import LocalRunner, Runner
+from hpcml.clients.runner import LocalRunner, Runner
 
 
 @dataclass(frozen=True)

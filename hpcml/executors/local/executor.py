@@ -2,7 +2,7 @@
 
 Where there is no SLURM (a workstation, a CI box, a single GPU server) `hpcml run` runs
 every task on this machine. runs.py renders exactly the job scripts it would give sbatch;
-this executor hands each to the local scheduler (hpcml.localsched) as a LocalJob with the
+this executor hands each to the local scheduler (hpcml.executors.local.scheduler) as a LocalJob with the
 step's resources, so dependencies, matrix throttling, GPU binding, time limits,
 checkpoint/requeue, exit-code files, journal, status, logs and cancel all behave as on SLURM.
 
@@ -34,7 +34,7 @@ from typing import Any, Sequence
 from hpcml.config import Settings
 from hpcml.errors import SubmitError
 from hpcml.executors.base import LiveJob, Observation, StepJob
-from hpcml.localsched import (
+from hpcml.executors.local.scheduler import (
     REF_ENV,
     LocalJob,
     LocalScheduler,
@@ -46,10 +46,10 @@ from hpcml.localsched import (
     start_time,
 )
 from hpcml.model import Plan
-from hpcml.resources_local import Capacity, discover
-from hpcml.state import JobRecord
+from hpcml.executors.local.resources import Capacity, discover
+from hpcml.run.state import JobRecord
 
-log = logging.getLogger("hpcml.executors.local")
+log = logging.getLogger(__name__)
 
 #: Environment marker of every task process: the name of its job (hpcml.<wf>.<run>.<step>).
 NAME_ENV = "HPCML_LOCAL_JOB_NAME"

@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from hpcml.errors import SubmitError
-from hpcml.resources_local import Capacity
-from hpcml.runner import spawn
+from hpcml.executors.local.resources import Capacity
+from hpcml.clients.runner import spawn
 
-log = logging.getLogger("hpcml.localsched")
+log = logging.getLogger(__name__)
 
 #: Exit status of a job wrapper that asks to be started again (EX_TEMPFAIL).
 REQUEUE_STATUS = 75

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 
-from hpcml import __version__, deffile
+from hpcml import __version__
+from hpcml.render import deffile
 from hpcml.errors import HpcmlError
 from hpcml.fsutil import atomic_write
 from hpcml.model import ImagePlan, Plan

@@ -17,7 +17,7 @@ import re
 from typing import Mapping, Sequence
 
 from hpcml.errors import BuildError, CatalogError, HpcmlError
-from hpcml.runner import Completed, Runner
+from hpcml.clients.runner import Completed, Runner
 
 
 class Apptainer:

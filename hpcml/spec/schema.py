@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpcml import spec
+from hpcml.spec import checker as spec
 
 SCHEMA_ID = "https://hpcml.invalid/schema/workflow-v1.json"
 

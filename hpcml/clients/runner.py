@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
-log = logging.getLogger("hpcml.runner")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+"""`python -m hpcml.cli …` runs the `hpcml` command."""
+
+from hpcml.cli.app import main
+
+main()
