@@ -6,10 +6,16 @@ planning and content keys in plan.py.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 Scalar = str | int | float | bool
+
+#: An environment variable name (env keys, secrets, matrix axes). Defined once: the spec
+#: checker, the definition-file renderer and the job-script renderer all use this one.
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_NAME_RULE = "[A-Za-z_][A-Za-z0-9_]*"
 
 #: The kinds of `from:` an image may have. `image` means another image of the same file;
 #: `deffile` and `dockerfile` are images given by a hand-written file instead of `from:`.
