@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os as _os
+import time as _time
 from dataclasses import dataclass as _dataclass
 from pathlib import Path as _Path
+from typing import Callable
 
 from hpcml.spec import checker as _spec
 from hpcml.config import Settings as _Settings
+from hpcml.errors import RunInterrupted
 from hpcml.model import Plan as _Plan
 from hpcml.model import Workflow
 from hpcml.run.submit import RunStatus, RunSummary
@@ -260,24 +263,27 @@ def run(
     """Build or reuse the images and submit every task that is not complete or queued.
 
     With `watch`, follow the run until every task has ended (an executor that is not
-    detached, like the local one, is always watched). Ctrl-C while watching leaves SLURM
-    jobs running (`hpcml cancel` stops them) and cancels local ones. `on_image` gets each
+    detached, like the local one, is always watched). Ctrl-C (KeyboardInterrupt) while
+    starting or watching raises RunInterrupted, which says what became of the run: SLURM
+    jobs keep running (`hpcml cancel` stops them), local ones are cancelled. `on_image` gets each
     images.ImageEvent (cached, building, done, failed) while the images are ensured.
     Example: ``run("workflow.yaml", watch=False).jobs`` → ``{"prepare": ["101"], …}``.
     """
     from hpcml.run import submit as runs
 
     s = settings or load_settings()
-    started = runs.start(path, s, executor=executor, on_message=on_message, detach=detach, on_image=on_image)
+    try:
+        started = runs.start(path, s, executor=executor, on_message=on_message, detach=detach, on_image=on_image)
+    except KeyboardInterrupt:  # before an executor was chosen; later ones arrive as RunInterrupted
+        raise RunInterrupted(submitted=0, executor=executor or "", tasks_cancelled=False) from None
     try:
         final = None
         if watch or not started.executor.detached:
             try:
                 final = runs.watch(started, on_update or (lambda _s: None), min_s=poll_s)
             except KeyboardInterrupt:
-                if not started.executor.detached:
-                    runs.cancel(started.run_dir, started.run_id, started.executor)
-                raise
+                jobs = sum(map(len, started.jobs.values()))
+                raise runs.interrupted(started.run_dir, started.run_id, started.executor, jobs) from None
         return RunOutcome(
             started.run_id,
             started.executor.name,
@@ -306,6 +312,26 @@ def logs(target: str, *, run: str | None = None, directory: str | None = None, w
     from hpcml.run import submit as runs
 
     return [(label, str(p)) for label, p in runs.task_logs(run_dir(directory, workflow), target, run)]
+
+
+def follow_log(
+    target: str,
+    *,
+    write: Callable[[str], None],
+    run: str | None = None,
+    directory: str | None = None,
+    workflow: str | None = None,
+    sleep: Callable[[float], None] = _time.sleep,
+) -> None:
+    """Pass the log of one task (`STEP/INDEX`) to `write`, then what is appended to it, until
+    the task is no longer pending, running or requeued (`hpcml logs -f`). StateError unless
+    `target` names exactly one task.
+
+    Example: ``follow_log("train/3", write=sys.stdout.write)``.
+    """
+    from hpcml.run import submit as runs
+
+    runs.follow_task_log(run_dir(directory, workflow), target, run, write, sleep=sleep)
 
 
 def cancel(

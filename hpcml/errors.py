@@ -60,3 +60,30 @@ class RemoteError(HpcmlError):
 
 class StateError(HpcmlError):
     """The run directory is missing, locked or inconsistent."""
+
+
+class RunInterrupted(HpcmlError):
+    """`hpcml run` was interrupted (Ctrl-C, SIGTERM, SIGHUP): what became of the run, as facts.
+
+    `submitted` counts the jobs this run had submitted before the interrupt; `executor` is
+    the executor's name ("" when none was chosen yet); `tasks_cancelled` says whether the
+    run's tasks were cancelled (an executor that is not detached, such as the local one,
+    takes its tasks down with it). The message follows from these facts alone.
+    """
+
+    exit_code = 130
+
+    def __init__(self, *, submitted: int, executor: str, tasks_cancelled: bool, run_id: str | None = None):
+        self.submitted = submitted
+        self.executor = executor
+        self.tasks_cancelled = tasks_cancelled
+        self.run_id = run_id
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        if self.submitted == 0:
+            return "interrupted before anything was submitted; rerun to start again"
+        if self.tasks_cancelled:
+            return "interrupted: the run's tasks were cancelled; `hpcml status` shows them, a rerun resumes"
+        jobs = "SLURM jobs" if self.executor == "slurm" else f"{self.executor} jobs"
+        return f"interrupted: the {jobs} keep running; `hpcml status` follows them, `hpcml cancel` stops them"

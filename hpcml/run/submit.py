@@ -35,7 +35,7 @@ from hpcml.render import jobs as _jobs
 from hpcml import plan as _plan
 from hpcml.spec import checker as _spec
 from hpcml.config import Settings
-from hpcml.errors import StateError, SubmitError
+from hpcml.errors import RunInterrupted, StateError, SubmitError
 from hpcml.executors.base import Executor, StepJob
 from hpcml.render.gpus import GpuStyle, style_from_config
 from hpcml.model import Plan, StepPlan, Task
@@ -213,12 +213,36 @@ def start(
         check_plan(plan)
     lock = RunLock(run_dir)
     lock.acquire()
+    progress = _Progress(run_dir, ex)
     try:
         ensure = ensure_images or functools.partial(_ensure_images, progress=on_image)
-        return _start_locked(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure, say, lock)
+        return _start_locked(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure, say, lock, progress)
+    except KeyboardInterrupt:
+        lock.release()
+        raise interrupted(run_dir, progress.run_id, ex, progress.jobs) from None
     except BaseException:
         lock.release()
         raise
+
+
+@dataclass
+class _Progress:
+    """How far `start` got: read when it is interrupted."""
+
+    run_dir: RunDir
+    executor: Executor
+    run_id: str | None = None
+    jobs: int = 0  # jobs submitted so far
+
+
+def interrupted(run_dir: RunDir, run_id: str | None, ex: Executor, jobs: int) -> RunInterrupted:
+    """The error for a run interrupted after submitting `jobs` jobs. An executor that is not
+    detached (local) cannot keep its tasks once `hpcml run` ends: they are cancelled here."""
+    cancelled = False
+    if jobs and run_id is not None and not ex.detached:
+        cancel(run_dir, run_id, ex)
+        cancelled = True
+    return RunInterrupted(submitted=jobs, executor=ex.name, tasks_cancelled=cancelled, run_id=run_id)
 
 
 def _start_locked(
@@ -233,6 +257,7 @@ def _start_locked(
     ensure_images: Callable[[Plan, Settings, Sequence[str]], dict[str, str]],
     say: Callable[[str], None],
     lock: RunLock,
+    progress: _Progress,
 ) -> RunStarted:
     wf = plan.workflow
     if ex.name != "slurm":
@@ -264,6 +289,7 @@ def _start_locked(
     run_id = new_run_id(after=run_dir.latest_run())
     paths = run_dir.run(run_id)
     journal = Journal(paths.journal)
+    progress.run_id = run_id
     _write_run_files(plan, path, paths, cached, adopted)
     journal.append("run", run=run_id, workflow=wf.name, path=str(path.resolve()), executor=ex.name, reason=reason)
     journal.append("reconciled", cached=sorted(cached), adopted=adopted)
@@ -287,6 +313,7 @@ def _start_locked(
                 "intent", step=step, chunk=job.chunk, offset=job.offset, indices=list(job.indices), name=job.name
             )
             job_id = ex.submit(job, deps)
+            progress.jobs += 1
             journal.append("submitted", step=step, chunk=job.chunk, offset=job.offset, job_id=job_id, name=job.name)
             jobs_by_step.setdefault(step, []).append(job_id)
             for index in job.indices:
@@ -733,6 +760,36 @@ def history(run_dir: RunDir) -> list[RunSummary]:
         n = sum(len(s["tasks"]) for s in rec.plan["steps"])
         out.append(RunSummary(run_id, rec.plan["workflow"], rec.executor, n, counts, bool(finished)))
     return out
+
+
+def follow_task_log(
+    run_dir: RunDir,
+    target: str,
+    run: str | None,
+    write: Callable[[str], None],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    settings: Settings | None = None,
+) -> None:
+    """Write the log of one task (`STEP/INDEX`, or a step of one task) and what is appended
+    to it until the task is no longer pending, running or requeued."""
+    run_id = resolve_run(run_dir, run)
+    found = task_logs(run_dir, target, run_id)
+    if len(found) != 1:
+        raise StateError(f"--follow needs one task: STEP/INDEX (step {target} has {len(found)} tasks)")
+    label, path = found[0]
+    rec = _load_run(run_dir, run_id)
+    if settings is None:
+        from hpcml import config
+
+        settings = config.load()
+    executor = make_executor(rec.executor, settings)
+
+    def done() -> bool:
+        st = status(run_dir, run_id, executor)
+        return any(t.state not in ACTIVE for t in st.tasks if f"{t.step}/{t.index}" == label)
+
+    follow(path, done, write, sleep)
 
 
 def follow(path: Path, done: Callable[[], bool], write: Callable[[str], None], sleep: Callable[[float], None] = time.sleep) -> None:
