@@ -41,7 +41,8 @@ def settings(tmp: Path) -> config.Settings:
 
 
 def bench_resolve(tmp: Path, n: int) -> None:
-    from hpcml.images.catalog import Catalog, new_manifest
+    from hpcml.images.catalog import Catalog
+    from hpcml.images.manifest import new_manifest
 
     wf = workflow(tmp / "wf", n, "true")
     p = plan.build(spec.load(wf))

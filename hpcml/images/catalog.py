@@ -1,4 +1,5 @@
-"""The content-addressed image catalog (DESIGN §4) and the search path over several.
+"""One content-addressed image catalog directory (DESIGN §4). The search path over several
+is search.py; the manifest of one image is manifest.py.
 
 One catalog is a directory, usually on a shared filesystem:
 
@@ -18,145 +19,26 @@ setgid and group-writable so that a lab group shares one catalog (see docs/catal
 
 from __future__ import annotations
 
-import getpass
-import hashlib
 import json
 import os
-import re
 import shutil
-import socket
 import stat
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 from hpcml import fsutil
 from hpcml.errors import CatalogError
 from hpcml.images.locking import FileLock, Owner
+from hpcml.images.manifest import KEY_RE, Manifest, check_key, check_name
 
-SCHEMA_VERSION = 1
 LAYOUT_VERSION = 1
 DIR_MODE = 0o2775  # a lab catalog's sub-directories: setgid (files inherit the group), g+rwx
 FILE_MODE = 0o444  # published files are immutable; g+r (and o+r) so the group can read them
 TAG_MODE = 0o644  # tags and the marker are replaced by rename, never written in place
-
-_KEY = re.compile(r"^[0-9a-f]{16,64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
-
-
-def check_key(key: str) -> str:
-    """A key is lower-case hex (it becomes a file name, so nothing else is accepted)."""
-    if not _KEY.match(key):
-        raise CatalogError(f"invalid image key {key!r}: expected 16-64 lower-case hex digits")
-    return key
-
-
-def file_fingerprint(st: os.stat_result, sha256: str) -> dict[str, Any]:
-    """What the verified-hash cache compares: a SIF is rehashed when any of it changes.
-
-    ctime is in it because mtime can be set back (`touch -d`, `os.utime`) after an edit;
-    ctime cannot, so an in-place change with a restored mtime still triggers a rehash.
-    """
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
-            "sha256": sha256}
-
-
-def check_name(what: str, value: str) -> str:
-    """`value` if it is a valid tag or image name, else CatalogError saying what is allowed."""
-    if what == "image name" and not _IMAGE_NAME.match(value):
-        # Tags are used as `from: catalog:NAME:TAG`, where NAME is lowercase (spec.CATALOG_RE).
-        raise CatalogError(
-            f"invalid {what} {value!r}: use lowercase letters, digits, '_', '.', '-' (at most 128, not leading)"
-        )
-    if not _NAME.match(value):
-        raise CatalogError(
-            f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (at most 128, not leading)"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What the catalog knows about one image. Stored as JSON with a schema version."""
-
-    key: str
-    name: str
-    definition: str
-    inputs: tuple[tuple[str, str], ...]
-    parent_key: str | None
-    sha256: str
-    size: int
-    apptainer_version: str
-    user: str
-    host: str
-    created: str  # ISO 8601, UTC
-    build_seconds: float = 0.0
-    log: str | None = None
-    signed: bool = False
-    schema: int = SCHEMA_VERSION
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["inputs"] = [list(pair) for pair in self.inputs]
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
-    @staticmethod
-    def from_json(text: str, where: str = "manifest") -> "Manifest":
-        try:
-            data = migrate(json.loads(text))
-            data["inputs"] = tuple((str(a), str(b)) for a, b in data["inputs"])
-            return Manifest(**data)
-        except (ValueError, TypeError, KeyError) as err:
-            raise CatalogError(f"{where}: unreadable manifest ({err})") from None
-
-
-def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older manifest up to SCHEMA_VERSION (none older exists yet)."""
-    version = data.get("schema")
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"manifest schema {version!r}; this hpcml reads {SCHEMA_VERSION}")
-    return data
-
-
-def new_manifest(
-    *,
-    key: str,
-    name: str,
-    definition: str,
-    inputs: Sequence[tuple[str, str]],
-    parent_key: str | None,
-    sif: Path,
-    apptainer_version: str,
-    build_seconds: float = 0.0,
-    log: str | None = None,
-    signed: bool = False,
-) -> Manifest:
-    """A manifest for the freshly built `sif` (hashes it), stamped with who/where/when."""
-    return Manifest(
-        key=check_key(key),
-        name=name,
-        definition=definition,
-        inputs=tuple(inputs),
-        parent_key=parent_key,
-        sha256=sha256_file(sif),
-        size=sif.stat().st_size,
-        apptainer_version=apptainer_version,
-        user=_user(),
-        host=socket.gethostname(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        build_seconds=round(build_seconds, 3),
-        log=log,
-        signed=signed,
-    )
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -182,13 +64,6 @@ class GcItem:
     size: int
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    catalog: str
-    key: str
-    name: str
-    ok: bool
-    problem: str = ""
 
 
 class Catalog:
@@ -272,7 +147,7 @@ class Catalog:
         meta = self.root / "meta"
         if not meta.is_dir():
             return []
-        return sorted(p.stem for p in meta.glob("*.json") if _KEY.match(p.stem))
+        return sorted(p.stem for p in meta.glob("*.json") if KEY_RE.match(p.stem))
 
     def entries(self) -> Iterator[Entry]:
         for key in self.keys():
@@ -444,164 +319,7 @@ class Catalog:
         return doomed
 
 
-class CatalogPath:
-    """The search path: first catalog holding a key wins; new images go to the first writable.
-
-    Before an image is used, its SIF's sha256 is checked against the manifest (cached in
-    `cache_dir/verified/` by size, mtime_ns, ctime_ns and inode) and, when `require_signatures`, its
-    signature is verified with `verify` (a callable taking the SIF path; see images.py).
-    """
-
-    def __init__(
-        self,
-        catalogs: Sequence[Catalog],
-        cache_dir: str | Path,
-        *,
-        require_signatures: bool = False,
-        verify_signature: Callable[[Path], None] | None = None,
-    ):
-        if not catalogs:
-            raise CatalogError("no catalogs configured (set HPCML_CATALOGS or `catalogs` in config)")
-        if require_signatures and verify_signature is None:
-            raise CatalogError("require_signatures is set but no verify_key is configured")
-        self.catalogs = list(catalogs)
-        self.cache_dir = Path(cache_dir)
-        self.require_signatures = require_signatures
-        self.verify_signature = verify_signature
-
-    def lookup(self, key: str) -> Entry | None:
-        """First complete entry for `key`, unchecked."""
-        for catalog in self.catalogs:
-            entry = catalog.get(key)
-            if entry is not None:
-                return entry
-        return None
-
-    def resolve(self, key: str) -> Entry | None:
-        """First entry for `key`, checked for integrity (and signature) before use."""
-        entry = self.lookup(key)
-        if entry is not None:
-            self.check(entry)
-            entry.catalog.touch_used(key)
-        return entry
-
-    def writable(self) -> Catalog:
-        """The first catalog this process can publish to."""
-        reasons = []
-        for catalog in self.catalogs:
-            reason = catalog.writable()
-            if reason is None:
-                return catalog
-            reasons.append(f"  {catalog.root}: {reason}")
-        raise CatalogError("no writable catalog in the search path:\n" + "\n".join(reasons))
-
-    def find(self, ref: str) -> Entry:
-        """An image by `name[:tag]` (tag default 'latest') or by key (a unique prefix of 8+).
-
-        A bare `name` that no catalog has tagged `name:latest` falls back to the newest image
-        built under that image name (first catalog that has one), so `hpcml catalog path
-        torch` works right after `hpcml build`, before anyone tags it.
-        """
-        if re.fullmatch(r"[0-9a-f]{8,64}", ref):
-            matches = {}
-            for catalog in self.catalogs:
-                for key in catalog.keys():
-                    if key.startswith(ref) and key not in matches:
-                        matches[key] = catalog
-            if len(matches) > 1:
-                raise CatalogError(f"key prefix {ref!r} is ambiguous: {', '.join(k[:16] for k in matches)}")
-            if matches:
-                key, catalog = next(iter(matches.items()))
-                entry = catalog.get(key)
-                if entry is not None:
-                    return entry
-        name, _, tag = ref.partition(":")
-        tag = tag or "latest"
-        check_name("image name", name)
-        check_name("tag", tag)
-        for catalog in self.catalogs:
-            key = catalog.resolve_tag(name, tag)
-            if key is not None:
-                entry = self.lookup(key)
-                if entry is None:
-                    raise CatalogError(f"tag {name}:{tag} in {catalog.root} names missing image {key[:12]}")
-                return entry
-        if ":" not in ref:
-            for catalog in self.catalogs:
-                named = [e for e in catalog.entries() if e.manifest.name == name]
-                if named:
-                    return max(named, key=lambda e: (e.manifest.created, e.key))
-        raise CatalogError(
-            f"no image {ref!r} in the catalogs ({', '.join(str(c.root) for c in self.catalogs)}); "
-            "give NAME[:TAG] of a tag, an image name as shown by `hpcml catalog list`, or a key prefix (8+ hex digits)"
-        )
-
-    def check(self, entry: Entry, *, force: bool = False) -> None:
-        """Raise CatalogError unless the SIF matches its manifest (and is signed, if required)."""
-        sif = entry.sif
-        st = sif.stat()
-        stamp = self._stamp_path(sif)
-        fingerprint = file_fingerprint(st, entry.manifest.sha256)
-        cached = _read_json(stamp) if not force else None
-        if cached is not None and all(cached.get(k) == v for k, v in fingerprint.items()):
-            if not self.require_signatures or cached.get("signature_ok"):
-                return
-        if st.st_size != entry.manifest.size or sha256_file(sif) != entry.manifest.sha256:
-            raise CatalogError(
-                f"{sif} is corrupt: its sha256 does not match the manifest {entry.catalog.meta_path(entry.key)}; "
-                f"it was refused. To rebuild it, delete both files (rm -f {sif} "
-                f"{entry.catalog.meta_path(entry.key)}) and run hpcml build again."
-            )
-        signature_ok = False
-        if self.require_signatures:
-            assert self.verify_signature is not None
-            self.verify_signature(sif)
-            signature_ok = True
-        self.remember(sif, fingerprint | {"signature_ok": signature_ok})
-
-    def remember(self, sif: Path, fingerprint: dict[str, Any]) -> None:
-        """Record that `sif` (with this fingerprint) was checked, so the next use skips hashing."""
-        try:
-            _mkdir_private(self._stamp_path(sif).parent)
-            _write_atomic(self._stamp_path(sif), json.dumps(fingerprint), 0o644)
-        except OSError:
-            pass  # the cache is an optimisation; a read-only home must not stop a run
-
-    def verify_all(self) -> list[VerifyResult]:
-        """Rehash every image of every catalog (no cache); report each, never raise."""
-        results = []
-        for catalog in self.catalogs:
-            for entry in catalog.entries():
-                try:
-                    self.check(entry, force=True)
-                    results.append(VerifyResult(str(catalog.root), entry.key, entry.manifest.name, True))
-                except CatalogError as err:
-                    results.append(VerifyResult(str(catalog.root), entry.key, entry.manifest.name, False, str(err)))
-        return results
-
-    def copy(self, entry: Entry, dest: Catalog) -> Entry:
-        """Publish `entry` (checked first) into `dest`; a no-op if it is already there."""
-        if dest == entry.catalog or dest.get(entry.key) is not None:
-            return dest.get(entry.key) or entry
-        self.check(entry)
-        dest.require_writable()
-        log = entry.catalog.log_path(entry.key)
-        log_text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else None
-        return dest.publish(entry.sif, entry.manifest, log_text)
-
-    def _stamp_path(self, sif: Path) -> Path:
-        digest = hashlib.sha256(str(sif.resolve()).encode()).hexdigest()[:16]
-        return self.cache_dir / "verified" / f"{sif.stem[:16]}-{digest}.json"
-
-
 # ---- filesystem helpers ---------------------------------------------------------------
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def _mkdir_shared(path: Path, mode: int) -> None:
@@ -664,16 +382,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-__all__ = [
-    "Catalog",
-    "CatalogPath",
-    "Entry",
-    "GcItem",
-    "Manifest",
-    "VerifyResult",
-    "check_key",
-    "new_manifest",
-    "sha256_file",
-]

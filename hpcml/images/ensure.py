@@ -27,7 +27,9 @@ from typing import Callable, Iterable, Literal, Sequence
 from hpcml import __version__
 from hpcml.render import deffile
 from hpcml.clients.apptainer import Apptainer
-from hpcml.images.catalog import Catalog, CatalogPath, Entry, file_fingerprint, new_manifest
+from hpcml.images.catalog import Catalog, Entry
+from hpcml.images.manifest import file_fingerprint, new_manifest
+from hpcml.images.search import CatalogPath
 from hpcml.config import Settings
 from hpcml.errors import BuildError, HpcmlError
 from hpcml.images.locking import Owner

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hpcml.images.catalog import Catalog, CatalogPath, Manifest, new_manifest
+from hpcml.images.catalog import Catalog
+from hpcml.images.manifest import Manifest, new_manifest
+from hpcml.images.search import CatalogPath
 from hpcml.errors import CatalogError
 from hpcml.images.locking import FileLock, Owner, read_owner
 

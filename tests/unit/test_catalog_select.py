@@ -57,7 +57,8 @@ def test_plain_progress_lines() -> None:
 
 
 def _publish_fake(cat_root: Path, key: str, name: str, tmp: Path) -> None:
-    from hpcml.images.catalog import Catalog, new_manifest
+    from hpcml.images.catalog import Catalog
+    from hpcml.images.manifest import new_manifest
 
     src = tmp / f"{name}.sif"
     src.write_bytes(b"fake SIF bytes of " + name.encode())

@@ -157,7 +157,7 @@ def test_child_image_inherits_its_parents_shell(tmp_path: Path) -> None:
 
 
 def _publish(cat, tmp_path: Path, key: str, name: str, data: bytes = b"SIF") -> None:  # noqa: ANN001
-    from hpcml.images.catalog import new_manifest
+    from hpcml.images.manifest import new_manifest
 
     src = tmp_path / f"{key[:8]}.src"
     src.write_bytes(data)
@@ -169,7 +169,8 @@ def _publish(cat, tmp_path: Path, key: str, name: str, data: bytes = b"SIF") -> 
 def test_catalog_finds_an_untagged_image_by_its_name(tmp_path: Path) -> None:
     # docs/catalog.md: "hpcml build … then hpcml catalog push torch"; untagged, that said
     # "no image 'torch'". A bare name now falls back to the newest image of that name.
-    from hpcml.images.catalog import Catalog, CatalogPath
+    from hpcml.images.catalog import Catalog
+    from hpcml.images.search import CatalogPath
     from hpcml.errors import CatalogError
 
     cat = Catalog(tmp_path / "cat")
@@ -193,7 +194,8 @@ def test_catalog_tag_names_must_be_usable_from_a_workflow(tmp_path: Path) -> Non
 
 
 def test_in_place_edit_with_restored_mtime_is_still_detected(tmp_path: Path) -> None:
-    from hpcml.images.catalog import Catalog, CatalogPath
+    from hpcml.images.catalog import Catalog
+    from hpcml.images.search import CatalogPath
     from hpcml.errors import CatalogError
 
     cat = Catalog(tmp_path / "cat")
