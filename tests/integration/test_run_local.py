@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from hpcml.executors.local.executor import NAME_ENV
-from hpcml.executors.local.scheduler import REF_ENV, process_env, processes_with_env, session_members
+from hpcml.executors.local.procs import process_env, processes_with_env, session_members
+from hpcml.executors.local.scheduler import REF_ENV
 from testbed import Apptainer
 
 pytestmark = pytest.mark.testbed

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from hpcml.errors import SubmitError
+from hpcml.executors.local.procs import processes_with_env
 from hpcml.executors.local.scheduler import (
     LocalJob,
     LocalScheduler,
     State,
     TaskResult,
     expand_output,
-    processes_with_env,
     signal_number,
 )
 from hpcml.executors.local.resources import Capacity

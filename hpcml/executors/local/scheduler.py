@@ -25,23 +25,26 @@ Example:
     sched.submit(LocalJob("train", "/run/jobs/train.sbatch", indices=(0, 1, 2), gpus=1,
                           depends_on=("prep",)))
     results = sched.run()   # {("train", 1): TaskResult(state=COMPLETED, …), …}
+
+Why one module of ~450 lines: it is one state machine (pending → running → ended or
+requeued) whose transitions share the slot bookkeeping; the /proc helpers it needs are in
+procs.py and the machine's capacity in resources.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Mapping
 
 from hpcml.errors import SubmitError
+from hpcml.executors.local.procs import kill, kill_session_of, processes_with_env, session_members, sigint_ignored
 from hpcml.executors.local.resources import Capacity
 from hpcml.clients.runner import spawn
 
@@ -243,7 +246,7 @@ class LocalScheduler:
         """Cancel every task: pending ones never start; running ones get SIGTERM, then SIGKILL
         after `kill_wait_s`. Returns when no process of any task is left (blocking)."""
         # A second Ctrl-C must not interrupt the clean-up half way and leave orphans.
-        with _sigint_ignored():
+        with sigint_ignored():
             self._cancel_all(reason)
 
     def _cancel_all(self, reason: str) -> None:
@@ -265,7 +268,7 @@ class LocalScheduler:
         # A process started in the instant before an interruption was never recorded:
         # find it by the marker every task's environment carries.
         for pid in processes_with_env(MARKER_ENV, self.marker):
-            _kill_session_of(pid)
+            kill_session_of(pid)
 
     # ---- internals ------------------------------------------------------------------
 
@@ -320,7 +323,7 @@ class LocalScheduler:
         if job.signal and not task.signalled and elapsed >= job.time_s - job.grace_s:
             task.signalled = True
             # Like --signal=B:: to the script's own process only; the wrapper forwards it.
-            _kill(task.proc.pid, signal_number(job.signal))
+            kill(task.proc.pid, signal_number(job.signal))
         if not task.timed_out and elapsed >= job.time_s:
             task.timed_out = True
             task.term_at = now
@@ -427,7 +430,7 @@ class LocalScheduler:
         # The task's session id is its script's pid (start_new_session); walking the session,
         # not only the process group, also reaches children that made their own group.
         for pid in session_members(task.proc.pid) or [task.proc.pid]:
-            _kill(pid, sig)
+            kill(pid, sig)
 
 
 def signal_number(name: str) -> signal.Signals:
@@ -453,98 +456,3 @@ def expand_output(pattern: str, job: LocalJob, index: int) -> str:
             out.append(pattern[i])
             i += 1
     return "".join(out)
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore Ctrl-C, SIGTERM and SIGHUP meanwhile (main thread only: Python's rule)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _kill(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _stat_fields(pid: str) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
-        return None
-    # The command name is in parentheses and may contain spaces: split after the last ')'.
-    return text[text.rfind(")") + 2 :].split()
-
-
-def session_members(sid: int) -> list[int]:
-    """Pids of the live (non-zombie) processes whose session id is `sid` (Linux /proc)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(entry)
-        # After ')': state, ppid, pgrp, session.
-        if fields and len(fields) > 3 and fields[3] == str(sid) and fields[0] != "Z":
-            members.append(int(entry))
-    return members
-
-
-def processes_with_env(name: str, value: str | None) -> list[int]:
-    """Pids of processes whose environment holds `name=value` (any value when None), among
-    those this user may read; never this process."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        environ = process_env(int(entry))
-        if name in environ and (value is None or environ[name] == value):
-            found.append(int(entry))
-    return found
-
-
-def process_env(pid: int) -> dict[str, str]:
-    """The environment a process started with ({} when it is gone or not readable)."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return {}
-    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
-    return {k: v for k, _, v in pairs}
-
-
-def start_time(pid: int) -> str | None:
-    """The start time of a process (clock ticks since boot, /proc/PID/stat field 22), which
-    tells a process from a later one that reuses its pid; None when it is gone."""
-    fields = _stat_fields(str(pid))
-    if not fields or len(fields) < 20 or fields[0] == "Z":
-        return None
-    return fields[19]
-
-
-def kill_session_of(pid: int) -> None:
-    """SIGKILL every process of the session `pid` belongs to (never hpcml's own session)."""
-    _kill_session_of(pid)
-
-
-def _kill_session_of(pid: int) -> None:
-    try:
-        sid = os.getsid(pid)
-    except OSError:
-        return
-    if sid == os.getsid(0):  # never our own session: only tasks have their own
-        _kill(pid, signal.SIGKILL)
-        return
-    for member in session_members(sid) or [pid]:
-        _kill(member, signal.SIGKILL)
