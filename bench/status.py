@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from hpcml.run import submit as runs
-from hpcml.run.state import RunDir
+from hpcml.run.rundir import RunDir
 from sweeps import settings as sweep_settings
 from sweeps import values, write_sweep
 

@@ -14,7 +14,7 @@ from hpcml.errors import RunInterrupted
 from hpcml.model import Plan as _Plan
 from hpcml.model import Workflow
 from hpcml.run.submit import RunStatus, RunSummary
-from hpcml.run.state import RunDir as _RunDir
+from hpcml.run.rundir import RunDir as _RunDir
 
 # ---- spec: load / validate -------------------------------------------------------------
 

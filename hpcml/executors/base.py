@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Mapping, Protocol, Sequence
 
 from hpcml.model import StepPlan
-from hpcml.run.state import JobRecord
+from hpcml.run.tasks import JobRecord
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from hpcml.errors import SubmitError
 from hpcml.executors.base import LiveJob, Observation, StepJob
 from hpcml.clients.slurm import JobRow, Slurm, TransientSubmitError, split_job_id
-from hpcml.run.state import JobRecord
+from hpcml.run.tasks import JobRecord
 
 log = logging.getLogger(__name__)
 

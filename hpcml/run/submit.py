@@ -41,24 +41,10 @@ from hpcml.render.gpus import GpuStyle, style_from_config
 from hpcml.model import Plan, StepPlan, Task
 from hpcml.clients.runner import Runner
 from hpcml.clients.slurm import Slurm, max_array_size
-from hpcml.run.state import (
-    ACTIVE,
-    DONE_OK,
-    DurableBatch,
-    FAILED,
-    Journal,
-    RunDir,
-    RunLock,
-    RunPaths,
-    TaskState,
-    atomic_write,
-    derive_state,
-    new_run_id,
-    read_exit_code,
-    read_journal,
-    read_task_files,
-    summarize,
-)
+from hpcml.run.durable import DurableBatch, atomic_write
+from hpcml.run.journal import Journal, read_journal
+from hpcml.run.rundir import RunDir, RunLock, RunPaths, new_run_id
+from hpcml.run.tasks import ACTIVE, DONE_OK, FAILED, TaskState, derive_state, read_exit_code, read_task_files, summarize
 
 log = logging.getLogger(__name__)
 

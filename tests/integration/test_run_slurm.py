@@ -242,11 +242,11 @@ KILL_DAG = """\
 KILLER = """
 import os, signal, sys
 from hpcml import api
-from hpcml.run import state
+from hpcml.run.journal import Journal
 from hpcml.clients import slurm
 point, path = sys.argv[1], sys.argv[2]
 seen = {"intent": 0, "submitted": 0}
-real_append = state.Journal.append
+real_append = Journal.append
 def append(self, event, **fields):
     rec = real_append(self, event, **fields)
     if event in seen:
@@ -254,7 +254,7 @@ def append(self, event, **fields):
         if (point, event, seen[event]) in {("after-intent", "intent", 2), ("after-submitted", "submitted", 2)}:
             os.kill(os.getpid(), signal.SIGKILL)
     return rec
-state.Journal.append = append
+Journal.append = append
 real_sbatch = slurm.Slurm.sbatch
 def sbatch(self, *a, **k):
     job = real_sbatch(self, *a, **k)

@@ -44,7 +44,7 @@ def test_status_shows_why_a_job_may_never_start(capsys) -> None:  # noqa: ANN001
     # than the partition's nodes have) looked like any pending job.
     from hpcml.cli.app import _print_status
     from hpcml.run.submit import RunStatus
-    from hpcml.run.state import TaskState
+    from hpcml.run.tasks import TaskState
 
     st = RunStatus("r1", "wf", "slurm", (
         TaskState("a", 0, "k0", "pending", job="84", detail="Priority"),

@@ -12,7 +12,8 @@ from hpcml.errors import StateError
 from hpcml.executors.base import LiveJob, Observation
 from hpcml.render.jobs import render_manifest
 from hpcml.model import Matrix, Plan, Step, StepPlan, Task, Workflow
-from hpcml.run.state import Journal, RunDir
+from hpcml.run.journal import Journal
+from hpcml.run.rundir import RunDir
 
 
 class ListedJobs:
@@ -202,7 +203,7 @@ def test_history_names_unfinished_and_cancelled_tasks(tmp_path: Path) -> None:
 def test_watch_of_a_local_run_never_backs_off_past_its_ceiling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Regression: the back-off grew to 30 s, so a local run could end up to 30 s after its
     # last task (and the live table lagged as long).
-    from hpcml.run.state import TaskState
+    from hpcml.run.tasks import TaskState
 
     class Local(ListedJobs):
         poll_s, max_poll_s = 0.5, 2.0

@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hpcml.run.state import (
-    JobRecord,
-    Journal,
-    RunDir,
-    RunLock,
-    TaskFiles,
-    atomic_write,
-    derive_state,
-    new_run_id,
-    read_task_files,
-)
+from hpcml.run.durable import atomic_write
+from hpcml.run.journal import Journal
+from hpcml.run.rundir import RunDir, RunLock, new_run_id
+from hpcml.run.tasks import JobRecord, TaskFiles, derive_state, read_task_files
 
 
 def test_run_ids_sort_by_time() -> None:
@@ -64,7 +57,7 @@ def test_second_run_lock_fails_clearly(tmp_path: Path) -> None:
     with RunLock(rd):
         # A POSIX lock is per process: the competitor must be another process.
         code = (
-            "import sys; from pathlib import Path; from hpcml.run.state import RunDir, RunLock\n"
+            "import sys; from pathlib import Path; from hpcml.run.rundir import RunDir, RunLock\n"
             f"RunLock(RunDir(Path({str(rd.path)!r}))).acquire()\n"
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from hpcml.run import state
-from hpcml.run.state import DurableBatch
+from hpcml.run import durable
+from hpcml.run.durable import DurableBatch
 
 
 @pytest.mark.parametrize("have_syncfs", [True, False])
 def test_batch_writes_files_whole_and_flushes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, have_syncfs: bool) -> None:
     if not have_syncfs:
-        monkeypatch.setattr(state, "_SYNCFS", False)  # the fsync-per-file path of non-Linux systems
+        monkeypatch.setattr(durable, "_SYNCFS", False)  # the fsync-per-file path of non-Linux systems
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "cmd.sh").write_text("old\n")
     batch = DurableBatch()

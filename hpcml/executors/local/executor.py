@@ -44,7 +44,7 @@ from hpcml.executors.local.scheduler import (
 from hpcml.executors.local.procs import kill_session_of, process_env, processes_with_env, start_time
 from hpcml.model import Plan
 from hpcml.executors.local.resources import Capacity, discover
-from hpcml.run.state import JobRecord
+from hpcml.run.tasks import JobRecord
 
 log = logging.getLogger(__name__)
 
