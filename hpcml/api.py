@@ -1,36 +1,41 @@
-"""The library API: every CLI command, the Snakemake helpers and the tests go through here."""
+"""The library API: every CLI command, the Snakemake helpers and the tests go through here.
+
+Start-up speed: `hpcml --help` and `hpcml validate` import this module, so the heavier
+stages (planning, images, submission, executors) are imported inside the functions that
+use them, each marked `# start-up speed`. The result types live in hpcml/results.py.
+"""
 
 from __future__ import annotations
 
+import json as _json
 import os as _os
 import time as _time
-from dataclasses import dataclass as _dataclass
+from collections.abc import Callable
 from pathlib import Path as _Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
-from hpcml.spec import checker as _spec
+from hpcml import config as _config
 from hpcml.config import Settings as _Settings
 from hpcml.errors import RunInterrupted
 from hpcml.model import Plan as _Plan
 from hpcml.model import Workflow
-from hpcml.run.submit import RunStatus, RunSummary
+from hpcml.results import (
+    CatalogRow,
+    CompileResult,
+    RunOutcome,
+    RunStatus,
+    RunSummary,
+    ValidationReport,
+)
 from hpcml.run.rundir import RunDir as _RunDir
+from hpcml.spec import checker as _spec
+
+if TYPE_CHECKING:
+    from hpcml.images.catalog import GcItem
+    from hpcml.images.ensure import BuildReport, ImageEvent
+    from hpcml.images.search import CatalogPath, VerifyResult
 
 # ---- spec: load / validate -------------------------------------------------------------
-
-
-@_dataclass(frozen=True)
-class ValidationReport:
-    """What `hpcml validate` reports for a valid file."""
-
-    path: str
-    workflow: Workflow
-
-    @property
-    def summary(self) -> str:
-        wf = self.workflow
-        steps, images = len(wf.steps), len(wf.images)
-        return f"{self.path}: ok ({steps} step{'s' * (steps != 1)}, {images} image{'s' * (images != 1)})"
 
 
 def load(path: str | _os.PathLike[str]) -> Workflow:
@@ -48,7 +53,7 @@ def validate(path: str | _os.PathLike[str]) -> ValidationReport:
 
 def schema() -> dict[str, object]:
     """The JSON Schema of workflow.yaml (Draft 2020-12), for editors."""
-    from hpcml.spec.schema import json_schema
+    from hpcml.spec.schema import json_schema  # start-up speed
 
     return json_schema()
 
@@ -56,34 +61,25 @@ def schema() -> dict[str, object]:
 # ---- plan / compile ----------------------------------------------------------------------
 
 
-@_dataclass(frozen=True)
-class CompileResult:
-    """What `hpcml compile` wrote: one definition file per image (in build order) and keys.json."""
-
-    out_dir: str
-    files: tuple[str, ...]
-    keys_file: str
-
-
-def plan(path: str | _os.PathLike[str], resolve_catalog=None) -> _Plan:  # noqa: ANN001
+def plan(path: str | _os.PathLike[str], resolve_catalog: Callable[[str, str | None], str] | None = None) -> _Plan:
     """Load, validate and plan a workflow: step order, tasks, image graph and keys.
 
     `resolve_catalog(name, tag) -> key` resolves `catalog:` bases; without it their
     literal reference stands in for the key. Example: ``plan("workflow.yaml").step_order``.
     """
-    from hpcml import plan as _plan_mod
+    from hpcml import plan as _plan_mod  # start-up speed
 
     return _plan_mod.build(_spec.load(path), resolve_catalog)
 
 
-def compile(path: str | _os.PathLike[str], out_dir: str | _os.PathLike[str]) -> CompileResult:  # noqa: A001
+def compile(path: str | _os.PathLike[str], out_dir: str | _os.PathLike[str]) -> CompileResult:
     """Write `<image>.def` for every image and `keys.json` into `out_dir`.
 
     Nothing is written when the workflow is invalid. A parent image is referenced as
     `From: <out_dir>/<parent>.sif` (absolute); build from the workflow directory, since
     `%files` sources are relative to it (see docs/plan.md).
     """
-    from hpcml.render.compile import compile_plan
+    from hpcml.render.compile import compile_plan  # start-up speed
 
     return compile_plan(plan(path), _os.fspath(out_dir))
 
@@ -91,28 +87,13 @@ def compile(path: str | _os.PathLike[str], out_dir: str | _os.PathLike[str]) -> 
 # ---- images / catalog --------------------------------------------------------------------
 
 
-@_dataclass(frozen=True)
-class CatalogRow:
-    """One image of one catalog, for `hpcml catalog list`."""
-
-    catalog: str
-    key: str
-    name: str
-    size: int
-    created: str
-    tags: tuple[str, ...]
-    sif: str
-
-
 def load_settings(overrides: dict[str, object] | None = None) -> _Settings:
     """The configuration (files, HPCML_* environment, then `overrides`); see docs/configuration.md."""
-    from hpcml import config
-
-    return config.load(overrides)
+    return _config.load(overrides)
 
 
-def _catalogs(s: _Settings | None):  # noqa: ANN202
-    from hpcml.images import ensure as images
+def _catalogs(s: _Settings | None) -> CatalogPath:
+    from hpcml.images import ensure as images  # start-up speed
 
     return images.catalog_path(s or load_settings())
 
@@ -122,16 +103,16 @@ def build(
     names: list[str] | None = None,
     *,
     jobs: int | None = None,
-    progress=None,  # noqa: ANN001 - images.Progress
+    progress: Callable[[ImageEvent], None] | None = None,
     settings: _Settings | None = None,
-):  # noqa: ANN201 - images.BuildReport
+) -> BuildReport:
     """Build every missing image of a workflow (or `names` and their parents).
 
     Returns an images.BuildReport; failures are in `report.failed`, not raised, so a
     caller can show them all. Example: ``build("workflow.yaml", ["torch"], jobs=4)``.
     """
-    from hpcml.images import ensure as images
-    from hpcml import plan as _plan_mod
+    from hpcml import plan as _plan_mod  # start-up speed
+    from hpcml.images import ensure as images  # start-up speed
 
     s = settings or load_settings()
     cats = images.catalog_path(s)
@@ -153,10 +134,8 @@ def catalog_list(s: _Settings | None = None) -> list[CatalogRow]:
 
 def catalog_show(ref: str, s: _Settings | None = None) -> dict[str, object]:
     """The manifest of `ref` (name[:tag] or key prefix) plus where it lives and its tags."""
-    import json
-
     entry = _catalogs(s).find(ref)
-    doc: dict[str, object] = json.loads(entry.manifest.to_json())
+    doc: dict[str, object] = _json.loads(entry.manifest.to_json())
     doc["catalog"], doc["sif"] = str(entry.catalog.root), str(entry.sif)
     doc["tags"] = entry.catalog.tags().get(entry.key, [])
     return doc
@@ -178,7 +157,7 @@ def catalog_tag(ref: str, name_tag: str, s: _Settings | None = None, in_catalog:
     into the first catalog holding the image. A tag is only seen by those who search that
     catalog, so a lab tag needs `in_catalog` when the image is also in your own cache.
     """
-    from hpcml.images.catalog import Catalog
+    from hpcml.images.catalog import Catalog  # start-up speed
 
     entry = _catalogs(s).find(ref)
     name, _, tag = name_tag.partition(":")
@@ -191,7 +170,7 @@ def catalog_push(ref: str, dest: str | None = None, s: _Settings | None = None) 
     """Copy `ref` into catalog `dest` (default: the last of the search path, the lab's).
 
     Returns the SIF path there. Fails clearly when `dest` is read-only."""
-    from hpcml.images.catalog import Catalog
+    from hpcml.images.catalog import Catalog  # start-up speed
 
     cats = _catalogs(s)
     target = Catalog(_os.path.abspath(_os.path.expanduser(dest))) if dest else cats.catalogs[-1]
@@ -204,12 +183,12 @@ def catalog_pull(ref: str, s: _Settings | None = None) -> str:
     return str(cats.copy(cats.find(ref), cats.writable()).sif)
 
 
-def catalog_verify(s: _Settings | None = None):  # noqa: ANN201 - list[catalog.VerifyResult]
+def catalog_verify(s: _Settings | None = None) -> list[VerifyResult]:
     """Rehash every image of every catalog (and check signatures when required)."""
     return _catalogs(s).verify_all()
 
 
-def catalog_gc(days: float, dry_run: bool = True, s: _Settings | None = None):  # noqa: ANN201
+def catalog_gc(days: float, dry_run: bool = True, s: _Settings | None = None) -> list[GcItem]:
     """Untagged images unused for `days`, incomplete publishes and old failed logs, per
     writable catalog: listed (dry run) or removed. Returns list[catalog.GcItem]."""
     items = []
@@ -220,25 +199,6 @@ def catalog_gc(days: float, dry_run: bool = True, s: _Settings | None = None):  
 
 
 # ---- run / status / logs / cancel / runs -------------------------------------------------
-
-
-@_dataclass(frozen=True)
-class RunOutcome:
-    """What `run` did: the submission, and the final status when it watched."""
-
-    run_id: str
-    executor: str
-    reason: str  # why this executor was chosen
-    cached: int
-    adopted: int  # tasks already queued by an earlier run, depended on instead of resubmitted
-    submitted: int
-    jobs: dict[str, list[str]]  # step → job ids of this run
-    status: RunStatus | None  # None when detached
-
-    @property
-    def ok(self) -> bool:
-        """True when watched and every task completed (or was cached), or when detached."""
-        return self.status is None or self.status.ok
 
 
 def run_dir(directory: str | _os.PathLike[str] | None = None, workflow: str | _os.PathLike[str] | None = None) -> _RunDir:
@@ -254,11 +214,11 @@ def run(
     executor: str | None = None,
     watch: bool = True,
     settings: _Settings | None = None,
-    on_message=None,  # noqa: ANN001 - Callable[[str], None]
-    on_update=None,  # noqa: ANN001 - Callable[[RunStatus], None]
+    on_message: Callable[[str], None] | None = None,
+    on_update: Callable[[RunStatus], None] | None = None,
     poll_s: float = 2.0,
     detach: bool = False,
-    on_image=None,  # noqa: ANN001 - Callable[[images.ImageEvent], None]
+    on_image: Callable[[ImageEvent], None] | None = None,
 ) -> RunOutcome:
     """Build or reuse the images and submit every task that is not complete or queued.
 
@@ -269,7 +229,7 @@ def run(
     images.ImageEvent (cached, building, done, failed) while the images are ensured.
     Example: ``run("workflow.yaml", watch=False).jobs`` → ``{"prepare": ["101"], …}``.
     """
-    from hpcml.run import submit as runs
+    from hpcml.run import submit as runs  # start-up speed
 
     s = settings or load_settings()
     try:
@@ -302,14 +262,14 @@ def status(
     run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
 ) -> RunStatus:
     """Every task of a run (default: the latest) with its state, from one polling round."""
-    from hpcml.run import submit as runs
+    from hpcml.run import submit as runs  # start-up speed
 
     return runs.status(run_dir(directory, workflow), run, settings=settings)
 
 
 def logs(target: str, *, run: str | None = None, directory: str | None = None, workflow: str | None = None) -> list[tuple[str, str]]:
     """(task, log path) for `STEP` (every task) or `STEP/INDEX` of a run (default: latest)."""
-    from hpcml.run import submit as runs
+    from hpcml.run import submit as runs  # start-up speed
 
     return [(label, str(p)) for label, p in runs.task_logs(run_dir(directory, workflow), target, run)]
 
@@ -329,7 +289,7 @@ def follow_log(
 
     Example: ``follow_log("train/3", write=sys.stdout.write)``.
     """
-    from hpcml.run import submit as runs
+    from hpcml.run import submit as runs  # start-up speed
 
     runs.follow_task_log(run_dir(directory, workflow), target, run, write, sleep=sleep)
 
@@ -338,13 +298,13 @@ def cancel(
     run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
 ) -> tuple[str, list[str]]:
     """Cancel every unfinished job of a run (default: latest) with one call: (run id, job ids)."""
-    from hpcml.run import submit as runs
+    from hpcml.run import submit as runs  # start-up speed
 
     return runs.cancel(run_dir(directory, workflow), run, settings=settings)
 
 
 def runs_history(*, directory: str | None = None, workflow: str | None = None) -> list[RunSummary]:
     """Every run of a workflow directory, oldest first."""
-    from hpcml.run import submit as runs
+    from hpcml.run import submit as runs  # start-up speed
 
     return runs.history(run_dir(directory, workflow))

@@ -10,12 +10,15 @@ import json
 import os
 
 from hpcml import __version__
-from hpcml.render import deffile
 from hpcml.errors import HpcmlError
 from hpcml.fsutil import atomic_write
 from hpcml.model import ImagePlan, Plan
+from hpcml.render import deffile
+from hpcml.results import CompileResult
 
 KEYS_FILE = "keys.json"
+#: Version of keys.json's shape (docs/plan.md); readers refuse a newer one.
+KEYS_FORMAT = 1
 
 
 def parent_sif_name(ip: ImagePlan) -> str | None:
@@ -46,7 +49,7 @@ def render_files(p: Plan, out_dir: str) -> dict[str, str]:
         except ValueError as err:
             raise HpcmlError(f"cannot write {name}.def into {out_dir}: {err}") from None
     keys = {
-        "format": 1,
+        "format": KEYS_FORMAT,
         "hpcml": __version__,
         "workflow": p.workflow.name,
         "order": list(p.image_order),
@@ -66,10 +69,8 @@ def render_files(p: Plan, out_dir: str) -> dict[str, str]:
     return files
 
 
-def compile_plan(p: Plan, out_dir: str):  # noqa: ANN201 - api.CompileResult, imported lazily
+def compile_plan(p: Plan, out_dir: str) -> CompileResult:
     """Write the files of `render_files` into `out_dir` (created if missing)."""
-    from hpcml.api import CompileResult
-
     out_dir = os.path.abspath(out_dir)
     files = render_files(p, out_dir)
     try:

@@ -27,24 +27,33 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
-from hpcml.render import jobs as _jobs
 from hpcml import plan as _plan
-from hpcml.spec import checker as _spec
+from hpcml.clients.runner import Runner
+from hpcml.clients.slurm import Slurm, max_array_size
 from hpcml.config import Settings
 from hpcml.errors import RunInterrupted, StateError, SubmitError
 from hpcml.executors.base import Executor, StepJob
-from hpcml.render.gpus import GpuStyle, style_from_config
 from hpcml.model import Plan, StepPlan, Task
-from hpcml.clients.runner import Runner
-from hpcml.clients.slurm import Slurm, max_array_size
+from hpcml.render import jobs as _jobs
+from hpcml.render.gpus import GpuStyle, style_from_config
+from hpcml.results import RunStatus, RunSummary
 from hpcml.run.durable import DurableBatch, atomic_write
 from hpcml.run.journal import Journal, read_journal
 from hpcml.run.rundir import RunDir, RunLock, RunPaths, new_run_id
-from hpcml.run.tasks import ACTIVE, DONE_OK, FAILED, TaskState, derive_state, read_exit_code, read_task_files, summarize
+from hpcml.run.tasks import (
+    ACTIVE,
+    FAILED,
+    TaskState,
+    derive_state,
+    read_exit_code,
+    read_task_files,
+)
+from hpcml.spec import checker as _spec
 
 log = logging.getLogger(__name__)
 
@@ -73,46 +82,6 @@ class RunStarted:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """Every task of one run, in DAG order, with its state."""
-
-    run_id: str
-    workflow: str
-    executor: str
-    tasks: tuple[TaskState, ...]
-    accounting: bool = True
-
-    @property
-    def finished(self) -> bool:
-        return all(t.state not in ACTIVE for t in self.tasks)
-
-    @property
-    def ok(self) -> bool:
-        return all(t.state in DONE_OK for t in self.tasks)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return summarize({t.key: t for t in self.tasks})
-
-    def steps(self) -> dict[str, list[TaskState]]:
-        out: dict[str, list[TaskState]] = {}
-        for t in self.tasks:
-            out.setdefault(t.step, []).append(t)
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run": self.run_id,
-            "workflow": self.workflow,
-            "executor": self.executor,
-            "finished": self.finished,
-            "ok": self.ok,
-            "counts": self.counts,
-            "tasks": [t.as_dict() for t in self.tasks],
-        }
 
 
 # ---- executor choice ----------------------------------------------------------------------
@@ -710,16 +679,6 @@ def task_logs(run_dir: RunDir, target: str, run: str | None = None) -> list[tupl
         if not tasks:
             raise StateError(f"step {step} has no task {index!r}; tasks: 0..{len(steps[step]['tasks']) - 1}")
     return [(f"{step}/{t['index']}", run_dir.task(step, t["key"]) / "log") for t in tasks]
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_id: str
-    workflow: str
-    executor: str
-    tasks: int
-    counts: Mapping[str, int]
-    finished: bool
 
 
 def history(run_dir: RunDir) -> list[RunSummary]:

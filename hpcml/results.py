@@ -1,0 +1,127 @@
+"""The API's result types: what hpcml/api.py returns, and what the CLI renders.
+
+They sit apart from api.py so that a stage can build one (render/compile returns a
+CompileResult) without importing the API back: no module here imports api.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hpcml.model import Workflow
+from hpcml.run.tasks import ACTIVE, DONE_OK, TaskState, summarize
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What `hpcml validate` reports for a valid file."""
+
+    path: str
+    workflow: Workflow
+
+    @property
+    def summary(self) -> str:
+        """`workflow.yaml: ok (3 steps, 1 image)`."""
+        wf = self.workflow
+        steps, images = len(wf.steps), len(wf.images)
+        return f"{self.path}: ok ({steps} step{'s' * (steps != 1)}, {images} image{'s' * (images != 1)})"
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """What `hpcml compile` wrote: one definition file per image (in build order) and keys.json."""
+
+    out_dir: str
+    files: tuple[str, ...]
+    keys_file: str
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    """One image of one catalog, for `hpcml catalog list`."""
+
+    catalog: str
+    key: str
+    name: str
+    size: int
+    created: str
+    tags: tuple[str, ...]
+    sif: str
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Every task of one run, in DAG order, with its state."""
+
+    run_id: str
+    workflow: str
+    executor: str
+    tasks: tuple[TaskState, ...]
+    accounting: bool = True
+
+    @property
+    def finished(self) -> bool:
+        """No task is pending, running or requeued."""
+        return all(t.state not in ACTIVE for t in self.tasks)
+
+    @property
+    def ok(self) -> bool:
+        """Every task completed (or was cached)."""
+        return all(t.state in DONE_OK for t in self.tasks)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Tasks per state, in state order, zeros left out."""
+        return summarize({t.key: t for t in self.tasks})
+
+    def steps(self) -> dict[str, list[TaskState]]:
+        """The tasks grouped by step, in DAG order."""
+        out: dict[str, list[TaskState]] = {}
+        for t in self.tasks:
+            out.setdefault(t.step, []).append(t)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `hpcml status --json` document (docs/running.md)."""
+        return {
+            "run": self.run_id,
+            "workflow": self.workflow,
+            "executor": self.executor,
+            "finished": self.finished,
+            "ok": self.ok,
+            "counts": self.counts,
+            "tasks": [t.as_dict() for t in self.tasks],
+        }
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of `hpcml runs`: a run and its task counts."""
+
+    run_id: str
+    workflow: str
+    executor: str
+    tasks: int
+    counts: Mapping[str, int]
+    finished: bool
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What `run` did: the submission, and the final status when it watched."""
+
+    run_id: str
+    executor: str
+    reason: str  # why this executor was chosen
+    cached: int
+    adopted: int  # tasks already queued by an earlier run, depended on instead of resubmitted
+    submitted: int
+    jobs: dict[str, list[str]]  # step → job ids of this run
+    status: RunStatus | None  # None when detached
+
+    @property
+    def ok(self) -> bool:
+        """True when watched and every task completed (or was cached), or when detached."""
+        return self.status is None or self.status.ok
