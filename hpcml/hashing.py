@@ -6,6 +6,10 @@ files, their sha256. Only the executable bit of the mode counts (as in git): the
 bits follow each user's umask, and keys must agree between the users of a lab catalog.
 Symbolic links are refused: what they point to can change without the key noticing, and
 they may lead outside the workflow directory.
+
+The path rules live here once, for validation (spec/inputs.py) and planning alike:
+`escaping_link` and `first_link` find the links a named path must not have, and
+`read_text` reads a hand-written def file or Dockerfile under the same rules.
 """
 
 from __future__ import annotations
@@ -34,9 +38,66 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def inside(real_root: str, path: str) -> bool:
+    """Whether `path` resolves to `real_root` or below it (`real_root` already resolved)."""
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def escaping_link(root: str, relpath: str) -> str | None:
+    """The first path at or under `relpath` (itself included) that resolves outside `root`
+    through a symbolic link, relative to `root`; None when everything stays inside."""
+    real_root = os.path.realpath(root)
+    full = os.path.join(root, relpath)
+    if not inside(real_root, full):
+        return os.path.relpath(full, root)
+    if os.path.isdir(full):
+        for dirpath, dirnames, filenames in os.walk(full):
+            for name in dirnames + filenames:
+                p = os.path.join(dirpath, name)
+                if os.path.islink(p) and not inside(real_root, p):
+                    return os.path.relpath(p, root)
+    return None
+
+
+def first_link(root: str, relpath: str) -> str | None:
+    """The first symbolic link at or under `relpath` in sorted walk order, relative to `root`."""
+    full = os.path.join(root, relpath)
+    if os.path.islink(full):
+        return os.path.relpath(full, root)
+    if os.path.isdir(full):
+        for dirpath, dirnames, filenames in os.walk(full):
+            dirnames.sort()
+            for name in sorted(dirnames + filenames):
+                p = os.path.join(dirpath, name)
+                if os.path.islink(p):
+                    return os.path.relpath(p, root)
+    return None
+
+
+def read_text(root: str, relpath: str) -> str:
+    """The UTF-8 text of the file `relpath` under `root`, refused (InputError) when it is a
+    symbolic link or reached through one that leaves `root`, as `hash_input` refuses it."""
+    full = os.path.join(root, relpath)
+    if os.path.islink(full):
+        raise InputError(relpath, "is a symbolic link, which hpcml does not follow")
+    if not inside(os.path.realpath(root), full):
+        raise InputError(relpath, "leaves the workflow directory through a symbolic link")
+    try:
+        with open(full, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(relpath, f"cannot read: {err}") from None
+
+
 def hash_input(root: str, relpath: str) -> str:
     """Digest of `relpath` (a file or a directory) under `root`; raises InputError."""
     full = os.path.join(root, relpath)
+    if not os.path.isabs(relpath) and os.path.lexists(full) and not os.path.islink(full) \
+            and not inside(os.path.realpath(root), full):
+        # A parent directory that is a link out of the workflow: validation refuses it too.
+        # (An absolute localimage path is a site image outside the workflow by design.)
+        raise InputError(relpath, "leaves the workflow directory through a symbolic link")
     try:
         st = os.lstat(full)
     except OSError as err:

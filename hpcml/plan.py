@@ -16,16 +16,16 @@ deliberately, never by accident.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import os
 import shlex
 from typing import Callable, Iterable, Mapping
 
-from hpcml.render import deffile
-from hpcml.spec import placeholders
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.hashing import InputError, hash_input
-from hpcml.model import Image, ImagePlan, Matrix, Plan, Pos, Scalar, Step, StepPlan, Task, Workflow
+from hpcml.model import Image, ImagePlan, Plan, Pos, Scalar, Step, StepPlan, Task, Workflow
+from hpcml.spec import inputs, placeholders
+from hpcml.spec.expand import expand_matrix, format_value  # shared with the checker, which expands too
+
+__all__ = ["build", "expand_matrix", "fill_paths", "format_value", "image_key", "plan_image", "plan_step", "substitute"]
 
 IMAGE_KEY_TAG = "hpcml-image-v1"
 TASK_KEY_TAG = "hpcml-task-v1"
@@ -72,19 +72,17 @@ def plan_image(
     cache: dict[str, str],
 ) -> ImagePlan:
     """Render `image`, hash its inputs and compute its key (its parent must be in `planned`)."""
-    source = None
-    if image.base_kind in ("deffile", "dockerfile"):
-        source = _read_source(workflow, image)
-    definition = deffile.render(image, source=source, source_path=image.base_ref)
-    input_paths_ = input_paths(image, definition)
-    inputs = []
-    for rel in sorted(set(input_paths_)):
+    # The same reading of a deffile:/dockerfile: that validation did (spec/inputs.py).
+    source = inputs.image_source(image, workflow.root, workflow.path, image.pos)
+    definition = source.definition
+    hashed = []
+    for rel in sorted(set(source.inputs)):
         if rel not in cache:
             try:
                 cache[rel] = hash_input(workflow.root, rel)
             except InputError as err:
                 raise SpecError(_diag(image.pos, f"image {image.name!r}: {err}")) from None
-        inputs.append((rel, cache[rel]))
+        hashed.append((rel, cache[rel]))
     parent_key = None
     if image.parent is not None:
         parent_key = planned[image.parent].key
@@ -94,8 +92,8 @@ def plan_image(
             parent_key = f"catalog:{name}:{tag or 'latest'}"
         else:
             parent_key = resolve_catalog(name, tag or None)
-    key = image_key(definition, inputs, parent_key)
-    return ImagePlan(image.name, key, definition, image.parent, parent_key, tuple(inputs), image)
+    key = image_key(definition, hashed, parent_key)
+    return ImagePlan(image.name, key, definition, image.parent, parent_key, tuple(hashed), image)
 
 
 def image_key(definition: str, inputs: Iterable[tuple[str, str]], parent_key: str | None) -> str:
@@ -105,44 +103,6 @@ def image_key(definition: str, inputs: Iterable[tuple[str, str]], parent_key: st
         fields += [rel, digest]
     fields.append(parent_key or "")
     return _digest(fields)
-
-
-def _read_source(workflow: Workflow, image: Image) -> str:
-    path = os.path.join(workflow.root, image.base_ref)
-    if os.path.islink(path):
-        raise SpecError(_diag(image.pos, f"{image.base_ref}: is a symbolic link, which hpcml does not follow"))
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(_diag(image.pos, f"image {image.name!r}: cannot read {image.base_ref}: {err}")) from None
-
-
-def input_paths(image: Image, definition: str) -> list[str]:
-    """Files the build reads from the workflow directory (builds run with cwd = its root)."""
-    if image.base_kind in ("deffile", "dockerfile"):
-        parsed = deffile.parse_definition(definition, image.base_ref)
-        paths = []
-        for src, _dst, line in parsed.files():
-            if os.path.isabs(src) or ".." in src.split("/"):
-                raise SpecError(Diagnostic(image.base_ref, line, 1,
-                                           f"%files source {src!r} must be inside the workflow directory"))
-            if deffile.has_glob(src):
-                # The key hashes named files; a pattern's matches are not known until the build.
-                raise SpecError(Diagnostic(image.base_ref, line, 1, f"%files source {src!r} is a pattern "
-                                           "(* ? [); name each file or directory"))
-            paths.append(os.path.normpath(src))
-        if parsed.bootstrap == "localimage":
-            ref = parsed.header.get("from", ("", 0))[0]
-            if not os.path.isabs(ref):
-                paths.append(os.path.normpath(ref))
-        return paths
-    paths = [os.path.normpath(f.src) for f in image.files]
-    if image.requirements:
-        paths.append(os.path.normpath(image.requirements))
-    if image.base_kind == "localimage":
-        paths.append(os.path.normpath(image.base_ref))
-    return paths
 
 
 def _image_order(workflow: Workflow) -> list[str]:
@@ -172,66 +132,6 @@ def plan_step(step: Step, image: ImagePlan, upstream: list[StepPlan], workflow: 
                        *env_fields, upstream_digest])
         tasks.append(Task(step.name, index, point, command, key, upstream_keys))
     return StepPlan(step, image.key, tuple(tasks))
-
-
-def expand_matrix(matrix: Matrix, pos: Pos | None = None) -> list[tuple[tuple[str, Scalar], ...]]:
-    """Matrix points in order: the cartesian product of the axes (first axis slowest),
-    minus every point matching all keys of an `exclude` entry, then `include` entries
-    (GitHub Actions semantics): an entry extends every point whose axis values it matches
-    (it never overwrites an axis value, but may overwrite a key an earlier include added);
-    an entry that matches no point is appended as a new point. SpecError if none remain.
-
-    >>> m = Matrix(axes=(("lr", (0.1, 0.01)), ("seed", (1, 2))), exclude=((("seed", 2),),))
-    >>> expand_matrix(m)
-    [(('lr', 0.1), ('seed', 1)), (('lr', 0.01), ('seed', 1))]
-    """
-    names = [name for name, _ in matrix.axes]
-    # Without axes there is no original point (product() of nothing is one empty point, which
-    # every include entry would match and overwrite): each include entry is its own point.
-    points: list[dict[str, Scalar]] = [dict(zip(names, values))
-                                       for values in itertools.product(*(v for _, v in matrix.axes))] if names else []
-    for rule in matrix.exclude:
-        points = [p for p in points if not all(k in p and _same(p[k], v) for k, v in rule)]
-    axes = set(names)
-    originals = len(points)
-    for rule in matrix.include:
-        matched = False
-        for p in points[:originals]:
-            if all(_same(p[k], v) for k, v in rule if k in axes and k in p):
-                p.update(rule)
-                matched = True
-        if not matched:
-            points.append(dict(rule))
-    if not points:
-        raise SpecError(_diag(pos, "matrix is empty after applying exclude"))
-    _check_distinct(points, pos)
-    return [tuple(p.items()) for p in points]
-
-
-def _check_distinct(points: list[dict[str, Scalar]], pos: Pos | None) -> None:
-    # Two equal points would be two tasks with one key, sharing one output directory.
-    seen: dict[tuple[tuple[str, str, str], ...], int] = {}
-    for index, p in enumerate(points):
-        ident = tuple(sorted((k, type(v).__name__, format_value(v)) for k, v in p.items()))
-        if ident in seen:
-            shown = ", ".join(f"{k}={format_value(v)}" for k, v in p.items())
-            raise SpecError(_diag(pos, f"matrix has the point {{{shown}}} twice (points {seen[ident]} and {index}); "
-                                       "an include entry repeats a point"))
-        seen[ident] = index
-
-
-def _same(a: Scalar, b: Scalar) -> bool:
-    # YAML `true` and `1` are different values, although Python says True == 1.
-    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
-
-
-def format_value(value: Scalar) -> str:
-    """A matrix value as text in a command: bools as true/false, floats as repr."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
 
 
 def substitute(template: str, point: tuple[tuple[str, Scalar], ...], step: str, index: int,

@@ -1,15 +1,17 @@
 """A JSON Schema (Draft 2020-12) of workflow.yaml, for editors.
 
-It describes shapes and value syntax so an editor can complete keys and flag typos; spec.py
-remains the authority (cross-references such as `needs`, cycles, files and placeholders are
-checked only there). The key lists come from spec.py so the two cannot drift apart.
+It describes shapes and value syntax so an editor can complete keys and flag typos; the
+checker remains the authority (cross-references such as `needs`, cycles, files and
+placeholders are checked only there). The key lists come from rules.py, which the checker
+enforces, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hpcml.spec import checker as spec
+from hpcml.spec import rules as spec
+from hpcml.spec.expand import SWEEP_FORMS
 
 SCHEMA_ID = "https://hpcml.invalid/schema/workflow-v1.json"
 
@@ -97,8 +99,23 @@ def _matrix() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {"include": {"type": "array", "items": entry}, "exclude": {"type": "array", "items": entry}},
-        "additionalProperties": {"type": "array", "minItems": 1, "items": _SCALAR},
+        "additionalProperties": {"anyOf": [{"type": "array", "minItems": 1, "items": _SCALAR}, *_sweeps()]},
     }
+
+
+def _sweeps() -> list[dict[str, Any]]:
+    # A bound may be a string: YAML 1.1 reads 1e-4 (no dot) as one, and the checker accepts it.
+    number = {"type": ["number", "string"]}
+    count = {"type": "integer", "minimum": 1}
+    sizes = {"range": (2, 3), "linspace": (3, 3), "logspace": (3, 3)}
+    forms = []
+    for form, description in SWEEP_FORMS.items():
+        lo, hi = sizes[form]
+        items = [{"type": "integer"}] * hi if form == "range" else [number, number, count]
+        args = {"type": "array", "prefixItems": items, "items": False, "minItems": lo, "maxItems": hi}
+        forms.append({"type": "object", "description": f"{form}: {description}", "properties": {form: args},
+                      "required": [form], "additionalProperties": False})
+    return forms
 
 
 def _step() -> dict[str, Any]:

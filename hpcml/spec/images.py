@@ -1,0 +1,247 @@
+"""Checks of the `images:` section: bases (`from:`, `deffile:`, `dockerfile:`), build
+keys, input files, and rendering each image the way planning will."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from hpcml.errors import SpecError
+from hpcml.model import FileCopy, Image
+from hpcml.spec import inputs
+from hpcml.spec.rules import (
+    APT_RE,
+    BUILD_KEYS,
+    CATALOG_RE,
+    FROM_FORMS,
+    IMAGE_KEYS,
+    LABEL_KEY_RE,
+    NO_SPACE_PATH_RE,
+    PIP_RE,
+    REF_EXPECTED,
+    REF_RE,
+    SHELLS,
+    SUITE_RE,
+    URL_RE,
+)
+from hpcml.spec.shapes import Shapes, describe, suggest
+from hpcml.spec.yamlpos import YNode
+
+
+class ImageChecks(Shapes):
+    """The `images:` part of the checker."""
+
+    # ---- images ---------------------------------------------------------------------
+
+    def images(self, node: YNode | None, names: dict[str, YNode]) -> dict[str, Image]:
+        out: dict[str, Image] = {}
+        for name, body in names.items():
+            assert node is not None
+            image = self.image(name, body, names, node.key_pos[name])
+            if image is not None:
+                out[name] = image
+        self.image_cycles(out, names)
+        if not self.diags:
+            out = _inherit_shells(out, {n for n, body in names.items() if isinstance(body.value, dict) and "shell" in body.value})
+        return out
+
+    def image(self, name: str, node: YNode, names: dict[str, YNode], at: tuple[int, int]) -> Image | None:
+        what = f"image {name!r}"
+        m = self.mapping(node, what, IMAGE_KEYS)
+        if m is None:
+            return None
+        n_before = len(self.diags)
+        fields: dict[str, Any] = {}
+        kind, ref = self.image_base(name, node, m, names)
+        if "apt" in m:
+            fields["apt"] = self.string_list(m["apt"], f"apt of {what}", self.apt_package)
+        if "pip" in m:
+            fields["pip"] = self.string_list(m["pip"], f"pip of {what}", self.pip_requirement)
+        if "requirements" in m:
+            fields["requirements"] = self.relative_file(m["requirements"], "requirements file")
+        if "files" in m:
+            fields["files"] = self.files(m["files"], what)
+        if "env" in m:
+            fields["env"] = tuple(self.env(m["env"], f"env of {what}").items())
+        for key in ("post", "test", "runscript"):
+            if key in m:
+                fields[key] = self.string(m[key], f"{key} of {what}")
+        if "labels" in m:
+            fields["labels"] = self.labels(m["labels"], what)
+        if "shell" in m:
+            fields["shell"] = self.choice(m["shell"], "shell", SHELLS)
+        if "mirror" in m:
+            fields["mirror"] = self.mirror(m["mirror"], kind)
+        if len(self.diags) > n_before or kind is None or ref is None:
+            return None
+        image = Image(name=name, base_kind=kind, base_ref=ref, pos=self.pos(at), **fields)
+        self.renderable(image, m.get(kind) if kind in ("deffile", "dockerfile") else None)
+        return image if len(self.diags) == n_before else None
+
+    def renderable(self, image: Image, source_node: YNode | None) -> None:
+        """Render the image now, through the same reading planning does (inputs.image_source),
+        so `validate` reports what planning would: text that cannot be written into a
+        definition, and for a `deffile:`/`dockerfile:` its parse errors and the `%files`
+        sources it names."""
+        at = self.pos(source_node) if source_node is not None else image.pos
+        try:
+            source = inputs.image_source(image, self.root, self.file, at)
+        except SpecError as err:
+            self.diags.extend(err.diagnostics)
+            return
+        if source_node is None:
+            return
+        for rel in source.inputs:
+            proxy = YNode(rel, source_node.line, source_node.col, None)
+            self.relative_file(proxy, f"{image.base_ref}: input file")
+
+    def image_base(
+        self, name: str, node: YNode, m: dict[str, YNode], names: dict[str, YNode]
+    ) -> tuple[Any, str | None]:
+        """The (base_kind, base_ref) of an image: its `from:`, or a deffile:/dockerfile:."""
+        given = [k for k in ("from", "deffile", "dockerfile") if k in m]
+        if not given:
+            self.err(node, f"image {name!r} needs one of 'from', 'deffile' or 'dockerfile'")
+            return None, None
+        if len(given) > 1:
+            self.err(node.key_pos[given[1]], f"image {name!r}: {given[0]!r} and {given[1]!r} cannot be combined")
+            return None, None
+        if given[0] in ("deffile", "dockerfile"):
+            for key in m:
+                if key in BUILD_KEYS:
+                    self.err(
+                        node.key_pos[key],
+                        f"{key!r} cannot be combined with {given[0]}: in image {name!r}; "
+                        f"a hand-written file carries its own build steps",
+                    )
+            return given[0], self.relative_file(m[given[0]], given[0])
+        return self.from_form(m["from"], name, names)
+
+    def from_form(self, node: YNode, name: str, names: dict[str, YNode]) -> tuple[Any, str | None]:
+        value = self.string(node, "from")
+        if value is None:
+            return None, None
+        if value == "scratch":
+            return "scratch", ""
+        for prefix, kind, pattern, expected in (
+            ("docker://", "docker", REF_RE, REF_EXPECTED),
+            ("oras://", "oras", REF_RE, REF_EXPECTED),
+            ("debootstrap:", "debootstrap", SUITE_RE, "a Debian suite such as bookworm (lowercase letters, digits, '-')"),
+            ("catalog:", "catalog", CATALOG_RE,
+             "NAME or NAME:TAG, NAME of lowercase letters, digits, '_', '.', '-' (e.g. catalog:torch:2.3)"),
+        ):
+            if value.startswith(prefix):
+                ref = value[len(prefix):]
+                if not pattern.fullmatch(ref):
+                    self.err(node, f"invalid {kind} reference {ref!r} in from: {value!r}; expected {expected}")
+                    return None, None
+                return kind, ref
+        if value.startswith("localimage:"):
+            return "localimage", self.localimage(node, value[len("localimage:"):])
+        if ":" in value or "/" in value:
+            self.err(node, f"unknown from: form {value!r}; allowed: {FROM_FORMS}")
+            return None, None
+        if value == name:
+            self.err(node, f"image {name!r} cannot be built from itself")
+            return None, None
+        if value not in names:
+            hint = suggest(value, [*names, "scratch"])
+            self.err(node, f"unknown image {value!r} in from:{hint}; allowed: {FROM_FORMS}")
+            return None, None
+        return "image", value
+
+    def localimage(self, node: YNode, path: str) -> str | None:
+        if os.path.isabs(path):
+            # Site images (e.g. /shared/images/base.sif) live outside the workflow and may exist
+            # only on the cluster, so they are checked when the image is built, not here.
+            if not NO_SPACE_PATH_RE.fullmatch(path) or not path.endswith(".sif"):
+                self.err(node, f"localimage path {path!r} must end with .sif and contain no whitespace")
+                return None
+            return path
+        proxy = YNode(path, node.line, node.col, None)
+        return self.relative_file(proxy, "localimage path", suffix=".sif")
+
+    def apt_package(self, node: YNode) -> str | None:
+        return self.matching(
+            node, "Debian package name", APT_RE,
+            "use NAME, NAME:ARCH or NAME=VERSION with lowercase letters, digits, '+', '-' and '.'",
+        )
+
+    def pip_requirement(self, node: YNode) -> str | None:
+        return self.matching(
+            node, "pip requirement", PIP_RE,
+            "use a plain requirement such as 'numpy>=1.26' or 'torch[cuda]==2.3.*' (no quotes, ';', '$', '|', "
+            "'&', backslashes or newlines; put environment markers in a requirements file)",
+        )
+
+    def files(self, node: YNode, what: str) -> tuple[FileCopy, ...]:
+        if not isinstance(node.value, dict):
+            self.err(node, f"files of {what} must be a mapping of source → destination, found {describe(node.value)}")
+            return ()
+        out: list[FileCopy] = []
+        for src, dst_node in node.value.items():
+            line, col = node.key_pos[src]
+            ok_src = self.relative_file(YNode(src, line, col), "files source")
+            dst = self.string(dst_node, "files destination")
+            if dst is not None and (not dst.startswith("/") or not NO_SPACE_PATH_RE.fullmatch(dst)):
+                self.err(dst_node, f"files destination {dst!r} must be an absolute path without whitespace")
+                dst = None
+            if ok_src is not None and dst is not None:
+                out.append(FileCopy(ok_src, dst))
+        return tuple(out)
+
+    def labels(self, node: YNode, what: str) -> tuple[tuple[str, str], ...]:
+        if not isinstance(node.value, dict):
+            self.err(node, f"labels of {what} must be a mapping, found {describe(node.value)}")
+            return ()
+        out: list[tuple[str, str]] = []
+        for key, value_node in node.value.items():
+            if not LABEL_KEY_RE.fullmatch(key):
+                self.err(node.key_pos[key], f"invalid label name {key!r}: use letters, digits, '.', '_' and '-'")
+                continue
+            value = self.text_value(value_node, f"label {key}")
+            if value is not None and ("\n" in value or "\r" in value):
+                self.err(value_node, f"label {key} must be a single line")
+                continue
+            if value is not None:
+                out.append((key, value))
+        return tuple(out)
+
+    def mirror(self, node: YNode, kind: str | None) -> str | None:
+        url = self.matching(node, "mirror URL", URL_RE, "use an http:// or https:// URL")
+        if url is not None and kind not in (None, "debootstrap"):
+            self.err(node, f"mirror applies only to from: debootstrap:SUITE, not to a {kind} base")
+            return None
+        return url
+
+    def image_cycles(self, images: dict[str, Image], names: dict[str, YNode]) -> None:
+        reported: set[str] = set()
+        for start in images:
+            chain = [start]
+            while (parent := images[chain[-1]].parent) is not None and parent in images:
+                if parent in chain:
+                    cycle = chain[chain.index(parent):]
+                    if not reported.intersection(cycle):
+                        reported.update(cycle)
+                        first = images[cycle[0]]
+                        assert first.pos is not None
+                        self.err((first.pos.line, first.pos.col), "image cycle: " + " -> ".join([*cycle, cycle[0]]))
+                    break
+                chain.append(parent)
+
+
+def _inherit_shells(images: dict[str, Image], explicit: set[str]) -> dict[str, Image]:
+    """An image built `from:` another image of the file takes its parent's shell unless it
+    writes its own: a child of a busybox (`shell: sh`) image has no bash for its `%post`."""
+    resolved: dict[str, Image] = {}
+
+    def resolve(name: str) -> Image:
+        if name not in resolved:
+            image = images[name]
+            if image.parent is not None and name not in explicit and image.parent in images:
+                image = dataclasses.replace(image, shell=resolve(image.parent).shell)
+            resolved[name] = image
+        return resolved[name]
+
+    return {name: resolve(name) for name in images}

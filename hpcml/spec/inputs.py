@@ -1,0 +1,106 @@
+"""Files a workflow names: the path rules, and the one reading of a hand-written image.
+
+Validation (the checker) and planning (plan.py) both come here: `path_problem` is the rule
+for every path a workflow writes (requirements, files, localimage, deffile, dockerfile),
+and `image_source` reads a `deffile:`/`dockerfile:` once, under the symlink rules of
+hashing.py, renders the canonical definition and lists the files its build reads. So the
+checker reports exactly what planning would meet, and neither reads a file another way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from hpcml import hashing
+from hpcml.errors import Diagnostic, SpecError
+from hpcml.model import Image, Pos
+from hpcml.render import deffile
+from hpcml.spec.rules import NO_SPACE_PATH_RE
+
+
+def path_problem(root: str, rel: str, what: str, *, suffix: str | None = None) -> str | None:
+    """Why `rel` cannot be an input of the workflow in `root` (a message naming it as
+    `what`), or None: it must be relative, free of whitespace and '..', exist, and neither
+    be nor hold a symbolic link (image keys hash bytes, and a link's target can change
+    without the key noticing)."""
+    if not NO_SPACE_PATH_RE.fullmatch(rel):
+        return f"{what} {rel!r} must not contain whitespace"
+    if os.path.isabs(rel):
+        return f"{what} {rel!r} must be relative to the workflow directory"
+    if ".." in PurePosixPath(rel).parts:
+        return f"{what} {rel!r} must not contain '..': files must stay inside the workflow directory"
+    if suffix and not rel.endswith(suffix):
+        return f"{what} {rel!r} must end with {suffix}"
+    if not os.path.lexists(os.path.join(root, rel)):
+        return f"{what} {rel!r} does not exist (looked in {root})"
+    escaped = hashing.escaping_link(root, rel)
+    if escaped:
+        return f"{what} {rel!r} leaves the workflow directory through the symlink {escaped!r}"
+    link = hashing.first_link(root, rel)
+    if link:
+        return (f"{what} {rel!r}: {link}: is a symbolic link, which hpcml does not follow; "
+                "copy the file or name its target instead")
+    return None
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image's canonical definition text and the files its build reads (relative to
+    the workflow directory, normalised, in the order the definition names them)."""
+
+    definition: str
+    inputs: tuple[str, ...]
+
+
+def image_source(image: Image, root: str, workflow_file: str, at: Pos | None) -> ImageSource:
+    """Render `image`, reading its `deffile:`/`dockerfile:` under `root` if it has one.
+
+    Messages about lines inside that file name it as the workflow file is named
+    (`workflow_file` is the path as given, relative to the cwd or absolute); a file that
+    cannot be read is reported at `at`. Raises SpecError.
+    """
+    source = None
+    shown = image.base_ref
+    if image.base_kind in ("deffile", "dockerfile"):
+        shown = os.path.join(os.path.dirname(workflow_file), image.base_ref)
+        try:
+            source = hashing.read_text(root, image.base_ref)
+        except hashing.InputError as err:
+            raise SpecError(_diag(at, f"{err}")) from None
+    definition = deffile.render(image, source=source, source_path=shown)
+    return ImageSource(definition, tuple(input_paths(image, definition)))
+
+
+def input_paths(image: Image, definition: str) -> list[str]:
+    """Files the build reads from the workflow directory (builds run with cwd = its root)."""
+    if image.base_kind in ("deffile", "dockerfile"):
+        parsed = deffile.parse_definition(definition, image.base_ref)
+        paths = []
+        for src, _dst, line in parsed.files():
+            if os.path.isabs(src) or ".." in src.split("/"):
+                raise SpecError(Diagnostic(image.base_ref, line, 1,
+                                           f"%files source {src!r} must be inside the workflow directory"))
+            if deffile.has_glob(src):
+                # The key hashes named files; a pattern's matches are not known until the build.
+                raise SpecError(Diagnostic(image.base_ref, line, 1, f"%files source {src!r} is a pattern "
+                                           "(* ? [); name each file or directory"))
+            paths.append(os.path.normpath(src))
+        if parsed.bootstrap == "localimage":
+            ref = parsed.header.get("from", ("", 0))[0]
+            if not os.path.isabs(ref):
+                paths.append(os.path.normpath(ref))
+        return paths
+    paths = [os.path.normpath(f.src) for f in image.files]
+    if image.requirements:
+        paths.append(os.path.normpath(image.requirements))
+    if image.base_kind == "localimage":
+        paths.append(os.path.normpath(image.base_ref))
+    return paths
+
+
+def _diag(pos: Pos | None, message: str) -> Diagnostic:
+    if pos is None:
+        return Diagnostic("<workflow>", 1, 1, message)
+    return Diagnostic(pos.file, pos.line, pos.col, message)

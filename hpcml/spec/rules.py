@@ -1,0 +1,65 @@
+"""What a workflow file may contain: key lists, value patterns and limits.
+
+The checker enforces these and the JSON Schema (schema.py) is generated from them, so the
+two cannot drift apart. docs/spec.md is the reference for users.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hpcml.model import ENV_NAME_RE, ENV_NAME_RULE
+
+SUPPORTED_VERSIONS = (1,)
+
+TOP_KEYS = ("hpcml", "name", "defaults", "images", "steps")
+DEFAULTS_KEYS = ("image", "resources", "env", "shell", "retries")
+BUILD_KEYS = ("apt", "pip", "requirements", "files", "env", "post", "test", "runscript", "labels", "mirror")
+IMAGE_KEYS = ("from", *BUILD_KEYS, "shell", "deffile", "dockerfile")
+STEP_KEYS = (
+    "image", "run", "needs", "matrix", "max_parallel", "resources", "retries", "checkpoint", "secrets", "env", "shell",
+)
+RESOURCE_KEYS = (
+    "partition", "account", "qos", "time", "nodes", "cpus", "mem", "gpus", "gpu_type", "gpu_vendor", "cpus_per_gpu",
+    "constraint",
+)
+CHECKPOINT_KEYS = ("signal", "grace")
+MATRIX_LIST_KEYS = ("include", "exclude")
+
+SHELLS = ("bash", "sh")
+GPU_VENDORS = ("nvidia", "amd")
+SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "QUIT", "ALRM")
+FROM_FORMS = (
+    "scratch, debootstrap:SUITE, docker://REF, oras://REF, localimage:PATH.sif, catalog:NAME[:TAG], "
+    "or the name of another image in this file"
+)
+#: Placeholder names every step has besides its matrix keys and in.STEP.
+BUILTIN_PLACEHOLDERS = ("out", "step", "task")
+#: Matrix keys that would shadow a built-in placeholder.
+RESERVED_AXES = ("out", "step", "task", "in")
+RESERVED_IMAGE_NAMES = ("scratch",)
+
+MAX_NAME = 63
+MAX_RETRIES = 100
+MAX_GPUS = 64
+MAX_MATRIX_POINTS = 100_000
+MAX_GRACE_S = 65535  # sbatch --signal accepts at most 65535 seconds
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+#: Environment variable names, secrets and matrix axes share the one rule of model.py.
+ENV_RE = ENV_NAME_RE
+ENV_RULE = ENV_NAME_RULE
+AXIS_RE = ENV_NAME_RE
+SLURM_NAME_RE = re.compile(r"[A-Za-z0-9_.,:+-]+")  # partition, account, qos
+CONSTRAINT_RE = re.compile(r"[A-Za-z0-9_.,:+&|\[\]*-]+")
+GPU_TYPE_RE = re.compile(r"[A-Za-z0-9_.-]+")  # it lands inside --gres=gpu:TYPE:N, so no colon
+LABEL_KEY_RE = re.compile(r"[A-Za-z0-9._-]+")
+APT_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)?")
+# PEP 508-ish requirement without markers: no quotes, $, `, \, ;, |, &, parentheses or newlines.
+PIP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-\[\], <>=!~*@:/+]*")
+SUITE_RE = re.compile(r"[a-z][a-z0-9-]*")
+REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
+REF_EXPECTED = "a reference such as nvcr.io/nvidia/pytorch:24.01-py3 (letters, digits and . _ / : @ + -)"
+CATALOG_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*(?::[A-Za-z0-9_.-]+)?")
+URL_RE = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!&'()*+,;=%-]+")
+NO_SPACE_PATH_RE = re.compile(r"[^\s\x00]+")
