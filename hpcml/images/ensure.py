@@ -76,6 +76,11 @@ class BuildReport:
     def failed(self) -> list[ImageResult]:
         return [r for r in self.results.values() if r.state in ("failed", "skipped")]
 
+    @property
+    def failure_message(self) -> str:
+        """What failed, for the user ("" when nothing did): see `failure_message`."""
+        return failure_message(self)
+
     def sifs(self) -> dict[str, str]:
         return {n: r.sif for n, r in self.results.items() if r.sif is not None}
 
@@ -367,65 +372,3 @@ def _indent(text: str) -> str:
 
 __all__ = ["BuildReport", "ImageEvent", "ImageResult", "build_images", "catalog_path", "ensure", "needed", "select"]
 
-
-class LiveProgress:
-    """A progress callback: a live rich table on a terminal, one plain line per change
-    otherwise (logs, CI). Use as a context manager around `ensure`."""
-
-    def __init__(self, console: "object | None" = None, *, live: bool | None = None):
-        from rich.console import Console
-
-        self.console: Console = console if console is not None else Console(stderr=True)  # type: ignore[assignment]
-        self.live_mode = self.console.is_terminal if live is None else live
-        self.rows: dict[str, ImageEvent] = {}
-        self.started: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._live: object | None = None
-
-    def __enter__(self) -> "LiveProgress":
-        if self.live_mode:
-            from rich.live import Live
-
-            self._live = Live(get_renderable=self._table, console=self.console,
-                              refresh_per_second=4, transient=False)
-            self._live.__enter__()  # type: ignore[attr-defined]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.__exit__(*exc)  # type: ignore[attr-defined]
-
-    def __call__(self, event: ImageEvent) -> None:
-        with self._lock:
-            self.rows[event.name] = event
-            if event.state == "building":
-                self.started[event.name] = time.monotonic()
-        if not self.live_mode:
-            self.console.print(self._line(event), highlight=False, markup=False)
-
-    def _line(self, event: ImageEvent) -> str:
-        parts = [f"{event.name}: {event.state}"]
-        if event.state in ("done", "failed") and event.seconds:
-            parts.append(f"in {event.seconds:.1f}s")
-        if event.log and event.state in ("failed", "building"):
-            parts.append(f"(log: {event.log})")
-        if event.message and event.state in ("waiting", "skipped", "cached"):
-            parts.append(f"({event.message})")
-        return " ".join(parts)
-
-    def _table(self) -> object:
-        from rich.table import Table
-
-        styles = {"cached": "green", "done": "green", "building": "yellow", "waiting": "cyan",
-                  "failed": "red", "skipped": "red"}
-        table = Table(box=None, show_header=False, pad_edge=False)
-        with self._lock:
-            rows = list(self.rows.values())
-            for event in rows:
-                detail = event.message.splitlines()[0] if event.message else ""
-                if event.state == "building":
-                    detail = f"{time.monotonic() - self.started.get(event.name, time.monotonic()):.0f}s"
-                elif event.state in ("done", "failed"):
-                    detail = f"{event.seconds:.1f}s" + (f"  log: {event.log}" if event.state == "failed" else "")
-                table.add_row(event.name, f"[{styles.get(event.state, '')}]{event.state}[/]", detail)
-        return table

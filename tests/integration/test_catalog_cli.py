@@ -29,7 +29,8 @@ def test_build_list_tag_show_path_verify_gc(tmp_path: Path, env: dict[str, str])
     wf = write_workflow(tmp_path / "wf")
     code, out, err = hpcml(env, "build", str(wf), "--jobs", "2")
     assert code == 0, err
-    assert "base: done" in err and "child: done" in err  # plain progress lines: not a terminal
+    # plain progress lines (not a terminal), the same as `hpcml run` prints
+    assert "hpcml: image base: built in " in err and "hpcml: image child: built in " in err
     code, out, _ = hpcml(env, "build", str(wf))
     assert code == 0 and out.count("\tcached\t") == 2
     code, out, _ = hpcml(env, "catalog", "list", "--json")

@@ -1,12 +1,10 @@
-"""images.select (which images a build covers) and the plain progress lines."""
+"""images.select (which images a build covers)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from hpcml import plan
 from hpcml.images import ensure as images
@@ -40,20 +38,6 @@ def test_select_adds_parents_in_plan_order(p) -> None:  # noqa: ANN001
 def test_select_unknown_image_lists_known(p) -> None:  # noqa: ANN001
     with pytest.raises(HpcmlError, match="no image 'nope'.*images: "):
         images.select(p, ["nope"])
-
-
-def test_plain_progress_lines() -> None:
-    buf = io.StringIO()
-    progress = images.LiveProgress(Console(file=buf, width=200), live=False)
-    with progress:
-        progress(images.ImageEvent("base", "k", "building"))
-        progress(images.ImageEvent("base", "k", "failed", log="/c/logs/failed/x.log", seconds=1.25))
-        progress(images.ImageEvent("leaf", "k", "skipped", message="parent base failed"))
-    assert buf.getvalue().splitlines() == [
-        "base: building",
-        "base: failed in 1.2s (log: /c/logs/failed/x.log)",
-        "leaf: skipped (parent base failed)",
-    ]
 
 
 def _publish_fake(cat_root: Path, key: str, name: str, tmp: Path) -> None:

@@ -1,0 +1,172 @@
+"""Commands for runs: run, status, logs, cancel, runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+
+from hpcml.cli import tables
+from hpcml.cli.messages import say
+from hpcml.cli.progress import ImageProgress, live_display
+
+if TYPE_CHECKING:
+    from hpcml.api import RunOutcome, RunStatus
+
+_Command = TypeVar("_Command", bound=Callable[..., None])
+
+
+def _where(f: _Command) -> _Command:
+    """The options that say which workflow directory's runs a command reads."""
+    f = click.option("--workflow", type=click.Path(dir_okay=False), help="Workflow file whose runs to use.")(f)
+    return click.option("-C", "directory", type=click.Path(file_okay=False), help="Workflow directory (default: here).")(f)
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--executor", type=click.Choice(["slurm", "local"]), help="Where tasks run (default: config, else SLURM if sbatch works, else local).")
+@click.option("--watch/--detach", default=None, help="Follow the run until it ends (default on a terminal), or return once submitted.")
+def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
+    """Build or reuse the images, then submit every task of FILE not already complete.
+
+    Tasks whose key already completed are skipped (resume by default); tasks still queued
+    by an earlier run are depended on, not resubmitted. The exit code is 0 only when every
+    task completed (or, with --detach, when everything was submitted); 130 when interrupted.
+
+    Example:
+
+        hpcml run workflow.yaml --detach && hpcml status
+    """
+    outcome = _run(file, executor, watch)
+    if outcome.status is None:
+        ids = ", ".join(f"{s}={','.join(j)}" for s, j in outcome.jobs.items()) or "nothing to submit"
+        click.echo(f"run {outcome.run_id}: {ids}; follow with `hpcml status`")
+        return
+    tables.print_status(outcome.status)
+    if not outcome.ok:
+        raise SystemExit(1)
+
+
+class _CountsLines:
+    """Run updates without a terminal: one line of task counts each time they change."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] | None = None
+
+    def __call__(self, st: RunStatus) -> None:
+        if st.counts != self.last:
+            self.last = st.counts
+            click.echo(tables.counts_line(st.counts))
+
+
+def _run(file: str, executor: str | None, watch: bool | None) -> RunOutcome:
+    # start-up speed: api imports the pipeline; `--help` needs none of it
+    from hpcml import api
+
+    detach = watch is False  # asked for explicitly: refused by executors that cannot detach (local)
+    watch = sys.stdout.isatty() if watch is None else watch
+    # On a terminal a live display (image builds, then the status table); without one
+    # (also where a local run is watched anyway) one line per change.
+    with live_display(watch and sys.stdout.isatty()) as live, ImageProgress(say, live=live) as images:
+        on_update: Callable[[RunStatus], None] = (
+            _CountsLines() if live is None else lambda st: live.update(tables.status_table(st))
+        )
+        return api.run(file, executor=executor, watch=watch, detach=detach, on_message=say,
+                       on_update=on_update, on_image=images)
+
+
+@click.command("status")
+@click.argument("run", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (shape in docs/running.md).")
+@_where
+def status_cmd(run: str | None, as_json: bool, directory: str | None, workflow: str | None) -> None:
+    """Show the state of every task of RUN (default: the latest run here).
+
+    One squeue (and at most one sacct) for the whole run. Exit code 0 when every task
+    completed, 1 when one failed, 3 while tasks are still pending or running.
+
+    Example:
+
+        hpcml status --json | jq '.counts'
+    """
+    from hpcml import api  # start-up speed: see _run
+
+    st = api.status(run, directory=directory, workflow=workflow)
+    tables.print_status(st, as_json)
+    if not st.finished:
+        raise SystemExit(3)
+    if not st.ok:
+        raise SystemExit(1)
+
+
+@click.command("logs")
+@click.argument("target", metavar="STEP[/TASK]")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
+@click.option("--run", help="Run id (default: the latest).")
+@_where
+def logs_cmd(target: str, follow: bool, run: str | None, directory: str | None, workflow: str | None) -> None:
+    """Print the log of a task (STEP/INDEX), or of every task of STEP.
+
+    Example:
+
+        hpcml logs train/3 -f
+    """
+    from hpcml import api  # start-up speed: see _run
+
+    if follow:
+        api.follow_log(target, write=lambda text: click.echo(text, nl=False), run=run,
+                       directory=directory, workflow=workflow)
+        return
+    found = api.logs(target, run=run, directory=directory, workflow=workflow)
+    for label, path in found:
+        if len(found) > 1:
+            click.echo(f"==> {label} ({path}) <==")
+        try:
+            click.echo(Path(path).read_text(errors="replace"), nl=False)
+        except FileNotFoundError:
+            click.echo("(no log yet: the task has not started)")
+
+
+@click.command("cancel")
+@click.argument("run", required=False)
+@_where
+def cancel_cmd(run: str | None, directory: str | None, workflow: str | None) -> None:
+    """Cancel every unfinished job of RUN (default: the latest) with one scancel.
+
+    Example:
+
+        hpcml cancel
+    """
+    from hpcml import api  # start-up speed: see _run
+
+    run_id, jobs = api.cancel(run, directory=directory, workflow=workflow)
+    if not jobs:
+        click.echo(f"run {run_id}: nothing to cancel (no task of it is queued or running)")
+        return
+    click.echo(f"run {run_id}: cancelled {len(jobs)} job(s): {' '.join(jobs)}")
+
+
+@click.command("runs")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of runs.")
+@_where
+def runs_cmd(as_json: bool, directory: str | None, workflow: str | None) -> None:
+    """List the runs of this workflow directory, oldest first.
+
+    Example:
+
+        hpcml runs -C ~/projects/cifar
+    """
+    from hpcml import api  # start-up speed: see _run
+
+    items = api.runs_history(directory=directory, workflow=workflow)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in items], indent=2))
+        return
+    for r in items:
+        unwatched = "" if r.finished else "  (not watched to the end)"
+        click.echo(f"{r.run_id}  {r.executor:<6} {r.tasks:>5} tasks  {tables.counts_line(r.counts)}{unwatched}")
