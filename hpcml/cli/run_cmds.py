@@ -16,7 +16,7 @@ from hpcml.cli.messages import say
 from hpcml.cli.progress import ImageProgress, live_display
 
 if TYPE_CHECKING:
-    from hpcml.api import RunOutcome, RunStatus
+    from hpcml.results import RunOutcome, RunStatus
 
 _Command = TypeVar("_Command", bound=Callable[..., None])
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from hpcml.model import Plan
-    from hpcml.run.submit import RunStatus
+    from hpcml.results import RunStatus
 
 #: Colour of a task state in the status table; anything else (failed, cancelled…) is red.
 _STATE_STYLE = {

@@ -215,7 +215,8 @@ def test_ctrl_c_leaves_no_orphans_and_a_rerun_finishes_only_what_was_left(
     assert all(session_members(s) for s in sessions)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    assert proc.returncode == 130, out
+    assert "hpcml: interrupted: the run's tasks were cancelled; `hpcml status` shows them" in out
     assert [s for s in sessions if session_members(s)] == []
     assert [p for p in processes_with_env(NAME_ENV, None) if "hpcml.interrupt." in process_env(p).get(NAME_ENV, "")] == []
     states = status(path, hpcml_env)

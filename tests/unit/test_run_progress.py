@@ -44,7 +44,7 @@ def test_status_shows_why_a_job_may_never_start(capsys) -> None:  # noqa: ANN001
     # A job SLURM keeps pending for a reason other than waiting its turn (here: more CPUs
     # than the partition's nodes have) looked like any pending job.
     from hpcml.cli.tables import print_status
-    from hpcml.run.submit import RunStatus
+    from hpcml.results import RunStatus
     from hpcml.run.tasks import TaskState
 
     st = RunStatus("r1", "wf", "slurm", (
@@ -116,3 +116,14 @@ def test_build_failure_prints_the_library_message_and_exits_1(tmp_path: Path) ->
     err = result.stderr
     assert "hpcml: error: image base: build failed\n" in err and "require_signatures is set" in err
     assert "image leaf: skipped (parent base failed)" in err
+
+
+def test_errors_as_the_user_sees_them() -> None:
+    from hpcml.cli.messages import error_text
+    from hpcml.errors import BuildError, Diagnostic, RunInterrupted, SpecError
+
+    # an interrupted run is a report, not an error of the user's
+    assert error_text(RunInterrupted(submitted=0, executor="", tasks_cancelled=False)) == (
+        "hpcml: interrupted before anything was submitted; rerun to start again")
+    assert error_text(BuildError("image a: build failed")) == "hpcml: error: image a: build failed"
+    assert error_text(SpecError(Diagnostic("w.yaml", 3, 5, "unknown key"))) == "w.yaml:3:5: unknown key"
