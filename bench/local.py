@@ -17,7 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpcml.run import submit as runs
+from hpcml.results import RunStatus
+from hpcml.run import status as run_status
+from hpcml.run import submit
 from sweeps import settings as sweep_settings
 from sweeps import values, write_sweep
 
@@ -27,19 +29,19 @@ def self_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_once(root: Path, tasks: int, command: str) -> tuple[float, float, float, runs.RunStatus]:
+def run_once(root: Path, tasks: int, command: str) -> tuple[float, float, float, RunStatus]:
     """(wall of start, wall of start+watch, hpcml's own CPU seconds, final status)."""
     wf = write_sweep(root, "bench-local", f"i: [{values(tasks)}]", command)
     settings = sweep_settings(root)
     # Build the image first so that only the run is measured.
-    runs.start(wf, settings, executor="local").close()
+    submit.start(wf, settings, executor="local").close()
     for t in (root / ".hpcml" / "tasks").rglob("exitcode"):
         t.unlink()  # the warm-up ran the tasks: make them run again
     cpu0, t0 = self_cpu(), time.perf_counter()
-    started = runs.start(wf, settings, executor="local")
+    started = submit.start(wf, settings, executor="local")
     submit_s = time.perf_counter() - t0
     try:
-        final = runs.watch(started, on_update=lambda _s: None)
+        final = run_status.watch(started, on_update=lambda _s: None)
     finally:
         started.close()
     return submit_s, time.perf_counter() - t0, self_cpu() - cpu0, final

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpcml.run import submit as runs
+from hpcml.run import control, submit
 from hpcml.run.rundir import RunDir
 from sweeps import settings as sweep_settings
 from sweeps import values, write_sweep
@@ -48,13 +48,13 @@ def sweep(tasks: int, env: dict[str, str]) -> None:
         settings = sweep_settings(root)
         # A one-task run of the same image first: the image is built outside the timing.
         wf = write_sweep(root, "bench-status", "i: [-1], j: [-1]", "'true'", max_parallel=2)
-        warm = runs.start(wf, settings, executor="slurm", detach=True)
+        warm = submit.start(wf, settings, executor="slurm", detach=True)
         warm.close()
-        runs.cancel(RunDir(root / ".hpcml"), warm.run_id, warm.executor)
+        control.cancel(RunDir(root / ".hpcml"), warm.run_id, warm.executor)
         cols = min(tasks, 100)
         write_sweep(root, "bench-status", f"i: [{values(tasks // cols)}], j: [{values(cols)}]", "'true'", max_parallel=2)
         t0 = time.perf_counter()
-        started = runs.start(wf, settings, executor="slurm", detach=True)
+        started = submit.start(wf, settings, executor="slurm", detach=True)
         submit_s = time.perf_counter() - t0
         started.close()
         try:
@@ -62,7 +62,7 @@ def sweep(tasks: int, env: dict[str, str]) -> None:
             wall, rss, _ = best(3, [HPCML, "status"], root, env)
             jwall, jrss, size = best(3, [HPCML, "status", "--json"], root, env)
         finally:
-            runs.cancel(RunDir(root / ".hpcml"), started.run_id, started.executor)
+            control.cancel(RunDir(root / ".hpcml"), started.run_id, started.executor)
         print(f"{tasks} tasks: run --detach {submit_s:.2f} s ({sum(map(len, started.jobs.values()))} sbatch); "
               f"status {wall:.2f} s, {rss:.0f} MiB; status --json {jwall:.2f} s, {jrss:.0f} MiB, {size / 1e6:.2f} MB")
 

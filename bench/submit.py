@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpcml.run import submit as runs
+from hpcml.run import control, submit
+from hpcml.run import status as run_status
 from hpcml.executors.slurm import SlurmExecutor
 from hpcml.clients.runner import LocalRunner
 from hpcml.run.rundir import RunDir
@@ -51,7 +52,7 @@ def main() -> None:
         settings = sweep_settings(root)
 
         t0 = time.perf_counter()
-        started = runs.start(wf, settings, executor="slurm")
+        started = submit.start(wf, settings, executor="slurm")
         submit_s = time.perf_counter() - t0
         ex = started.executor
         assert isinstance(ex, SlurmExecutor)
@@ -64,7 +65,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 before = rpc_counts()
                 t1 = time.perf_counter()
-                st = runs.status(RunDir(root / ".hpcml"), started.run_id, ex)
+                st = run_status.status(RunDir(root / ".hpcml"), started.run_id, ex)
                 took = time.perf_counter() - t1
                 calls = diff(rpc_counts(), before)
                 calls.pop("REQUEST_STATS_INFO", None)  # sdiag's own request
@@ -72,7 +73,7 @@ def main() -> None:
                 print(f"status round: {sum(calls.values())} slurmctld RPCs {calls}, {took:.2f} s, {st.counts}")
                 time.sleep(2)
         finally:
-            runs.cancel(RunDir(root / ".hpcml"), started.run_id, ex)
+            control.cancel(RunDir(root / ".hpcml"), started.run_id, ex)
             started.close()
         print(f"max slurmctld RPCs per polling round: {max(per_round)} (target <= 2)")
 

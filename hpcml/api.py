@@ -229,21 +229,22 @@ def run(
     images.ImageEvent (cached, building, done, failed) while the images are ensured.
     Example: ``run("workflow.yaml", watch=False).jobs`` → ``{"prepare": ["101"], …}``.
     """
-    from hpcml.run import submit as runs  # start-up speed
+    from hpcml.run import control, submit  # start-up speed
+    from hpcml.run import status as run_status  # start-up speed
 
     s = settings or load_settings()
     try:
-        started = runs.start(path, s, executor=executor, on_message=on_message, detach=detach, on_image=on_image)
-    except KeyboardInterrupt:  # before an executor was chosen; later ones arrive as RunInterrupted
+        started = submit.start(path, s, executor=executor, on_message=on_message, detach=detach, on_image=on_image)
+    except KeyboardInterrupt:  # before the lock was taken; later ones arrive as RunInterrupted
         raise RunInterrupted(submitted=0, executor=executor or "", tasks_cancelled=False) from None
     try:
         final = None
         if watch or not started.executor.detached:
             try:
-                final = runs.watch(started, on_update or (lambda _s: None), min_s=poll_s)
+                final = run_status.watch(started, on_update or (lambda _s: None), min_s=poll_s)
             except KeyboardInterrupt:
                 jobs = sum(map(len, started.jobs.values()))
-                raise runs.interrupted(started.run_dir, started.run_id, started.executor, jobs) from None
+                raise control.interrupted(started.run_dir, started.run_id, started.executor, jobs) from None
         return RunOutcome(
             started.run_id,
             started.executor.name,
@@ -262,16 +263,16 @@ def status(
     run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
 ) -> RunStatus:
     """Every task of a run (default: the latest) with its state, from one polling round."""
-    from hpcml.run import submit as runs  # start-up speed
+    from hpcml.run import status as run_status  # start-up speed
 
-    return runs.status(run_dir(directory, workflow), run, settings=settings)
+    return run_status.status(run_dir(directory, workflow), run, settings=settings)
 
 
 def logs(target: str, *, run: str | None = None, directory: str | None = None, workflow: str | None = None) -> list[tuple[str, str]]:
     """(task, log path) for `STEP` (every task) or `STEP/INDEX` of a run (default: latest)."""
-    from hpcml.run import submit as runs  # start-up speed
+    from hpcml.run import control  # start-up speed
 
-    return [(label, str(p)) for label, p in runs.task_logs(run_dir(directory, workflow), target, run)]
+    return [(label, str(p)) for label, p in control.task_logs(run_dir(directory, workflow), target, run)]
 
 
 def follow_log(
@@ -289,22 +290,22 @@ def follow_log(
 
     Example: ``follow_log("train/3", write=sys.stdout.write)``.
     """
-    from hpcml.run import submit as runs  # start-up speed
+    from hpcml.run import control  # start-up speed
 
-    runs.follow_task_log(run_dir(directory, workflow), target, run, write, sleep=sleep)
+    control.follow_task_log(run_dir(directory, workflow), target, run, write, sleep=sleep)
 
 
 def cancel(
     run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
 ) -> tuple[str, list[str]]:
     """Cancel every unfinished job of a run (default: latest) with one call: (run id, job ids)."""
-    from hpcml.run import submit as runs  # start-up speed
+    from hpcml.run import control  # start-up speed
 
-    return runs.cancel(run_dir(directory, workflow), run, settings=settings)
+    return control.cancel(run_dir(directory, workflow), run, settings=settings)
 
 
 def runs_history(*, directory: str | None = None, workflow: str | None = None) -> list[RunSummary]:
     """Every run of a workflow directory, oldest first."""
-    from hpcml.run import submit as runs  # start-up speed
+    from hpcml.run import control  # start-up speed
 
-    return runs.history(run_dir(directory, workflow))
+    return control.history(run_dir(directory, workflow))

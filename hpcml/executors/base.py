@@ -13,9 +13,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 from hpcml.model import StepPlan
 from hpcml.run.tasks import JobRecord

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
+from hpcml.clients.slurm import JobRow, Slurm, TransientSubmitError, split_job_id
 from hpcml.errors import SubmitError
 from hpcml.executors.base import LiveJob, Observation, StepJob
-from hpcml.clients.slurm import JobRow, Slurm, TransientSubmitError, split_job_id
 from hpcml.run.tasks import JobRecord
 
 log = logging.getLogger(__name__)

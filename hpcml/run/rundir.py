@@ -25,6 +25,7 @@ import secrets as _secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from hpcml.errors import StateError
 from hpcml.run.journal import read_journal
@@ -88,7 +89,7 @@ class RunDir:
     workflow_file: str | None = None
 
     @staticmethod
-    def for_workflow(workflow_file: str | Path) -> "RunDir":
+    def for_workflow(workflow_file: str | Path) -> RunDir:
         resolved = Path(workflow_file).resolve()
         return RunDir(resolved.parent / RUN_DIR_NAME, str(resolved))
 
@@ -166,7 +167,7 @@ class RunLock:
         self.run_dir = run_dir
         self._fd: int | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

@@ -9,9 +9,10 @@ cause of a failure. `derive_state` combines them, purely.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 #: Every state a task can be shown in.
 STATES = (

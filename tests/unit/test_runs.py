@@ -1,4 +1,4 @@
-"""runs.py without a cluster: reconciliation by job name, dependencies, plan.json, run ids."""
+"""run/ without a cluster: reconciliation by job name, dependencies, plan.json, run ids."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from hpcml.run import submit as runs
+from hpcml.executors.choose import choose_executor
+from hpcml.results import RunStatus
+from hpcml.run import control, submit
+from hpcml.run import status as run_status
+from hpcml.run.reconcile import live_tasks
 from hpcml.errors import StateError
 from hpcml.executors.base import LiveJob, Observation
 from hpcml.render.jobs import render_manifest
@@ -52,7 +56,7 @@ def test_reconcile_maps_live_jobs_to_task_keys(tmp_path: Path) -> None:
         LiveJob("hpcml.wf.20261126-999999-zzzz.prep", "12", None, "PENDING"),  # another directory's run
         LiveJob("hpcml.other.20261126-000000-aaaa.prep", "13", None, "PENDING"),  # another workflow
     ]
-    adopted = runs._reconcile(ListedJobs(live), rd, "wf")  # type: ignore[arg-type]
+    adopted = live_tasks(ListedJobs(live), rd, "wf")  # type: ignore[arg-type]
     assert adopted == {"prep-k0": "10", "train-k4001": "11_0", "train-k4002": "11_1"}
 
 
@@ -68,9 +72,9 @@ def _plan(tmp_path: Path) -> Plan:
 def test_dependencies_name_live_upstream_jobs_once(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     train = plan.steps["train"]
-    assert runs._dependencies(plan, train, {"prep-k0": "7"}, {}) == ["7"]
-    assert runs._dependencies(plan, train, {}, {"prep-k0": "3_2"}) == ["3_2"]
-    assert runs._dependencies(plan, train, {}, {}) == []  # upstream complete: nothing to wait for
+    assert submit._dependencies(plan, train, {"prep-k0": "7"}, {}) == ["7"]
+    assert submit._dependencies(plan, train, {}, {"prep-k0": "3_2"}) == ["3_2"]
+    assert submit._dependencies(plan, train, {}, {}) == []  # upstream complete: nothing to wait for
 
 
 def test_plan_document_round_trips_through_status(tmp_path: Path) -> None:
@@ -78,13 +82,13 @@ def test_plan_document_round_trips_through_status(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / ".hpcml")
     paths = rd.run("20261126-000000-bbbb")
     paths.root.mkdir(parents=True)
-    paths.plan.write_text(json.dumps(runs.plan_document(plan, paths.run_id, {"prep-k0"}, {})))
+    paths.plan.write_text(json.dumps(submit.plan_document(plan, paths.run_id, {"prep-k0"}, {})))
     (rd.task("prep", "prep-k0")).mkdir(parents=True)
     (rd.task("prep", "prep-k0") / "exitcode").write_text("0\n")
     Journal(paths.journal).append("run", executor="slurm")
     Journal(paths.journal).append("intent", step="train", chunk=None, offset=0, indices=[0, 1, 2], name="n")
     Journal(paths.journal).append("submitted", step="train", chunk=None, offset=0, job_id="42", name="n")
-    st = runs.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
+    st = run_status.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
     assert [(t.step, t.index, t.state, t.job) for t in st.tasks] == [
         ("prep", 0, "cached", None),
         ("train", 0, "lost", "42_0"),
@@ -97,13 +101,13 @@ def test_plan_document_round_trips_through_status(tmp_path: Path) -> None:
 def test_resolve_run_by_prefix(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / ".hpcml")
     with pytest.raises(StateError, match="no runs"):
-        runs.resolve_run(rd, None)
+        run_status.resolve_run(rd, None)
     for rid in ("20261126-000000-aaaa", "20261126-000100-bbbb"):
         rd.run(rid).root.mkdir(parents=True)
-    assert runs.resolve_run(rd, None) == "20261126-000100-bbbb"
-    assert runs.resolve_run(rd, "20261126-0000") == "20261126-000000-aaaa"
+    assert run_status.resolve_run(rd, None) == "20261126-000100-bbbb"
+    assert run_status.resolve_run(rd, "20261126-0000") == "20261126-000000-aaaa"
     with pytest.raises(StateError, match="several runs"):
-        runs.resolve_run(rd, "20261126")
+        run_status.resolve_run(rd, "20261126")
 
 
 def test_downstream_of_a_cancelled_run_is_cancelled_not_upstream_failed(tmp_path: Path) -> None:
@@ -113,7 +117,7 @@ def test_downstream_of_a_cancelled_run_is_cancelled_not_upstream_failed(tmp_path
     rd = RunDir(tmp_path / ".hpcml")
     paths = rd.run("20261126-000000-cccc")
     paths.root.mkdir(parents=True)
-    paths.plan.write_text(json.dumps(runs.plan_document(plan, paths.run_id, set(), {})))
+    paths.plan.write_text(json.dumps(submit.plan_document(plan, paths.run_id, set(), {})))
     journal = Journal(paths.journal)
     journal.append("run", executor="slurm")
     for step, indices, job in (("prep", [0], "41"), ("train", [0, 1, 2], "42")):
@@ -122,10 +126,10 @@ def test_downstream_of_a_cancelled_run_is_cancelled_not_upstream_failed(tmp_path
     (rd.task("prep", "prep-k0")).mkdir(parents=True)
     (rd.task("prep", "prep-k0") / "cause").write_text("cancelled\n")
     (rd.task("prep", "prep-k0") / "exitcode").write_text("143\n")
-    st = runs.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
+    st = run_status.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
     assert {t.state for t in st.tasks if t.step == "train"} == {"upstream_failed"}  # not cancelled by the user
     (paths.root / "cancelled").write_text("now\n")
-    st = runs.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
+    st = run_status.status(rd, None, ListedJobs([]))  # type: ignore[arg-type]
     assert [t.state for t in st.tasks] == ["cancelled"] * 4
 
 
@@ -142,7 +146,7 @@ def test_a_workflow_directory_sbatch_cannot_carry_is_refused_before_anything_is_
     )
     settings = Settings(catalogs=(str(tmp_path / "cat"),), executor="local")
     with pytest.raises(SubmitError, match="workflow directory path .* contains ' '"):
-        runs.start(root / "w.yaml", settings, ensure_images=lambda *a: pytest.fail("images ensured"))  # type: ignore[arg-type]
+        submit.start(root / "w.yaml", settings, ensure_images=lambda *a: pytest.fail("images ensured"))  # type: ignore[arg-type]
     assert sorted(p.name for p in root.iterdir()) == ["w.yaml"]
 
 
@@ -155,10 +159,10 @@ def test_choose_executor_names_what_decided() -> None:
             return False, "sbatch is not installed"
 
     s = Settings(executor="local", sources=("/home/a/.config/hpcml/config.toml",))
-    assert runs.choose_executor(None, s, NoSlurm(), {"HPCML_EXECUTOR": "local"}) == ("local", "set by HPCML_EXECUTOR=local")  # type: ignore[arg-type]
-    assert runs.choose_executor(None, s, NoSlurm(), {}) == ("local", "set by `executor` in /home/a/.config/hpcml/config.toml")  # type: ignore[arg-type]
-    assert runs.choose_executor("slurm", s, NoSlurm(), {}) == ("slurm", "chosen with --executor")  # type: ignore[arg-type]
-    assert runs.choose_executor(None, Settings(), NoSlurm(), {}) == ("local", "sbatch is not installed; running tasks on this machine")  # type: ignore[arg-type]
+    assert choose_executor(None, s, NoSlurm(), {"HPCML_EXECUTOR": "local"}) == ("local", "set by HPCML_EXECUTOR=local")  # type: ignore[arg-type]
+    assert choose_executor(None, s, NoSlurm(), {}) == ("local", "set by `executor` in /home/a/.config/hpcml/config.toml")  # type: ignore[arg-type]
+    assert choose_executor("slurm", s, NoSlurm(), {}) == ("slurm", "chosen with --executor")  # type: ignore[arg-type]
+    assert choose_executor(None, Settings(), NoSlurm(), {}) == ("local", "sbatch is not installed; running tasks on this machine")  # type: ignore[arg-type]
 
 
 def test_cancel_of_an_ended_run_cancels_nothing_and_keeps_its_failures(tmp_path: Path) -> None:
@@ -168,7 +172,7 @@ def test_cancel_of_an_ended_run_cancels_nothing_and_keeps_its_failures(tmp_path:
     rd = RunDir(tmp_path / ".hpcml")
     paths = rd.run("20261126-000000-dddd")
     paths.root.mkdir(parents=True)
-    paths.plan.write_text(json.dumps(runs.plan_document(plan, paths.run_id, set(), {})))
+    paths.plan.write_text(json.dumps(submit.plan_document(plan, paths.run_id, set(), {})))
     journal = Journal(paths.journal)
     journal.append("run", executor="slurm")
     journal.append("intent", step="prep", chunk=None, offset=0, indices=[0], name="prep")
@@ -180,9 +184,9 @@ def test_cancel_of_an_ended_run_cancels_nothing_and_keeps_its_failures(tmp_path:
         def cancel(self, refs):  # type: ignore[no-untyped-def]
             pytest.fail(f"cancelled {refs}")
 
-    assert runs.cancel(rd, None, Refuses([])) == (paths.run_id, [])  # type: ignore[arg-type]
+    assert control.cancel(rd, None, Refuses([])) == (paths.run_id, [])  # type: ignore[arg-type]
     assert not (paths.root / "cancelled").exists()
-    assert runs.status(rd, None, ListedJobs([])).tasks[0].label == "failed (exit 3)"  # type: ignore[arg-type]
+    assert run_status.status(rd, None, ListedJobs([])).tasks[0].label == "failed (exit 3)"  # type: ignore[arg-type]
 
 
 def test_history_names_unfinished_and_cancelled_tasks(tmp_path: Path) -> None:
@@ -190,14 +194,14 @@ def test_history_names_unfinished_and_cancelled_tasks(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / ".hpcml")
     paths = rd.run("20261126-000000-eeee")
     paths.root.mkdir(parents=True)
-    paths.plan.write_text(json.dumps(runs.plan_document(plan, paths.run_id, set(), {})))
+    paths.plan.write_text(json.dumps(submit.plan_document(plan, paths.run_id, set(), {})))
     Journal(paths.journal).append("run", executor="slurm")
     rd.task("prep", "prep-k0").mkdir(parents=True)
     (rd.task("prep", "prep-k0") / "exitcode").write_text("0\n")
-    [summary] = runs.history(rd)
+    [summary] = control.history(rd)
     assert dict(summary.counts) == {"completed": 1, "unfinished": 3} and not summary.finished
     (paths.root / "cancelled").write_text("now\n")
-    assert dict(runs.history(rd)[0].counts) == {"completed": 1, "cancelled": 3}
+    assert dict(control.history(rd)[0].counts) == {"completed": 1, "cancelled": 3}
 
 
 def test_watch_of_a_local_run_never_backs_off_past_its_ceiling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,14 +214,14 @@ def test_watch_of_a_local_run_never_backs_off_past_its_ceiling(tmp_path: Path, m
 
     rounds = iter([False] * 20 + [True])
 
-    def fake_status(*_a: object) -> runs.RunStatus:
+    def fake_status(*_a: object) -> RunStatus:
         state = "completed" if next(rounds) else "running"
-        return runs.RunStatus("r", "wf", "local", (TaskState("a", 0, "k", state),))
+        return RunStatus("r", "wf", "local", (TaskState("a", 0, "k", state),))
 
-    monkeypatch.setattr(runs, "status", fake_status)
+    monkeypatch.setattr(run_status, "status", fake_status)
     sleeps: list[float] = []
-    started = runs.RunStarted("r", RunDir(tmp_path), "wf", Local([]), "", {}, 0, 0, 1)  # type: ignore[arg-type]
-    runs.watch(started, lambda _st: None, sleep=sleeps.append)
+    started = submit.RunStarted("r", RunDir(tmp_path), "wf", Local([]), "", {}, 0, 0, 1)  # type: ignore[arg-type]
+    run_status.watch(started, lambda _st: None, sleep=sleeps.append)
     assert sleeps[0] == 0.5 and max(sleeps) == 2.0
 
 
@@ -228,11 +232,11 @@ def test_workflow_option_selects_that_workflows_runs(tmp_path: Path) -> None:
         paths = RunDir(tmp_path / ".hpcml").run(rid)
         paths.root.mkdir(parents=True)
         Journal(paths.journal).append("run", run=rid, path=str(tmp_path / f"{name}.yaml"), executor="slurm")
-    assert runs.resolve_run(RunDir.for_workflow(tmp_path / "b.yaml"), None) == "20261126-000000-aaaa"
-    assert runs.resolve_run(RunDir.for_workflow(tmp_path / "a.yaml"), None) == "20261126-000100-bbbb"
-    assert runs.resolve_run(RunDir(tmp_path / ".hpcml"), None) == "20261126-000100-bbbb"  # -C DIR: all runs
+    assert run_status.resolve_run(RunDir.for_workflow(tmp_path / "b.yaml"), None) == "20261126-000000-aaaa"
+    assert run_status.resolve_run(RunDir.for_workflow(tmp_path / "a.yaml"), None) == "20261126-000100-bbbb"
+    assert run_status.resolve_run(RunDir(tmp_path / ".hpcml"), None) == "20261126-000100-bbbb"  # -C DIR: all runs
     with pytest.raises(StateError, match=r"no runs of .*c\.yaml"):
-        runs.resolve_run(RunDir.for_workflow(tmp_path / "c.yaml"), None)
+        run_status.resolve_run(RunDir.for_workflow(tmp_path / "c.yaml"), None)
 
 
 def test_jobs_are_reconciled_after_the_images_are_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,7 +257,7 @@ def test_jobs_are_reconciled_after_the_images_are_ready(tmp_path: Path, monkeypa
             order.append("sbatch")
             return "1"
 
-    monkeypatch.setattr(runs, "make_executor", lambda *a, **k: Recording([]))
+    monkeypatch.setattr(submit, "make_executor", lambda *a, **k: Recording([]))
     wf = tmp_path / "w.yaml"
     wf.write_text("hpcml: 1\nname: wf\nimages:\n  bb:\n    from: scratch\n    shell: sh\nsteps:\n  a:\n    image: bb\n    run: 'true'\n")
     settings = Settings(catalogs=(str(tmp_path / "cat"),), executor="local")
@@ -262,7 +266,7 @@ def test_jobs_are_reconciled_after_the_images_are_ready(tmp_path: Path, monkeypa
         order.append("images")
         return {"bb": str(tmp_path / "bb.sif")}
 
-    runs.start(wf, settings, ensure_images=images).close()
+    submit.start(wf, settings, ensure_images=images).close()
     assert order == ["images", "squeue", "sbatch"]
 
 

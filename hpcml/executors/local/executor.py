@@ -29,11 +29,19 @@ import logging
 import os
 import signal
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from hpcml.config import Settings
 from hpcml.errors import SubmitError
 from hpcml.executors.base import LiveJob, Observation, StepJob
+from hpcml.executors.local.procs import (
+    kill_session_of,
+    process_env,
+    processes_with_env,
+    start_time,
+)
+from hpcml.executors.local.resources import Capacity, discover
 from hpcml.executors.local.scheduler import (
     REF_ENV,
     LocalJob,
@@ -41,9 +49,7 @@ from hpcml.executors.local.scheduler import (
     State,
     TaskResult,
 )
-from hpcml.executors.local.procs import kill_session_of, process_env, processes_with_env, start_time
 from hpcml.model import Plan
-from hpcml.executors.local.resources import Capacity, discover
 from hpcml.run.tasks import JobRecord
 
 log = logging.getLogger(__name__)
@@ -86,7 +92,7 @@ class LocalExecutor:
         self._at_exit_registered = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "LocalExecutor":
+    def from_settings(cls, settings: Settings) -> LocalExecutor:
         """An executor for this machine: slots from local_cpus/local_mem_mb/local_gpus or detection."""
         return cls(
             discover(

@@ -1,0 +1,51 @@
+"""Which executor a run uses, and making it: the flag, the setting, else SLURM where sbatch
+works, else the local executor.
+
+Example:
+
+    name, why = choose_executor(None, settings, Slurm())   # ("local", "sbatch is not installed; …")
+    ex = make_executor(name, settings)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from hpcml.clients.runner import Runner
+from hpcml.clients.slurm import Slurm
+from hpcml.config import Settings
+from hpcml.errors import SubmitError
+from hpcml.executors.base import Executor
+
+
+def choose_executor(
+    flag: str | None, settings: Settings, slurm: Slurm, env: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """(executor name, why): the flag, else the `executor` setting, else SLURM when sbatch
+    works here, else local."""
+    env = os.environ if env is None else env
+    if flag:
+        return flag, "chosen with --executor"
+    if settings.executor != "auto":
+        # The environment wins over the files (docs/configuration.md): name what decided.
+        where = (f"HPCML_EXECUTOR={env['HPCML_EXECUTOR']}" if env.get("HPCML_EXECUTOR")
+                 else f"`executor` in {', '.join(settings.sources) or 'the configuration'}")
+        return settings.executor, f"set by {where}"
+    ok, why = slurm.usable()
+    return ("slurm", why) if ok else ("local", f"{why}; running tasks on this machine")
+
+
+def make_executor(name: str, settings: Settings, runner: Runner | None = None) -> Executor:
+    """The executor called `name` (slurm or local)."""
+    if name == "slurm":
+        from hpcml.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor(Slurm(runner))
+    if name == "local":
+        try:
+            from hpcml.executors.local.executor import LocalExecutor  # type: ignore[import-not-found]
+        except ImportError:
+            raise SubmitError("the local executor is not available in this version of hpcml; use --executor slurm") from None
+        return LocalExecutor.from_settings(settings)  # type: ignore[no-any-return]
+    raise SubmitError(f"unknown executor {name!r}; allowed: slurm, local")

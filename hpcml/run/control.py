@@ -1,0 +1,135 @@
+"""What a user does to a run once it is submitted: cancel it, read or follow its logs, list
+the runs of a directory; and what an interrupted `hpcml run` leaves behind.
+
+Example:
+
+    run_id, jobs = cancel(RunDir.for_workflow("workflow.yaml"))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hpcml.config import Settings
+from hpcml.errors import RunInterrupted, StateError
+from hpcml.executors.base import Executor
+from hpcml.results import RunSummary
+from hpcml.run.durable import atomic_write
+from hpcml.run.journal import read_journal
+from hpcml.run.rundir import RunDir
+from hpcml.run.status import executor_of, load_run, resolve_run, status
+from hpcml.run.tasks import ACTIVE, derive_state, read_exit_code, read_task_files
+
+
+def cancel(run_dir: RunDir, run: str | None = None, executor: Executor | None = None, settings: Settings | None = None) -> tuple[str, list[str]]:
+    """Cancel every job of a run with one call; returns (run id, job ids cancelled)."""
+    run_id = resolve_run(run_dir, run)
+    rec = load_run(run_dir, run_id)
+    executor = executor or executor_of(rec, settings)
+    # A task with an exit code has ended (failed ones too): its job is not cancelled, and a
+    # run with nothing left is not marked cancelled (its failures stay failures).
+    task_dirs = {t["key"]: run_dir.task(step["name"], t["key"]) for step in rec.plan["steps"] for t in step["tasks"]}
+    job_ids = sorted({ref for key, ref in rec.refs.items() if read_exit_code(task_dirs[key]) is None})
+    if not job_ids:
+        return run_id, []
+    atomic_write(run_dir.run(run_id).root / "cancelled", time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+    executor.cancel(job_ids)
+    return run_id, job_ids
+
+
+def interrupted(run_dir: RunDir, run_id: str | None, ex: Executor, jobs: int) -> RunInterrupted:
+    """The error for a run interrupted after submitting `jobs` jobs. An executor that is not
+    detached (local) cannot keep its tasks once `hpcml run` ends: they are cancelled here."""
+    cancelled = False
+    if jobs and run_id is not None and not ex.detached:
+        cancel(run_dir, run_id, ex)
+        cancelled = True
+    return RunInterrupted(submitted=jobs, executor=ex.name, tasks_cancelled=cancelled, run_id=run_id)
+
+
+def task_logs(run_dir: RunDir, target: str, run: str | None = None) -> list[tuple[str, Path]]:
+    """(label, log path) of `STEP` (all its tasks) or `STEP/INDEX` in a run (default latest)."""
+    run_id = resolve_run(run_dir, run)
+    rec = load_run(run_dir, run_id)
+    step, _, index = target.partition("/")
+    steps = {s["name"]: s for s in rec.plan["steps"]}
+    if step not in steps:
+        raise StateError(f"no step {step!r} in run {run_id}; steps: {', '.join(steps)}")
+    tasks = steps[step]["tasks"]
+    if index:
+        tasks = [t for t in tasks if str(t["index"]) == index]
+        if not tasks:
+            raise StateError(f"step {step} has no task {index!r}; tasks: 0..{len(steps[step]['tasks']) - 1}")
+    return [(f"{step}/{t['index']}", run_dir.task(step, t["key"]) / "log") for t in tasks]
+
+
+def history(run_dir: RunDir) -> list[RunSummary]:
+    """Every run of this directory (of its workflow file, if named by one), oldest first."""
+    out = []
+    for run_id in run_dir.workflow_runs():
+        try:
+            rec = load_run(run_dir, run_id)
+        except StateError:
+            continue
+        finished = [r for r in read_journal(run_dir.run(run_id).journal) if r["event"] == "finished"]
+        if finished:
+            counts = dict(finished[-1].get("counts", {}))
+        else:
+            # Not watched to the end: only the files speak (no executor is asked here).
+            rest = "cancelled" if rec.cancelled else "unfinished"
+            cached = set(rec.plan.get("cached", []))
+            counts: dict[str, int] = {}
+            for step in rec.plan["steps"]:
+                for t in step["tasks"]:
+                    files = read_task_files(run_dir.task(step["name"], t["key"]))
+                    label = rest if files.exit_code is None else derive_state(files, cached=t["key"] in cached)[0]
+                    counts[label] = counts.get(label, 0) + 1
+        n = sum(len(s["tasks"]) for s in rec.plan["steps"])
+        out.append(RunSummary(run_id, rec.plan["workflow"], rec.executor, n, counts, bool(finished)))
+    return out
+
+
+def follow_task_log(
+    run_dir: RunDir,
+    target: str,
+    run: str | None,
+    write: Callable[[str], None],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    settings: Settings | None = None,
+) -> None:
+    """Write the log of one task (`STEP/INDEX`, or a step of one task) and what is appended
+    to it until the task is no longer pending, running or requeued."""
+    run_id = resolve_run(run_dir, run)
+    found = task_logs(run_dir, target, run_id)
+    if len(found) != 1:
+        raise StateError(f"--follow needs one task: STEP/INDEX (step {target} has {len(found)} tasks)")
+    label, path = found[0]
+    executor = executor_of(load_run(run_dir, run_id), settings)
+
+    def done() -> bool:
+        st = status(run_dir, run_id, executor)
+        return any(t.state not in ACTIVE for t in st.tasks if f"{t.step}/{t.index}" == label)
+
+    follow(path, done, write, sleep)
+
+
+def follow(path: Path, done: Callable[[], bool], write: Callable[[str], None], sleep: Callable[[float], None] = time.sleep) -> None:
+    """Write `path` and keep writing what is appended until `done()` (like tail -f)."""
+    pos = 0
+    while True:
+        finished = done()
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+                pos = fh.tell()
+        except FileNotFoundError:
+            chunk = ""
+        if chunk:
+            write(chunk)
+        if finished:
+            return
+        sleep(1.0)

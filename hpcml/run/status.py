@@ -1,0 +1,146 @@
+"""The state of a run: which run is meant, what its plan and journal say, one polling round
+(`status`), and following it to the end (`watch`).
+
+Example:
+
+    st = status(RunDir.for_workflow("workflow.yaml"))
+    st.counts    # {"completed": 3, "running": 2}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hpcml import config
+from hpcml.config import Settings
+from hpcml.errors import StateError
+from hpcml.executors.base import Executor
+from hpcml.executors.choose import make_executor
+from hpcml.results import RunStatus
+from hpcml.run.journal import Journal, read_journal
+from hpcml.run.rundir import RunDir
+from hpcml.run.tasks import FAILED, TaskState, derive_state, read_task_files
+
+if TYPE_CHECKING:
+    from hpcml.run.submit import RunStarted
+
+
+def resolve_run(run_dir: RunDir, run: str | None) -> str:
+    """The run id asked for (a unique prefix is enough), or the latest run (of the workflow
+    file the run directory was named by, if it was)."""
+    ids = run_dir.workflow_runs()
+    if not ids:
+        where = f"of {run_dir.workflow_file} " if run_dir.workflow_file else ""
+        raise StateError(
+            f"no runs {where}in {run_dir.path}; start one with `hpcml run WORKFLOW`, or name the workflow's "
+            "directory with -C DIR (or --workflow FILE)"
+        )
+    if run is None:
+        return ids[-1]
+    matches = [r for r in ids if r.startswith(run)]
+    if len(matches) != 1:
+        what = "no run" if not matches else "several runs"
+        raise StateError(f"{what} matching {run!r} in {run_dir.path}; runs: {', '.join(ids[-5:])}")
+    return matches[0]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run's files say of it: its plan, executor, each task's job, and whether the
+    user cancelled it."""
+
+    plan: dict[str, Any]
+    executor: str
+    refs: dict[str, str]  # task key → job ref
+    cancelled: bool
+
+
+def load_run(run_dir: RunDir, run_id: str) -> RunRecord:
+    """Read a run's plan.json and journal; StateError when the plan cannot be read."""
+    paths = run_dir.run(run_id)
+    try:
+        doc = json.loads(paths.plan.read_text())
+    except (OSError, ValueError) as err:
+        raise StateError(f"run {run_id}: cannot read {paths.plan}: {err}") from err
+    keys_by_step = {s["name"]: {t["index"]: t["key"] for t in s["tasks"]} for s in doc["steps"]}
+    array = {s["name"]: s["array"] for s in doc["steps"]}
+    refs: dict[str, str] = dict(doc.get("adopted", {}))
+    executor = "slurm"
+    intents: dict[tuple[str, int | None], dict[str, Any]] = {}
+    for r in read_journal(paths.journal):
+        if r["event"] == "run":
+            executor = r.get("executor", executor)
+        elif r["event"] == "intent":
+            intents[(r["step"], r.get("chunk"))] = r
+        elif r["event"] == "submitted":
+            intent = intents.get((r["step"], r.get("chunk")), {})
+            for index in intent.get("indices", []):
+                key = keys_by_step[r["step"]][index]
+                refs[key] = f"{r['job_id']}_{index - int(r.get('offset', 0))}" if array[r["step"]] else r["job_id"]
+    return RunRecord(doc, executor, refs, (paths.root / "cancelled").exists())
+
+
+def executor_of(rec: RunRecord, settings: Settings | None) -> Executor:
+    """The executor that ran `rec`, made from `settings` (default: the configuration)."""
+    return make_executor(rec.executor, settings or config.load())
+
+
+def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = None, settings: Settings | None = None) -> RunStatus:
+    """The state of every task of a run (default: the latest) from one observation round."""
+    run_id = resolve_run(run_dir, run)
+    rec = load_run(run_dir, run_id)
+    executor = executor or executor_of(rec, settings)
+    seen = executor.observe(sorted(set(rec.refs.values()))) if rec.refs else None
+    records = dict(seen.records) if seen else {}
+    cached = set(rec.plan.get("cached", []))
+    states: dict[str, TaskState] = {}
+    for step in rec.plan["steps"]:
+        for t in step["tasks"]:
+            key = t["key"]
+            files = read_task_files(run_dir.task(step["name"], key))
+            ref = rec.refs.get(key)
+            record = records.get(ref) if ref else None
+            bad_up = [states[u].state for u in t["upstream"] if u in states and states[u].state in FAILED]
+            # Downstream of tasks the user cancelled is cancelled too, not "upstream failed".
+            up_failed = bool(bad_up) and not (rec.cancelled and set(bad_up) == {"cancelled"})
+            state, detail = derive_state(
+                files,
+                cached=key in cached,
+                submitted=ref is not None or key in cached,
+                record=record,
+                upstream_failed=up_failed,
+                cancelled_by_user=rec.cancelled,
+            )
+            states[key] = TaskState(step["name"], t["index"], key, state, files.exit_code, ref, detail, files.attempt)
+    return RunStatus(run_id, rec.plan["workflow"], rec.executor, tuple(states.values()), seen.accounting if seen else True)
+
+
+def watch(
+    started: RunStarted,
+    on_update: Callable[[RunStatus], None],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    min_s: float = 2.0,
+    max_s: float = 30.0,
+) -> RunStatus:
+    """Poll until every task has ended, backing off while nothing changes."""
+    delay = getattr(started.executor, "poll_s", min_s)
+    floor = delay
+    # Backing off spares slurmctld; looking at local processes costs nothing, so a local
+    # run is not left waiting up to max_s after its last task ended.
+    max_s = min(max_s, getattr(started.executor, "max_poll_s", max_s))
+    last: dict[str, int] | None = None
+    while True:
+        st = status(started.run_dir, started.run_id, started.executor)
+        on_update(st)
+        if st.finished:
+            if started.lock is not None:
+                Journal(started.run_dir.run(started.run_id).journal).append("finished", counts=st.counts, ok=st.ok)
+            return st
+        delay = floor if st.counts != last else min(delay * 1.5, max_s)
+        last = st.counts
+        sleep(delay)
