@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpcml.errors import Diagnostic, SpecError
-from hpcml.model import Image, Pos
+from hpcml.model import ENV_NAME_RE, ENV_NAME_RULE, Image, Pos
 
 #: Stands for the parent image's SIF in a canonical definition (`From: {PARENT_SIF}`).
 PARENT_PLACEHOLDER = "{PARENT_SIF}"
@@ -62,7 +62,6 @@ REFUSED_SECTIONS = frozenset({"setup", "pre"})
 STAMPED_LABELS = frozenset({"org.hpcml.image", "org.hpcml.key", "org.hpcml.version"})
 
 _LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # %files paths and From: values are whitespace-separated words in a def file.
 _PATH_RE = re.compile(r"[^\s'\"\\%]+")
 _SECTION_RE = re.compile(r"^%([A-Za-z]+)\b(.*)$")
@@ -140,8 +139,8 @@ def _sections(image: Image, errors: list[str]) -> list[str]:
         out.append(_section("post" + _shell_args(image), post))
     if image.env:
         for name, value in image.env:
-            if not _ENV_NAME_RE.fullmatch(name):
-                errors.append(f"env name {name!r} is invalid (allowed: [A-Za-z_][A-Za-z0-9_]*)")
+            if not ENV_NAME_RE.fullmatch(name):
+                errors.append(f"env name {name!r} is invalid (allowed: {ENV_NAME_RULE})")
             _check_env_value(name, value, errors)
         out.append(_section("environment", [f"export {k}={shlex.quote(v)}" for k, v in image.env]))
     if image.labels:

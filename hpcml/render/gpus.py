@@ -6,8 +6,9 @@ needs `select/cons_tres`). Which one a cluster takes is detected from `scontrol 
 config` and can be forced with the `gpu_request` setting.
 
 Inside the container the step sees exactly the devices SLURM allocated: the job wrapper
-passes CUDA_VISIBLE_DEVICES (and the ROCm equivalents) through `--cleanenv` as
-APPTAINERENV_* variables, and `--nv`/`--rocm` is added only when the step has GPUs.
+passes CUDA_VISIBLE_DEVICES (and the ROCm equivalents: `protocol.DEVICE_ENV_VARS`)
+through `--cleanenv` as APPTAINERENV_* variables, and `--nv`/`--rocm` is added only when
+the step has GPUs.
 
 Example:
 
@@ -25,10 +26,6 @@ from hpcml.model import Resources
 
 GpuStyle = Literal["gres", "gpus-per-node"]
 STYLES: tuple[GpuStyle, ...] = ("gres", "gpus-per-node")
-
-#: Environment variables through which SLURM (and ROCm) name the allocated devices; the
-#: job wrapper forwards every one that is set into the container.
-DEVICE_ENV_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
 
 # A GPU type ends up inside an sbatch directive: keep it to what SLURM type names use.
 _GPU_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -47,13 +47,10 @@ from hpcml.errors import SubmitError
 from hpcml.executors.local.procs import kill, kill_session_of, processes_with_env, session_members, sigint_ignored
 from hpcml.executors.local.resources import Capacity
 from hpcml.clients.runner import spawn
+from hpcml.render.protocol import EXECUTOR_ENV, LOCAL_EXECUTOR, REQUEUE_EXIT, TASK_REQUEUE
 
 log = logging.getLogger(__name__)
 
-#: Exit status of a job wrapper that asks to be started again (EX_TEMPFAIL).
-REQUEUE_STATUS = 75
-#: File the wrapper writes into its task directory alongside exit status 75.
-REQUEUE_MARKER = "requeue"
 #: Environment variable that marks every process the scheduler starts (with the
 #: scheduler's id): a safety net to find and end processes after an interruption.
 MARKER_ENV = "HPCML_LOCAL_SCHEDULER"
@@ -294,7 +291,7 @@ class LocalScheduler:
             self._set(task, State.CANCELLED, exit_code=code, reason=reason or "cancelled")
         elif task.timed_out:
             self._set(task, State.TIMEOUT, exit_code=code, reason="time limit reached")
-        elif rc == REQUEUE_STATUS and self._requeue_asked(task):
+        elif rc == REQUEUE_EXIT and self._requeue_asked(task):
             self._requeue(task)
         elif rc == 0:
             self._set(task, State.COMPLETED, exit_code=0, reason="")
@@ -305,12 +302,12 @@ class LocalScheduler:
         # The marker stays: status shows the task as requeued until the wrapper, starting
         # again, removes it (it removes stale markers at start, so this one is fresh).
         task_dir = task.job.task_dirs.get(task.index)
-        return task_dir is not None and Path(task_dir, REQUEUE_MARKER).exists()
+        return task_dir is not None and Path(task_dir, TASK_REQUEUE).exists()
 
     def _requeue(self, task: _Task) -> None:
         restarts = task.result.restarts + 1
         if restarts > task.job.max_requeues:
-            self._set(task, State.FAILED, exit_code=REQUEUE_STATUS, reason="requeued too often")
+            self._set(task, State.FAILED, exit_code=REQUEUE_EXIT, reason="requeued too often")
             return
         self._set(task, State.REQUEUED, restarts=restarts, reason="requeued", gpus=())
         self._set(task, State.PENDING)
@@ -406,8 +403,8 @@ class LocalScheduler:
         for name in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
             env.pop(name, None)
         devices = ",".join(gpus)
+        env[EXECUTOR_ENV] = LOCAL_EXECUTOR
         env.update(
-            HPCML_EXECUTOR="local",
             SLURM_JOB_ID=job.job_id,
             SLURM_JOB_NAME=job.name or job.job_id,
             SLURM_RESTART_COUNT=str(task.result.restarts),
