@@ -1,20 +1,23 @@
 """One job script per step (or array chunk): sbatch directives + a bash wrapper. Pure.
 
 The same script serves SLURM (`sbatch script`) and the local executor (`bash script` with
-HPCML_EXECUTOR=local and HPCML_TASK_INDEX set), so both share one behaviour:
+HPCML_EXECUTOR=local and the SLURM_* variables a job would see), so both share one behaviour:
 
-- the task index comes from HPCML_TASK_INDEX, else SLURM_ARRAY_TASK_ID + the chunk offset,
-  else 0; its key from the step's manifest (`index key` per line);
+- the task index comes from HPCML_TASK_INDEX (an override), else SLURM_ARRAY_TASK_ID + the
+  chunk offset, else 0; its key from the step's manifest (`index key` per line);
 - a task whose `exitcode` is already 0 is not run again (a duplicate job is harmless);
 - the container runs in the background in its own process group and is `wait`ed, so
   TERM/INT and the checkpoint signal reach the whole task;
 - on the checkpoint signal, while the attempt budget (`retries`) lasts, the task requeues
-  itself (`scontrol requeue`, array-task aware; locally: exit 75 and a `requeue` marker);
+  itself (`scontrol requeue`, array-task aware; locally: exit REQUEUE_EXIT and a `requeue`
+  marker);
 - a plain failure is retried in the same allocation while the budget lasts;
 - the exit code is written atomically (tmp + mv) to the task directory, and on TERM a
   `cause` file says whether the time limit (timeout) or someone else (cancelled) ended it.
 
-Every interpolated value is either validated (directives) or shlex-quoted (shell).
+Every interpolated value is either validated (directives) or shlex-quoted (shell). The
+wrapper itself is package data, `wrapper.sh` beside this module (shellcheck reads it as it
+is); the values it shares with Python come from `protocol`, filled in by `wrapper_text`.
 
 Example:
 
@@ -23,21 +26,20 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from importlib import resources
+from typing import Iterable, Mapping, Sequence
 
 from hpcml.errors import SubmitError
+from hpcml.model import ENV_NAME_RE, Step, Task
 from hpcml.render.gpus import GpuStyle, container_gpu_flags, sbatch_gpu_flags
-from hpcml.model import Step, Task
+from hpcml.render.protocol import WRAPPER_VALUES
 from hpcml.spec.units import format_slurm_time
 
-#: Exit status of a task that asks the local executor to run it again (EX_TEMPFAIL).
-REQUEUE_EXIT = 75
-
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIGNAL = re.compile(r"(?:SIG)?[A-Z0-9]+")
 # Paths end up in #SBATCH lines (split on blanks, `%` is a filename pattern) and in
 # apptainer --bind specs (`:` and `,` are separators): keep them plain.
@@ -102,7 +104,7 @@ def render_step_script(spec: ScriptSpec) -> str:
     lines += [f"#SBATCH {d}" for d in sbatch_directives(spec)]
     lines += ["", "set -euo pipefail", "", "# ---- this step (values are shell-quoted) ----"]
     lines += _settings(spec)
-    lines += ["", WRAPPER]
+    lines += ["", wrapper_text()]
     return "\n".join(lines)
 
 
@@ -230,7 +232,7 @@ def _signal(sig: str) -> str:
 
 
 def _env_name(name: str) -> str:
-    if not _ENV_NAME.fullmatch(name):
+    if not ENV_NAME_RE.fullmatch(name):
         raise SubmitError(f"invalid environment variable name {name!r}")
     return name
 
@@ -271,131 +273,41 @@ def render_env_file(pairs: Sequence[tuple[str, str]]) -> str:
     return "".join(f"{_env_name(k)}={shlex.quote(apptainer_env_value(v))}\n" for k, v in pairs)
 
 
-# ---- the wrapper: identical for every step, settings come from the variables above --
+# ---- the wrapper: package data, the same for every step ----------------------------------
 
-WRAPPER = r"""# ---- hpcml task wrapper (the same for every step) ----
-# sbatch passes the submitter's environment on and sets SLURM_ARRAY_* only for arrays: a
-# plain job submitted from inside an array task inherits that task's ids. Read them only
-# in an array job.
-if (( hpcml_array )); then
-  hpcml_job_ref=${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-local}}_${SLURM_ARRAY_TASK_ID:-0}
-else
-  hpcml_job_ref=${SLURM_JOB_ID:-local}
-fi
-if [[ -n ${HPCML_TASK_INDEX:-} ]]; then
-  hpcml_index=$HPCML_TASK_INDEX
-elif (( hpcml_array )); then
-  hpcml_index=$(( ${SLURM_ARRAY_TASK_ID:-0} + hpcml_offset ))
-else
-  hpcml_index=0
-fi
-hpcml_key=
-while read -r hpcml_i hpcml_k; do
-  if [[ $hpcml_i == "$hpcml_index" ]]; then hpcml_key=$hpcml_k; break; fi
-done <"$hpcml_manifest"
-if [[ -z $hpcml_key ]]; then
-  echo "hpcml: task $hpcml_step/$hpcml_index is not in $hpcml_manifest" >&2
-  exit 3
-fi
-taskdir=$hpcml_tasks/$hpcml_key
-mkdir -p "$taskdir/out"
-exec >>"$taskdir/log" 2>&1 </dev/null
+#: The line where a job script's copy of wrapper.sh starts; above it is the file's own header.
+WRAPPER_START = "# ---- hpcml task wrapper (the same for every step) ----\n"
+_MARKER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+_PLAIN_WORDS = re.compile(r"[A-Za-z0-9_.]+(?: [A-Za-z0-9_.]+)*")
 
-hpcml_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
-hpcml_put() {  # hpcml_put FILE VALUE: replace FILE atomically
-  printf '%s\n' "$2" >"$taskdir/.$1.tmp.$$"
-  mv -f "$taskdir/.$1.tmp.$$" "$taskdir/$1"
-}
-if [[ -f $taskdir/exitcode && $(<"$taskdir/exitcode") == 0 ]]; then
-  echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index already completed; not running it again"
-  exit 0
-fi
-rm -f "$taskdir/exitcode" "$taskdir/cause" "$taskdir/requeue"
 
-hpcml_child=
-hpcml_signal=
-hpcml_forwarded=
-hpcml_forward() {  # pass a signal on to the whole task (its own process group)
-  hpcml_signal=$1
-  if [[ -n $hpcml_child ]]; then
-    hpcml_forwarded=1
-    kill -s "$1" -- "-$hpcml_child" 2>/dev/null || kill -s "$1" "$hpcml_child" 2>/dev/null || true
-  fi
-}
-hpcml_terminated() {  # SIGTERM: the time limit, or scancel / Ctrl-C of the local executor
-  if (( hpcml_time_limit > 0 && SECONDS + 15 >= hpcml_time_limit )); then
-    hpcml_put cause timeout
-  else
-    hpcml_put cause cancelled
-  fi
-  hpcml_forward TERM
-}
-trap hpcml_terminated TERM
-trap 'hpcml_forward INT' INT
-if [[ -n $hpcml_checkpoint_signal ]]; then
-  trap 'hpcml_forward "$hpcml_checkpoint_signal"' "$hpcml_checkpoint_signal"
-fi
+@functools.cache
+def wrapper_text() -> str:
+    """The wrapper as it appears in every job script: wrapper.sh rendered with the
+    protocol's values (read from the package once per process)."""
+    template = resources.files("hpcml.render").joinpath("wrapper.sh").read_text(encoding="utf-8")
+    return render_wrapper(template, WRAPPER_VALUES)
 
-hpcml_requeue() {  # on the checkpoint signal: run again later, from the checkpoint
-  hpcml_put requeue "$(hpcml_now)"
-  if [[ ${HPCML_EXECUTOR:-slurm} == local ]]; then
-    echo "hpcml: $(hpcml_now) checkpointed; asking the local executor to requeue"
-    exit 75
-  fi
-  echo "hpcml: $(hpcml_now) checkpointed; scontrol requeue $hpcml_job_ref"
-  if scontrol requeue "$hpcml_job_ref"; then
-    exit 0
-  fi
-  echo "hpcml: scontrol requeue $hpcml_job_ref failed; the task ends here"
-  rm -f "$taskdir/requeue"
-}
 
-if (( hpcml_gpu )); then  # the container sees exactly the GPUs this job was given
-  for hpcml_var in CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES HIP_VISIBLE_DEVICES GPU_DEVICE_ORDINAL; do
-    if [[ -n ${!hpcml_var+set} ]]; then export "APPTAINERENV_$hpcml_var=${!hpcml_var}"; fi
-  done
-fi
-export APPTAINERENV_HPCML_STEP=$hpcml_step APPTAINERENV_HPCML_TASK_INDEX=$hpcml_index
-export APPTAINERENV_HPCML_JOB_ID=${SLURM_JOB_ID:-local}
+def render_wrapper(template: str, values: Mapping[str, str]) -> str:
+    """`template` from its WRAPPER_START line on, with every `@NAME@` replaced by
+    `values[NAME]` and the lines holding only a shellcheck directive left out.
 
-hpcml_status=0
-while :; do
-  hpcml_attempt=$(( $(cat "$taskdir/attempt" 2>/dev/null || echo 0) + 1 ))
-  hpcml_put attempt "$hpcml_attempt"
-  export APPTAINERENV_HPCML_ATTEMPT=$hpcml_attempt
-  echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index key $hpcml_key attempt $hpcml_attempt of $(( hpcml_retries + 1 ))" \
-    "on $(hostname) job $hpcml_job_ref" \
-    "devices ${CUDA_VISIBLE_DEVICES:-none}"
-  if [[ -n $hpcml_signal ]]; then
-    # The signal came before this attempt started (while the wrapper set up, or between
-    # attempts): starting it now would run a cancelled or timed-out task to the end.
-    hpcml_status=$(( 128 + $(kill -l "$hpcml_signal") ))
-    echo "hpcml: $(hpcml_now) SIG$hpcml_signal arrived before attempt $hpcml_attempt started; not starting it"
-  else
-    hpcml_forwarded=
-    set -m  # the task gets its own process group, so a forwarded signal reaches all of it
-    "${hpcml_container[@]}" "$hpcml_shell" "$taskdir/cmd.sh" &
-    hpcml_child=$!
-    set +m
-    # A signal trapped between the fork and `hpcml_child=` found no child to pass it to.
-    if [[ -n $hpcml_signal && -z $hpcml_forwarded ]]; then hpcml_forward "$hpcml_signal"; fi
-    hpcml_status=0
-    wait "$hpcml_child" || hpcml_status=$?
-    while kill -0 "$hpcml_child" 2>/dev/null; do  # wait returned early for a trapped signal
-      hpcml_status=0
-      wait "$hpcml_child" || hpcml_status=$?
-    done
-    hpcml_child=
-  fi
-  echo "hpcml: $(hpcml_now) attempt $hpcml_attempt exited with $hpcml_status${hpcml_signal:+ after SIG$hpcml_signal}"
-  (( hpcml_status == 0 )) && break
-  if [[ -n $hpcml_signal && $hpcml_signal == "$hpcml_checkpoint_signal" ]] && (( hpcml_attempt <= hpcml_retries )); then
-    hpcml_requeue
-  fi
-  [[ -n $hpcml_signal ]] && break  # ended from outside: no retry here
-  (( hpcml_attempt > hpcml_retries )) && break
-  echo "hpcml: retrying in this allocation"
-done
-hpcml_put exitcode "$hpcml_status"
-exit "$hpcml_status"
-"""
+    Example: a template line `exit @REQUEUE_EXIT@` becomes `exit 75`.
+    """
+    _, start, body = template.partition(WRAPPER_START)
+    if not start:
+        raise SubmitError(f"the job wrapper template has no line {WRAPPER_START.strip()!r}")
+    bad = sorted(name for name, value in values.items() if not _PLAIN_WORDS.fullmatch(value))
+    if bad:
+        raise SubmitError(f"job wrapper values must be plain words; not so: {', '.join(bad)}")
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise SubmitError(f"unknown marker @{name}@ in the job wrapper template; known: {', '.join(sorted(values))}")
+        return values[name]
+
+    lines = (start + body).splitlines(keepends=True)
+    kept = "".join(line for line in lines if not line.lstrip().startswith("# shellcheck "))
+    return _MARKER.sub(fill, kept)

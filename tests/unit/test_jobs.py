@@ -1,17 +1,23 @@
-"""Job scripts: golden files, `bash -n`, quoting and refusal of unsafe values."""
+"""Job scripts: golden files, `bash -n`, shellcheck, quoting and refusal of unsafe values."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from hpcml.errors import SubmitError
+from hpcml.model import Checkpoint, Matrix, Resources, Step, Task
+from hpcml.render import protocol
 from hpcml.render.jobs import (
+    WRAPPER_START,
     ScriptSpec,
     job_name,
     parse_job_name,
@@ -20,8 +26,9 @@ from hpcml.render.jobs import (
     render_manifest,
     render_step_script,
     render_task_command,
+    render_wrapper,
+    wrapper_text,
 )
-from hpcml.model import Checkpoint, Matrix, Resources, Step, Task
 
 RUN = "20261126-061200-ab12"
 ROOT = "/home/alice/cifar"
@@ -84,6 +91,78 @@ def test_golden_scripts(name: str, golden: Callable[[str, str], None], tmp_path:
     script.write_text(text)
     done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# ---- shellcheck: the template on its own, and every rendered job script ----------------
+
+#: What shellcheck says about rendered scripts that is wrong for them (the template has
+#: these as directives, which rendering leaves out): SC2317, the trap handlers look
+#: unreachable to it; SC2209, `hpcml_shell=sh` is a string (shlex.quote leaves it bare);
+#: SC2016, env values are single-quoted so that `$` stays literal.
+RENDERED_EXCLUDES = "SC2016,SC2209,SC2317"
+
+
+@pytest.fixture
+def shellcheck() -> str:
+    """The shellcheck program; the test is skipped without it, or fails under
+    HPCML_REQUIRE_TESTBED=1 (CI, where slurm/testbed/up installs it)."""
+    path = shutil.which("shellcheck")
+    if path is None:
+        reason = "shellcheck is not installed (apt-get install shellcheck; slurm/testbed/up installs it)"
+        if os.environ.get("HPCML_REQUIRE_TESTBED") == "1":
+            pytest.fail(f"testbed required (HPCML_REQUIRE_TESTBED=1) but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def _template() -> str:
+    return resources.files("hpcml.render").joinpath("wrapper.sh").read_text(encoding="utf-8")
+
+
+def test_shellcheck_reads_the_wrapper_template_on_its_own(shellcheck: str) -> None:
+    with resources.as_file(resources.files("hpcml.render").joinpath("wrapper.sh")) as path:
+        done = subprocess.run([shellcheck, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_shellcheck_passes_rendered_scripts(name: str, shellcheck: str, tmp_path: Path) -> None:
+    script = tmp_path / name
+    script.write_text(render_step_script(CASES[name]))
+    done = subprocess.run([shellcheck, f"--exclude={RENDERED_EXCLUDES}", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_template_declares_the_settings_the_renderer_writes() -> None:
+    header = _template().partition(WRAPPER_START)[0]
+    declared = re.findall(r"^(hpcml_\w+)=", header, re.M)
+    for spec in CASES.values():
+        rendered = render_step_script(spec).partition(WRAPPER_START)[0]
+        assert re.findall(r"^(hpcml_\w+)=", rendered, re.M) == declared
+
+
+def test_the_wrapper_gets_every_protocol_value_and_keeps_no_marker() -> None:
+    text = wrapper_text()
+    assert text.startswith(WRAPPER_START) and text.endswith('exit "$hpcml_status"\n')
+    assert not re.search(r"@[A-Z][A-Z0-9_]*@", text) and "# shellcheck" not in text
+    assert f"exit {protocol.REQUEUE_EXIT}\n" in text
+    assert f"for hpcml_var in {' '.join(protocol.DEVICE_ENV_VARS)}; do" in text
+    assert f'"$taskdir/{protocol.TASK_COMMAND}"' in text
+    used = set(re.findall(r"@([A-Z][A-Z0-9_]*)@", _template().partition(WRAPPER_START)[2]))
+    assert used == set(protocol.WRAPPER_VALUES)  # no value defined for nothing
+
+
+def test_unknown_markers_and_unsafe_values_are_refused() -> None:
+    template = f"# header\n{WRAPPER_START}exit @NOPE@\n"
+    with pytest.raises(SubmitError, match="unknown marker @NOPE@"):
+        render_wrapper(template, {"REQUEUE_EXIT": "75"})
+    with pytest.raises(SubmitError, match="plain words"):
+        render_wrapper(template, {"NOPE": "75; rm -rf /"})
+    with pytest.raises(SubmitError, match="has no line"):
+        render_wrapper("exit 0\n", {})
+    assert render_wrapper(f"#!x\n{WRAPPER_START}# shellcheck disable=SC2242\nexit @N@\n", {"N": "75"}) == (
+        f"{WRAPPER_START}exit 75\n"
+    )
 
 
 def test_cpu_step_gets_no_gpu_flags() -> None:
@@ -267,3 +346,31 @@ def test_an_array_task_requeues_itself_by_array_id(tmp_path: Path) -> None:
     proc.send_signal(12)
     assert proc.wait(timeout=30) == 0
     assert calls.read_text() == "requeue 500_0\n"
+
+
+def test_locally_a_checkpointed_task_asks_for_a_requeue(tmp_path: Path) -> None:
+    # The local executor requeues a task that exits with REQUEUE_EXIT after writing the
+    # TASK_REQUEUE marker (executors/local/scheduler.py reads the same two constants).
+    step = Step(name="s", image="i", run="trap 'exit 9' USR2; touch started; while :; do sleep 0.05; done",
+                resources=Resources(), retries=1, checkpoint=Checkpoint("USR2", 10))
+    script, taskdir = _runnable(tmp_path, step)
+    env = {"PATH": "/usr/bin:/bin", protocol.EXECUTOR_ENV: protocol.LOCAL_EXECUTOR}
+    proc = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path)
+    for _ in range(200):
+        if (tmp_path / "started").exists() or proc.poll() is not None:
+            break
+        subprocess.run(["sleep", "0.05"])
+    proc.send_signal(12)
+    assert proc.wait(timeout=30) == protocol.REQUEUE_EXIT
+    assert (taskdir / protocol.TASK_REQUEUE).exists() and not (taskdir / protocol.TASK_EXITCODE).exists()
+    assert (taskdir / protocol.TASK_ATTEMPT).read_text() == "1\n"
+
+
+def test_a_gpu_task_sees_every_device_variable_it_was_given(tmp_path: Path) -> None:
+    step = Step(name="s", image="i", run="env", resources=Resources(gpus=1))
+    script, taskdir = _runnable(tmp_path, step)
+    env = {"PATH": "/usr/bin:/bin", **{name: f"{i}" for i, name in enumerate(protocol.DEVICE_ENV_VARS)}}
+    assert subprocess.run(["bash", str(script)], env=env, cwd=tmp_path).returncode == 0
+    log = (taskdir / protocol.TASK_LOG).read_text()
+    for i, name in enumerate(protocol.DEVICE_ENV_VARS):
+        assert f"APPTAINERENV_{name}={i}\n" in log

@@ -1,0 +1,164 @@
+# shellcheck shell=bash
+#
+# The job wrapper: the part of every hpcml job script that is the same for every step.
+# hpcml/render/jobs.py renders a job script as `#SBATCH` lines, the step's settings (the
+# variables below) and this wrapper; SLURM runs it with sbatch, the local executor with bash.
+#
+# How this template becomes part of a job script (hpcml/render/jobs.py, wrapper_text):
+# - Everything above the line `# ---- hpcml task wrapper (the same for every step) ----`
+#   is for this file alone; job scripts start their copy at that line.
+# - `@NAME@` stands for a value defined in hpcml/render/protocol.py (WRAPPER_VALUES): exit
+#   statuses, task-directory file names and environment variables that Python reads or
+#   writes too. Rendering replaces every marker and refuses one it does not know. Each value
+#   is a plain word, and a marker stands only where a plain word may (inside "double
+#   quotes", as a command's argument, or a variable's name), so this file is valid bash as
+#   written and `shellcheck hpcml/render/wrapper.sh` checks it on its own.
+# - A line holding only a `# shellcheck disable=...` directive is left out of job scripts:
+#   it silences what shellcheck says about a marker, not about the value it stands for.
+#   Rendered scripts are checked again as a whole (tests/unit/test_jobs.py).
+#
+# The step's settings, which jobs._settings writes above the wrapper in every job script.
+# The values here are examples, so that shellcheck knows the names and their types.
+hpcml_step=train
+hpcml_tasks=/work/.hpcml/tasks/train
+hpcml_manifest=/work/.hpcml/runs/RUN/jobs/train.tasks
+hpcml_array=1
+hpcml_offset=0
+hpcml_retries=2
+hpcml_checkpoint_signal=USR1
+hpcml_time_limit=3600
+hpcml_shell=bash
+hpcml_gpu=1
+hpcml_container=(apptainer --quiet exec --cleanenv /work/image.sif)
+
+# ---- hpcml task wrapper (the same for every step) ----
+# sbatch passes the submitter's environment on and sets SLURM_ARRAY_* only for arrays: a
+# plain job submitted from inside an array task inherits that task's ids. Read them only
+# in an array job.
+if (( hpcml_array )); then
+  hpcml_job_ref=${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-local}}_${SLURM_ARRAY_TASK_ID:-0}
+else
+  hpcml_job_ref=${SLURM_JOB_ID:-local}
+fi
+if [[ -n ${HPCML_TASK_INDEX:-} ]]; then
+  hpcml_index=$HPCML_TASK_INDEX
+elif (( hpcml_array )); then
+  hpcml_index=$(( ${SLURM_ARRAY_TASK_ID:-0} + hpcml_offset ))
+else
+  hpcml_index=0
+fi
+hpcml_key=
+while read -r hpcml_i hpcml_k; do
+  if [[ $hpcml_i == "$hpcml_index" ]]; then hpcml_key=$hpcml_k; break; fi
+done <"$hpcml_manifest"
+if [[ -z $hpcml_key ]]; then
+  echo "hpcml: task $hpcml_step/$hpcml_index is not in $hpcml_manifest" >&2
+  exit 3
+fi
+taskdir=$hpcml_tasks/$hpcml_key
+mkdir -p "$taskdir/@TASK_OUT@"
+exec >>"$taskdir/@TASK_LOG@" 2>&1 </dev/null
+
+hpcml_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+hpcml_put() {  # hpcml_put FILE VALUE: replace FILE atomically
+  printf '%s\n' "$2" >"$taskdir/.$1.tmp.$$"
+  mv -f "$taskdir/.$1.tmp.$$" "$taskdir/$1"
+}
+if [[ -f $taskdir/@TASK_EXITCODE@ && $(<"$taskdir/@TASK_EXITCODE@") == 0 ]]; then
+  echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index already completed; not running it again"
+  exit 0
+fi
+rm -f "$taskdir/@TASK_EXITCODE@" "$taskdir/@TASK_CAUSE@" "$taskdir/@TASK_REQUEUE@"
+
+hpcml_child=
+hpcml_signal=
+hpcml_forwarded=
+hpcml_forward() {  # pass a signal on to the whole task (its own process group)
+  hpcml_signal=$1
+  if [[ -n $hpcml_child ]]; then
+    hpcml_forwarded=1
+    kill -s "$1" -- "-$hpcml_child" 2>/dev/null || kill -s "$1" "$hpcml_child" 2>/dev/null || true
+  fi
+}
+# shellcheck disable=SC2317  # called by the TERM trap below
+hpcml_terminated() {  # SIGTERM: the time limit, or scancel / Ctrl-C of the local executor
+  if (( hpcml_time_limit > 0 && SECONDS + 15 >= hpcml_time_limit )); then
+    hpcml_put @TASK_CAUSE@ @CAUSE_TIMEOUT@
+  else
+    hpcml_put @TASK_CAUSE@ @CAUSE_CANCELLED@
+  fi
+  hpcml_forward TERM
+}
+trap hpcml_terminated TERM
+trap 'hpcml_forward INT' INT
+if [[ -n $hpcml_checkpoint_signal ]]; then
+  trap 'hpcml_forward "$hpcml_checkpoint_signal"' "$hpcml_checkpoint_signal"
+fi
+
+# shellcheck disable=SC2120  # `${@EXECUTOR_ENV@` reads like `$@` to shellcheck
+hpcml_requeue() {  # on the checkpoint signal: run again later, from the checkpoint
+  hpcml_put @TASK_REQUEUE@ "$(hpcml_now)"
+  # shellcheck disable=SC2199  # a marker, not `$@`
+  if [[ ${@EXECUTOR_ENV@:-slurm} == @LOCAL_EXECUTOR@ ]]; then
+    echo "hpcml: $(hpcml_now) checkpointed; asking the local executor to requeue"
+    # shellcheck disable=SC2242  # the marker stands for a number
+    exit @REQUEUE_EXIT@
+  fi
+  echo "hpcml: $(hpcml_now) checkpointed; scontrol requeue $hpcml_job_ref"
+  if scontrol requeue "$hpcml_job_ref"; then
+    exit 0
+  fi
+  echo "hpcml: scontrol requeue $hpcml_job_ref failed; the task ends here"
+  rm -f "$taskdir/@TASK_REQUEUE@"
+}
+
+if (( hpcml_gpu )); then  # the container sees exactly the GPUs this job was given
+  # shellcheck disable=SC2043  # the marker stands for several names
+  for hpcml_var in @DEVICE_ENV_VARS@; do
+    if [[ -n ${!hpcml_var+set} ]]; then export "APPTAINERENV_$hpcml_var=${!hpcml_var}"; fi
+  done
+fi
+export APPTAINERENV_HPCML_STEP=$hpcml_step APPTAINERENV_HPCML_TASK_INDEX=$hpcml_index
+export APPTAINERENV_HPCML_JOB_ID=${SLURM_JOB_ID:-local}
+
+hpcml_status=0
+while :; do
+  hpcml_attempt=$(( $(cat "$taskdir/@TASK_ATTEMPT@" 2>/dev/null || echo 0) + 1 ))
+  hpcml_put @TASK_ATTEMPT@ "$hpcml_attempt"
+  export APPTAINERENV_HPCML_ATTEMPT=$hpcml_attempt
+  echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index key $hpcml_key attempt $hpcml_attempt of $(( hpcml_retries + 1 ))" \
+    "on $(hostname) job $hpcml_job_ref" \
+    "devices ${CUDA_VISIBLE_DEVICES:-none}"
+  if [[ -n $hpcml_signal ]]; then
+    # The signal came before this attempt started (while the wrapper set up, or between
+    # attempts): starting it now would run a cancelled or timed-out task to the end.
+    hpcml_status=$(( 128 + $(kill -l "$hpcml_signal") ))
+    echo "hpcml: $(hpcml_now) SIG$hpcml_signal arrived before attempt $hpcml_attempt started; not starting it"
+  else
+    hpcml_forwarded=
+    set -m  # the task gets its own process group, so a forwarded signal reaches all of it
+    "${hpcml_container[@]}" "$hpcml_shell" "$taskdir/@TASK_COMMAND@" &
+    hpcml_child=$!
+    set +m
+    # A signal trapped between the fork and `hpcml_child=` found no child to pass it to.
+    if [[ -n $hpcml_signal && -z $hpcml_forwarded ]]; then hpcml_forward "$hpcml_signal"; fi
+    hpcml_status=0
+    wait "$hpcml_child" || hpcml_status=$?
+    while kill -0 "$hpcml_child" 2>/dev/null; do  # wait returned early for a trapped signal
+      hpcml_status=0
+      wait "$hpcml_child" || hpcml_status=$?
+    done
+    hpcml_child=
+  fi
+  echo "hpcml: $(hpcml_now) attempt $hpcml_attempt exited with $hpcml_status${hpcml_signal:+ after SIG$hpcml_signal}"
+  (( hpcml_status == 0 )) && break
+  if [[ -n $hpcml_signal && $hpcml_signal == "$hpcml_checkpoint_signal" ]] && (( hpcml_attempt <= hpcml_retries )); then
+    # shellcheck disable=SC2119  # see hpcml_requeue
+    hpcml_requeue
+  fi
+  [[ -n $hpcml_signal ]] && break  # ended from outside: no retry here
+  (( hpcml_attempt > hpcml_retries )) && break
+  echo "hpcml: retrying in this allocation"
+done
+hpcml_put @TASK_EXITCODE@ "$hpcml_status"
+exit "$hpcml_status"
