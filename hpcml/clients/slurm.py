@@ -227,21 +227,6 @@ def parse_array_spec(spec: str) -> list[int]:
     return out
 
 
-def format_array_spec(indices: Iterable[int], max_parallel: int | None = None) -> str:
-    """[0,1,2,5,7,8] → `0-2,5,7-8`, with `%N` when throttled."""
-    sorted_ids = sorted(set(indices))
-    parts: list[str] = []
-    i = 0
-    while i < len(sorted_ids):
-        j = i
-        while j + 1 < len(sorted_ids) and sorted_ids[j + 1] == sorted_ids[j] + 1:
-            j += 1
-        parts.append(str(sorted_ids[i]) if i == j else f"{sorted_ids[i]}-{sorted_ids[j]}")
-        i = j + 1
-    spec = ",".join(parts)
-    return f"{spec}%{max_parallel}" if max_parallel else spec
-
-
 def parse_squeue(text: str) -> list[JobRow]:
     """Rows of `squeue -h -o '%i|%j|%T|%r'`; a pending array row becomes one row per task."""
     rows: list[JobRow] = []

@@ -133,13 +133,26 @@ def sbatch_directives(spec: ScriptSpec) -> list[str]:
     out += sbatch_gpu_flags(res, spec.gpu_style)
     if spec.array:
         array = [i - spec.offset for i in spec.indices]
-        from hpcml.clients.slurm import format_array_spec  # local import: slurm imports nothing of jobs
-
         out.append(f"--array={format_array_spec(array, step.max_parallel)}")
     if step.checkpoint is not None:
         out.append(f"--signal=B:{_signal(step.checkpoint.signal)}@{step.checkpoint.grace_s}")
         out.append("--requeue")
     return out
+
+
+def format_array_spec(indices: Iterable[int], max_parallel: int | None = None) -> str:
+    """[0,1,2,5,7,8] → `0-2,5,7-8`, with `%N` when throttled (sbatch's `--array` value)."""
+    sorted_ids = sorted(set(indices))
+    parts: list[str] = []
+    i = 0
+    while i < len(sorted_ids):
+        j = i
+        while j + 1 < len(sorted_ids) and sorted_ids[j + 1] == sorted_ids[j] + 1:
+            j += 1
+        parts.append(str(sorted_ids[i]) if i == j else f"{sorted_ids[i]}-{sorted_ids[j]}")
+        i = j + 1
+    spec = ",".join(parts)
+    return f"{spec}%{max_parallel}" if max_parallel else spec
 
 
 def _settings(spec: ScriptSpec) -> list[str]:

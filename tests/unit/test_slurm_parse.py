@@ -6,9 +6,9 @@ import pytest
 
 from hpcml.errors import SubmitError
 from hpcml.clients.runner import Completed
+from hpcml.render.jobs import format_array_spec
 from hpcml.clients.slurm import (
     Slurm,
-    format_array_spec,
     is_transient,
     max_array_size,
     parse_array_spec,
