@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import NoReturn
 
 import click
@@ -11,7 +12,9 @@ from hpcml.errors import HpcmlError, RunInterrupted, SpecError
 
 def say(message: str) -> None:
     """One progress note on stderr, e.g. ``hpcml: executor: local (chosen with --executor)``."""
-    click.echo(f"hpcml: {message}", err=True)
+    # sys.stderr named at each call: while a rich live display is shown, sys.stderr is its
+    # proxy, which prints the line above the display (click's default stream bypasses it).
+    click.echo(f"hpcml: {message}", file=sys.stderr)
 
 
 def error_text(err: HpcmlError) -> str:
