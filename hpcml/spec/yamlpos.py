@@ -5,16 +5,38 @@ The document is composed (not constructed) with PyYAML's SafeLoader and walked i
 it rejects what a workflow file never needs and an attacker could abuse: explicit tags
 (`!!python/object`, `!foo`), merge keys, non-string keys, duplicate keys, and alias
 expansion beyond a small budget (a "billion laughs" document stays cheap to reject).
+
+Two parsers produce the events: libyaml's C parser where PyYAML was built with it (about
+8× faster on a large sweep), else PyYAML's pure-Python one. Composition and every check
+above run in Python on the events of either, so positions and messages do not depend on
+the parser. A document the C parser refuses is parsed again in pure Python, whose error
+message is the one reported (libyaml words its errors differently). Set
+HPCML_PURE_YAML=1, or pass `pure=True`, to use only the pure-Python parser.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+try:
+    from yaml._yaml import CParser
+except ImportError:  # PyYAML built without libyaml: the pure-Python parser alone
+    CParser = None
+
+#: Set to 1 to parse with PyYAML's pure-Python parser even where libyaml is present.
+PURE_ENV = "HPCML_PURE_YAML"
 
 from hpcml.errors import Diagnostic
 
@@ -40,11 +62,18 @@ class YNode:
     key_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that records tags and counts aliases while composing."""
+class _PureNeeded(Exception):
+    """Raised on the C path where only the pure-Python parser gives the reference result."""
 
-    def __init__(self, stream: str, file: str) -> None:
-        super().__init__(stream)
+
+class _Composing(Composer, SafeConstructor, Resolver):
+    """Composes nodes from parser events (either parser's), recording tags and counting
+    aliases on the way; constructs scalars as SafeLoader does."""
+
+    def _start(self, file: str) -> None:
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
         self.file = file
         self.diagnostics: list[Diagnostic] = []
         self.aliases = 0
@@ -70,10 +99,35 @@ class _Loader(yaml.SafeLoader):
         elif isinstance(event, (ScalarEvent, CollectionStartEvent)) and event.tag is not None:
             tag = event.tag.replace("tag:yaml.org,2002:", "!!")
             self._error(mark, f"YAML tags are not allowed (found {tag!r}); write plain values")
+        if isinstance(event, ScalarEvent) and event.style == "":
+            event.style = None  # libyaml marks a plain scalar '', the pure parser None
+            if event.start_mark.index == event.end_mark.index:
+                # An empty value (`key:`): libyaml places it at the next token, the pure
+                # parser right after the ':'. Only the pure parser's place is reported.
+                raise _PureNeeded
         return super().compose_node(parent, index)
 
     def _error(self, mark: Any, message: str) -> None:
         self.diagnostics.append(Diagnostic(self.file, mark.line + 1, mark.column + 1, message))
+
+
+class _PureLoader(Reader, Scanner, Parser, _Composing):
+    def __init__(self, stream: str, file: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        self._start(file)
+
+
+if CParser is not None:
+
+    class _CLoader(_Composing, CParser):  # type: ignore[misc,valid-type]
+        # _Composing first: its Python composer (with the checks) wins over CParser's C one,
+        # and CParser supplies the events.
+        def __init__(self, stream: str, file: str) -> None:
+            CParser.__init__(self, stream)
+            self._start(file)
+
 
 
 def _size(node: Node, memo: dict[int, int]) -> int:
@@ -94,7 +148,7 @@ def _size(node: Node, memo: dict[int, int]) -> int:
 class _Walker:
     """Turns a composed node graph into YNode trees, expanding aliases under a budget."""
 
-    def __init__(self, loader: _Loader, file: str) -> None:
+    def __init__(self, loader: _Composing, file: str) -> None:
         self.loader = loader
         self.file = file
         self.diagnostics: list[Diagnostic] = []
@@ -148,15 +202,31 @@ class _Walker:
         return str(key_node.value)
 
 
-def parse(text: str, file: str) -> tuple[YNode | None, list[Diagnostic]]:
+def parse(text: str, file: str, *, pure: bool | None = None) -> tuple[YNode | None, list[Diagnostic]]:
     """Parse one YAML document into a positioned tree.
 
     Returns (tree, diagnostics); the tree is None when the YAML itself is unusable.
-    An empty document gives (None, [one diagnostic]).
+    An empty document gives (None, [one diagnostic]). `pure` forces (True) or forbids
+    (False) the pure-Python parser; None uses libyaml unless HPCML_PURE_YAML=1.
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         return None, [Diagnostic(file, 1, 1, f"file is larger than {MAX_BYTES // 1024} KiB; a workflow file should be small")]
-    loader = _Loader(text, file)
+    if pure is None:
+        pure = os.environ.get(PURE_ENV, "") not in ("", "0")
+    if not pure and CParser is not None:
+        loader: _Composing = _CLoader(text, file)
+        try:
+            root = loader.get_single_node()
+        except (yaml.YAMLError, RecursionError, _PureNeeded):
+            # The pure parser words the message users see, and its positions are the reference.
+            return _compose(_PureLoader(text, file), file)
+        finally:
+            loader.dispose()
+        return _finish(loader, root, file)
+    return _compose(_PureLoader(text, file), file)
+
+
+def _compose(loader: _Composing, file: str) -> tuple[YNode | None, list[Diagnostic]]:
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as err:
@@ -170,6 +240,10 @@ def parse(text: str, file: str) -> tuple[YNode | None, list[Diagnostic]]:
         return None, [Diagnostic(file, 1, 1, "invalid YAML: nested deeper than Python can read")]
     finally:
         loader.dispose()
+    return _finish(loader, root, file)
+
+
+def _finish(loader: _Composing, root: Node | None, file: str) -> tuple[YNode | None, list[Diagnostic]]:
     if loader.diagnostics:
         return None, loader.diagnostics
     if root is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpcml.errors import SpecError
+from hpcml.spec import yamlpos
 from hpcml.spec.checker import load, loads
 
 # Lines 1-4 of most cases; steps start on line 5.
@@ -174,6 +175,21 @@ def test_bad_input(root: Path, text: str, where: str, fragment: str) -> None:
     lines = [str(d) for d in info.value.diagnostics]
     wanted = f"workflow.yaml:{where}: "
     assert any(line.startswith(wanted) and fragment in line for line in lines), "\n".join(lines)
+
+
+def _messages(text: str, root: Path) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        loads(text, "workflow.yaml", root=str(root))
+    return [str(d) for d in info.value.diagnostics]
+
+
+@pytest.mark.parametrize("text", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_both_yaml_parsers_give_the_same_messages(root: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # libyaml's C parser (the default where present) and the pure-Python one must agree on
+    # every message and position; HPCML_PURE_YAML=1 forces the pure one.
+    fast = _messages(text, root)
+    monkeypatch.setenv(yamlpos.PURE_ENV, "1")
+    assert _messages(text, root) == fast
 
 
 def test_all_errors_are_collected_and_sorted(root: Path) -> None:
