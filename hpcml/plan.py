@@ -226,13 +226,14 @@ def _toposort(names: list[str], deps: Mapping[str, list[str]], what: str,
 
 
 def _digest(fields: Iterable[str]) -> str:
-    h = hashlib.sha256()
+    parts = []
     for f in fields:
         data = f.encode()
         # Length-prefixed, so no two different field lists hash the same bytes.
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    return h.hexdigest()
+        parts.append(len(data).to_bytes(8, "big"))
+        parts.append(data)
+    # One update of the joined bytes: the same digest as one update per part, and faster.
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 def _diag(pos: Pos | None, message: str) -> Diagnostic:

@@ -162,7 +162,10 @@ def expand_matrix(matrix: Matrix, pos: Pos | None = None) -> list[tuple[tuple[st
             points.append(dict(rule))
     if not points:
         raise SpecError(_diag(pos, "matrix is empty after applying exclude"))
-    _check_distinct(points, pos)
+    if matrix.include:
+        # Without include entries the points are distinct already: each axis's values are
+        # (the checker refuses a repeated value), and exclude only removes points.
+        _check_distinct(points, pos)
     return [tuple(p.items()) for p in points]
 
 
