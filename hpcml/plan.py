@@ -244,8 +244,8 @@ def _diag(pos: Pos | None, message: str) -> Diagnostic:
 
 # ---- the plan as a document -----------------------------------------------------------
 
-#: Version of the `hpcml plan --json` document shape (docs/plan.md).
-DOCUMENT_VERSION = 1
+#: Format of the `hpcml plan --json` document's shape (docs/plan.md), in its `format` field.
+DOCUMENT_FORMAT = 1
 
 
 def describe_base(image: Image) -> str:
@@ -263,7 +263,7 @@ def describe_base(image: Image) -> str:
 def to_document(p: Plan) -> dict[str, object]:
     """The plan as plain JSON-able data, in a stable shape (see docs/plan.md)."""
     return {
-        "format": DOCUMENT_VERSION,
+        "format": DOCUMENT_FORMAT,
         "workflow": {"name": p.workflow.name, "path": p.workflow.path},
         "images": [
             {

@@ -30,7 +30,7 @@ def cancel(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
     executor = executor or executor_of(rec, settings)
     # A task with an exit code has ended (failed ones too): its job is not cancelled, and a
     # run with nothing left is not marked cancelled (its failures stay failures).
-    task_dirs = {t["key"]: run_dir.task(step["name"], t["key"]) for step in rec.plan["steps"] for t in step["tasks"]}
+    task_dirs = {t.key: run_dir.task(step.name, t.key) for step, t in rec.plan.tasks()}
     job_ids = sorted({ref for key, ref in rec.refs.items() if read_exit_code(task_dirs[key]) is None})
     if not job_ids:
         return run_id, []
@@ -53,16 +53,16 @@ def task_logs(run_dir: RunDir, target: str, run: str | None = None) -> list[tupl
     """(label, log path) of `STEP` (all its tasks) or `STEP/INDEX` in a run (default latest)."""
     run_id = resolve_run(run_dir, run)
     rec = load_run(run_dir, run_id)
-    step, _, index = target.partition("/")
-    steps = {s["name"]: s for s in rec.plan["steps"]}
-    if step not in steps:
-        raise StateError(f"no step {step!r} in run {run_id}; steps: {', '.join(steps)}")
-    tasks = steps[step]["tasks"]
+    name, _, index = target.partition("/")
+    step = rec.plan.step(name)
+    if step is None:
+        raise StateError(f"no step {name!r} in run {run_id}; steps: {', '.join(s.name for s in rec.plan.steps)}")
+    tasks = step.tasks
     if index:
-        tasks = [t for t in tasks if str(t["index"]) == index]
+        tasks = tuple(t for t in tasks if str(t.index) == index)
         if not tasks:
-            raise StateError(f"step {step} has no task {index!r}; tasks: 0..{len(steps[step]['tasks']) - 1}")
-    return [(f"{step}/{t['index']}", run_dir.task(step, t["key"]) / "log") for t in tasks]
+            raise StateError(f"step {name} has no task {index!r}; tasks: 0..{len(step.tasks) - 1}")
+    return [(f"{name}/{t.index}", run_dir.task(name, t.key) / "log") for t in tasks]
 
 
 def history(run_dir: RunDir) -> list[RunSummary]:
@@ -74,20 +74,19 @@ def history(run_dir: RunDir) -> list[RunSummary]:
         except StateError:
             continue
         finished = [r for r in read_journal(run_dir.run(run_id).journal) if r["event"] == "finished"]
+        counts: dict[str, int]
         if finished:
             counts = dict(finished[-1].get("counts", {}))
         else:
             # Not watched to the end: only the files speak (no executor is asked here).
             rest = "cancelled" if rec.cancelled else "unfinished"
-            cached = set(rec.plan.get("cached", []))
-            counts: dict[str, int] = {}
-            for step in rec.plan["steps"]:
-                for t in step["tasks"]:
-                    files = read_task_files(run_dir.task(step["name"], t["key"]))
-                    label = rest if files.exit_code is None else derive_state(files, cached=t["key"] in cached)[0]
-                    counts[label] = counts.get(label, 0) + 1
-        n = sum(len(s["tasks"]) for s in rec.plan["steps"])
-        out.append(RunSummary(run_id, rec.plan["workflow"], rec.executor, n, counts, bool(finished)))
+            counts = {}
+            for step, t in rec.plan.tasks():
+                files = read_task_files(run_dir.task(step.name, t.key))
+                label = rest if files.exit_code is None else derive_state(files, cached=t.key in rec.plan.cached)[0]
+                counts[label] = counts.get(label, 0) + 1
+        n = sum(len(s.tasks) for s in rec.plan.steps)
+        out.append(RunSummary(run_id, rec.plan.workflow, rec.executor, n, counts, bool(finished)))
     return out
 
 

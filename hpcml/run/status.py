@@ -9,11 +9,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hpcml import config
 from hpcml.config import Settings
@@ -21,7 +20,9 @@ from hpcml.errors import StateError
 from hpcml.executors.base import Executor
 from hpcml.executors.choose import make_executor
 from hpcml.results import RunStatus
+from hpcml.run import planfile
 from hpcml.run.journal import Journal, read_journal
+from hpcml.run.planfile import PlanFile
 from hpcml.run.rundir import RunDir
 from hpcml.run.tasks import FAILED, TaskState, derive_state, read_task_files
 
@@ -53,35 +54,32 @@ class RunRecord:
     """What a run's files say of it: its plan, executor, each task's job, and whether the
     user cancelled it."""
 
-    plan: dict[str, Any]
+    plan: PlanFile
     executor: str
     refs: dict[str, str]  # task key → job ref
     cancelled: bool
 
 
 def load_run(run_dir: RunDir, run_id: str) -> RunRecord:
-    """Read a run's plan.json and journal; StateError when the plan cannot be read."""
+    """Read a run's plan.json (through the typed loader) and its journal; StateError when
+    the plan cannot be read or was written by a newer hpcml."""
     paths = run_dir.run(run_id)
-    try:
-        doc = json.loads(paths.plan.read_text())
-    except (OSError, ValueError) as err:
-        raise StateError(f"run {run_id}: cannot read {paths.plan}: {err}") from err
-    keys_by_step = {s["name"]: {t["index"]: t["key"] for t in s["tasks"]} for s in doc["steps"]}
-    array = {s["name"]: s["array"] for s in doc["steps"]}
-    refs: dict[str, str] = dict(doc.get("adopted", {}))
+    plan = planfile.load(paths.plan, run_id)
+    keys_by_step = {s.name: {t.index: t.key for t in s.tasks} for s in plan.steps}
+    array = {s.name: s.array for s in plan.steps}
+    refs: dict[str, str] = dict(plan.adopted)
     executor = "slurm"
-    intents: dict[tuple[str, int | None], dict[str, Any]] = {}
+    intents: dict[tuple[str, int | None], list[int]] = {}  # (step, chunk) → task indices
     for r in read_journal(paths.journal):
         if r["event"] == "run":
             executor = r.get("executor", executor)
         elif r["event"] == "intent":
-            intents[(r["step"], r.get("chunk"))] = r
+            intents[(r["step"], r.get("chunk"))] = list(r.get("indices", []))
         elif r["event"] == "submitted":
-            intent = intents.get((r["step"], r.get("chunk")), {})
-            for index in intent.get("indices", []):
+            for index in intents.get((r["step"], r.get("chunk")), []):
                 key = keys_by_step[r["step"]][index]
                 refs[key] = f"{r['job_id']}_{index - int(r.get('offset', 0))}" if array[r["step"]] else r["job_id"]
-    return RunRecord(doc, executor, refs, (paths.root / "cancelled").exists())
+    return RunRecord(plan, executor, refs, (paths.root / "cancelled").exists())
 
 
 def executor_of(rec: RunRecord, settings: Settings | None) -> Executor:
@@ -96,27 +94,25 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
     executor = executor or executor_of(rec, settings)
     seen = executor.observe(sorted(set(rec.refs.values()))) if rec.refs else None
     records = dict(seen.records) if seen else {}
-    cached = set(rec.plan.get("cached", []))
+    cached = rec.plan.cached
     states: dict[str, TaskState] = {}
-    for step in rec.plan["steps"]:
-        for t in step["tasks"]:
-            key = t["key"]
-            files = read_task_files(run_dir.task(step["name"], key))
-            ref = rec.refs.get(key)
-            record = records.get(ref) if ref else None
-            bad_up = [states[u].state for u in t["upstream"] if u in states and states[u].state in FAILED]
-            # Downstream of tasks the user cancelled is cancelled too, not "upstream failed".
-            up_failed = bool(bad_up) and not (rec.cancelled and set(bad_up) == {"cancelled"})
-            state, detail = derive_state(
-                files,
-                cached=key in cached,
-                submitted=ref is not None or key in cached,
-                record=record,
-                upstream_failed=up_failed,
-                cancelled_by_user=rec.cancelled,
-            )
-            states[key] = TaskState(step["name"], t["index"], key, state, files.exit_code, ref, detail, files.attempt)
-    return RunStatus(run_id, rec.plan["workflow"], rec.executor, tuple(states.values()), seen.accounting if seen else True)
+    for step, t in rec.plan.tasks():
+        files = read_task_files(run_dir.task(step.name, t.key))
+        ref = rec.refs.get(t.key)
+        record = records.get(ref) if ref else None
+        bad_up = [states[u].state for u in t.upstream if u in states and states[u].state in FAILED]
+        # Downstream of tasks the user cancelled is cancelled too, not "upstream failed".
+        up_failed = bool(bad_up) and not (rec.cancelled and set(bad_up) == {"cancelled"})
+        state, detail = derive_state(
+            files,
+            cached=t.key in cached,
+            submitted=ref is not None or t.key in cached,
+            record=record,
+            upstream_failed=up_failed,
+            cancelled_by_user=rec.cancelled,
+        )
+        states[t.key] = TaskState(step.name, t.index, t.key, state, files.exit_code, ref, detail, files.attempt)
+    return RunStatus(run_id, rec.plan.workflow, rec.executor, tuple(states.values()), seen.accounting if seen else True)
 
 
 def watch(

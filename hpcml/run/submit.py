@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from hpcml.render import jobs as _jobs
 from hpcml.render.gpus import GpuStyle, style_from_config
 from hpcml.run.control import interrupted
 from hpcml.run.durable import DurableBatch, atomic_write
+from hpcml.run import planfile
 from hpcml.run.journal import Journal
 from hpcml.run.reconcile import live_tasks, refuse_if_queued_on_slurm
 from hpcml.run.rundir import RunDir, RunLock, RunPaths, new_run_id
@@ -51,8 +51,6 @@ from hpcml.spec import checker as _spec
 
 #: ensure_images(plan, settings, image names) → image name → SIF path.
 EnsureImages = Callable[[Plan, Settings, Sequence[str]], dict[str, str]]
-
-PLAN_VERSION = 1
 
 
 @dataclass
@@ -306,34 +304,8 @@ def _write_run_files(plan: Plan, path: Path, paths: RunPaths, cached: set[str], 
     atomic_write(staging.workflow, path.read_bytes())
     for name, image in plan.images.items():
         atomic_write(staging.defs / f"{name}.def", image.definition)
-    atomic_write(staging.plan, json.dumps(plan_document(plan, paths.run_id, cached, adopted), indent=1, sort_keys=True))
+    atomic_write(staging.plan, planfile.dumps(planfile.from_plan(plan, paths.run_id, cached, adopted)))
     os.rename(staging.root, paths.root)
-
-
-def plan_document(plan: Plan, run_id: str, cached: set[str], adopted: Mapping[str, str]) -> dict[str, object]:
-    """plan.json: what `status` needs to know of the run without re-reading the workflow."""
-    return {
-        "version": PLAN_VERSION,
-        "run": run_id,
-        "workflow": plan.workflow.name,
-        "path": plan.workflow.path,
-        "steps": [
-            {
-                "name": name,
-                "image": plan.steps[name].step.image,
-                "image_key": plan.steps[name].image_key,
-                "array": plan.steps[name].is_array,
-                "needs": list(plan.steps[name].step.needs),
-                "tasks": [
-                    {"index": t.index, "key": t.key, "point": dict(t.point), "upstream": list(t.upstream)}
-                    for t in plan.steps[name].tasks
-                ],
-            }
-            for name in plan.step_order
-        ],
-        "cached": sorted(cached),
-        "adopted": dict(adopted),
-    }
 
 
 def _write_step_files(paths: RunPaths, sp: StepPlan, secrets: Mapping[str, str]) -> None:

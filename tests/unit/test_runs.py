@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from hpcml.executors.choose import choose_executor
 from hpcml.results import RunStatus
-from hpcml.run import control, submit
+from hpcml.run import control, planfile, submit
 from hpcml.run import status as run_status
 from hpcml.run.reconcile import live_tasks
 from hpcml.errors import StateError
@@ -82,7 +81,7 @@ def test_plan_document_round_trips_through_status(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / ".hpcml")
     paths = rd.run("20261126-000000-bbbb")
     paths.root.mkdir(parents=True)
-    paths.plan.write_text(json.dumps(submit.plan_document(plan, paths.run_id, {"prep-k0"}, {})))
+    paths.plan.write_text(planfile.dumps(planfile.from_plan(plan, paths.run_id, {"prep-k0"}, {})))
     (rd.task("prep", "prep-k0")).mkdir(parents=True)
     (rd.task("prep", "prep-k0") / "exitcode").write_text("0\n")
     Journal(paths.journal).append("run", executor="slurm")
@@ -117,7 +116,7 @@ def test_downstream_of_a_cancelled_run_is_cancelled_not_upstream_failed(tmp_path
     rd = RunDir(tmp_path / ".hpcml")
     paths = rd.run("20261126-000000-cccc")
     paths.root.mkdir(parents=True)
-    paths.plan.write_text(json.dumps(submit.plan_document(plan, paths.run_id, set(), {})))
+    paths.plan.write_text(planfile.dumps(planfile.from_plan(plan, paths.run_id, set(), {})))
     journal = Journal(paths.journal)
     journal.append("run", executor="slurm")
     for step, indices, job in (("prep", [0], "41"), ("train", [0, 1, 2], "42")):
@@ -172,7 +171,7 @@ def test_cancel_of_an_ended_run_cancels_nothing_and_keeps_its_failures(tmp_path:
     rd = RunDir(tmp_path / ".hpcml")
     paths = rd.run("20261126-000000-dddd")
     paths.root.mkdir(parents=True)
-    paths.plan.write_text(json.dumps(submit.plan_document(plan, paths.run_id, set(), {})))
+    paths.plan.write_text(planfile.dumps(planfile.from_plan(plan, paths.run_id, set(), {})))
     journal = Journal(paths.journal)
     journal.append("run", executor="slurm")
     journal.append("intent", step="prep", chunk=None, offset=0, indices=[0], name="prep")
@@ -194,7 +193,7 @@ def test_history_names_unfinished_and_cancelled_tasks(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / ".hpcml")
     paths = rd.run("20261126-000000-eeee")
     paths.root.mkdir(parents=True)
-    paths.plan.write_text(json.dumps(submit.plan_document(plan, paths.run_id, set(), {})))
+    paths.plan.write_text(planfile.dumps(planfile.from_plan(plan, paths.run_id, set(), {})))
     Journal(paths.journal).append("run", executor="slurm")
     rd.task("prep", "prep-k0").mkdir(parents=True)
     (rd.task("prep", "prep-k0") / "exitcode").write_text("0\n")
