@@ -309,3 +309,169 @@ def runs_history(*, directory: str | None = None, workflow: str | None = None) -
     from hpcml.run import control  # start-up speed
 
     return control.history(run_dir(directory, workflow))
+
+
+# ---- Snakemake: helpers for Snakefiles and `hpcml export snakemake` -----------------------
+
+from dataclasses import dataclass as _dataclass  # noqa: E402 - this section's one result type
+
+#: Plans by (workflow path, mtime_ns, size, catalogs): a Snakefile whose rules ask about one
+#: workflow many times parses it once per process.
+_SNAKEMAKE_PLANS: dict[tuple[str, int, int, tuple[str, ...]], _Plan] = {}
+
+
+@_dataclass(frozen=True)
+class SnakemakeExport:
+    """What `export_snakemake` wrote, and what Snakemake cannot express (said in the rules too)."""
+
+    path: str
+    rules: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def cached_plan(path: str | _os.PathLike[str], settings: _Settings | None = None) -> _Plan:
+    """plan() with `catalog:` bases resolved, memoised by the file's path, mtime and size."""
+    from hpcml import plan as _plan_mod
+
+    s = settings or load_settings()
+    full = _os.path.abspath(_os.fspath(path))
+    try:
+        st = _os.stat(full)
+    except OSError:
+        _spec.load(full)  # raises the loader's own error for a missing or unreadable file
+        raise
+    ident = (full, st.st_mtime_ns, st.st_size, tuple(s.catalogs))
+    if ident not in _SNAKEMAKE_PLANS:
+        cats = _catalogs(s)
+        _SNAKEMAKE_PLANS[ident] = _plan_mod.build(
+            _spec.load(full), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
+    return _SNAKEMAKE_PLANS[ident]
+
+
+def image_sif(
+    ref: str,
+    *,
+    workflow: str | _os.PathLike[str] | None = None,
+    build: bool = True,
+    progress=None,  # noqa: ANN001 - images.Progress
+    settings: _Settings | None = None,
+) -> str:
+    """The absolute SIF path of an image, after its integrity (and signature) check.
+
+    With `workflow`, `ref` is an image name of that file: the image with its current key,
+    built when no catalog has it (unless `build` is False: then CatalogError naming it).
+    Without, `ref` is a catalog reference: a full key, a key prefix or NAME[:TAG].
+    Example: ``image_sif("trainer", workflow="workflow.yaml")``.
+    """
+    import re
+
+    from hpcml.errors import BuildError, CatalogError
+
+    s = settings or load_settings()
+    cats = _catalogs(s)
+    if workflow is None:
+        entry = cats.lookup(ref) if re.fullmatch(r"[0-9a-f]{64}", ref) else cats.find(ref)
+        if entry is None:
+            raise CatalogError(f"no image with key {ref[:12]}… in the catalogs ({', '.join(s.catalogs)}); "
+                               "build it with `hpcml build WORKFLOW` from the workflow it was exported from")
+    else:
+        p = cached_plan(workflow, s)
+        if ref not in p.images:
+            raise CatalogError(f"no image {ref!r} in {p.workflow.path}; images: {', '.join(p.image_order)}")
+        entry = cats.lookup(p.images[ref].key)
+        if entry is None:
+            if not build:
+                raise CatalogError(
+                    f"image {ref!r} of {p.workflow.path} (key {p.images[ref].key[:12]}) is in no catalog "
+                    f"({', '.join(s.catalogs)}) and building is off; build it with "
+                    f"`hpcml build {p.workflow.path} {ref}`")
+            from hpcml.images import ensure as images
+
+            report = images.build_images(p, s, names=[ref], progress=progress)
+            if report.failed:
+                raise BuildError(images.failure_message(report))
+            entry = cats.lookup(p.images[ref].key)
+            assert entry is not None
+    cats.check(entry)
+    entry.catalog.touch_used(entry.key)
+    return str(entry.sif)
+
+
+def step_resources(
+    step: str, *, workflow: str | _os.PathLike[str], settings: _Settings | None = None
+) -> dict[str, str | int]:
+    """A step's resources in snakemake-executor-plugin-slurm's names (`slurm_partition`,
+    `runtime` in minutes, `mem_mb`, `cpus_per_task`, `gres`, …), for `resources: **…`.
+
+    GPUs are asked as `gres` unless the `gpu_request` setting is `gpus-per-node`.
+    """
+    from hpcml.errors import HpcmlError
+    from hpcml.render.snakefile import slurm_resources
+
+    s = settings or load_settings()
+    p = cached_plan(workflow, s)
+    if step not in p.steps:
+        raise HpcmlError(f"no step {step!r} in {p.workflow.path}; steps: {', '.join(p.step_order)}")
+    style = "gpus-per-node" if s.gpu_request == "gpus-per-node" else "gres"
+    return slurm_resources(p.steps[step].step.resources, style)
+
+
+def step_container_shell(
+    image: str,
+    command: str,
+    *,
+    workflow: str | _os.PathLike[str],
+    gpus: int = 0,
+    gpu_vendor: str = "nvidia",
+    build: bool = True,
+    progress=None,  # noqa: ANN001 - images.Progress
+    settings: _Settings | None = None,
+) -> str:
+    """Bash for a Snakemake `shell:` that runs `command` in a workflow image with hpcml's
+    binding: `apptainer exec --cleanenv` with the site's exec flags, the working directory
+    bound and current, and for `gpus > 0` `--nv` (`--rocm`) plus the job's
+    CUDA_VISIBLE_DEVICES. The image is integrity-checked (built if missing) now.
+    """
+    from hpcml.render.snakefile import ContainerCall, container_command
+
+    s = settings or load_settings()
+    sif = image_sif(image, workflow=workflow, build=build, progress=progress, settings=s)
+    shell = cached_plan(workflow, s).workflow.images[image].shell
+    call = ContainerCall(sif=sif, shell=shell, gpus=gpus, gpu_vendor=gpu_vendor, apptainer=s.apptainer,
+                         exec_flags=tuple(s.exec_flags))
+    return container_command(call, command)
+
+
+def export_snakemake(
+    path: str | _os.PathLike[str],
+    out: str | _os.PathLike[str],
+    *,
+    build: bool = True,
+    progress=None,  # noqa: ANN001 - images.Progress
+    settings: _Settings | None = None,
+    command_line: str = "hpcml export snakemake",
+) -> SnakemakeExport:
+    """Write a Snakefile running the workflow's DAG under Snakemake (atomically; nothing is
+    written when the workflow has errors or an image cannot be had).
+
+    The images the steps use are built first when missing (unless `build` is False: then
+    CatalogError). Example: ``export_snakemake("workflow.yaml", "Snakefile").notes``.
+    """
+    import shutil
+
+    from hpcml.fsutil import atomic_write
+    from hpcml.render.snakefile import ExportSpec, render_snakefile
+
+    s = settings or load_settings()
+    p = cached_plan(path, s)
+    for name in dict.fromkeys(p.steps[n].step.image for n in p.step_order):
+        image_sif(name, workflow=path, build=build, progress=progress, settings=s)
+    out_abs = _os.path.abspath(_os.fspath(out))
+    rel = _os.path.relpath(p.workflow.root, _os.path.dirname(out_abs))
+    style = "gpus-per-node" if s.gpu_request == "gpus-per-node" else "gres"
+    apptainer = s.apptainer
+    if _os.path.isabs(apptainer) and shutil.which(_os.path.basename(apptainer)) == apptainer:
+        apptainer = _os.path.basename(apptainer)  # the same program by name: no site path in the file
+    exported = render_snakefile(ExportSpec(p, rel, command_line, apptainer, tuple(s.exec_flags), style))
+    atomic_write(out_abs, exported.text)
+    return SnakemakeExport(out_abs, tuple(p.step_order), exported.notes)
