@@ -216,7 +216,7 @@ def run(
     settings: _Settings | None = None,
     on_message: Callable[[str], None] | None = None,
     on_update: Callable[[RunStatus], None] | None = None,
-    poll_s: float = 2.0,
+    poll_s: float | None = None,
     detach: bool = False,
     on_image: Callable[[ImageEvent], None] | None = None,
 ) -> RunOutcome:
@@ -227,6 +227,7 @@ def run(
     starting or watching raises RunInterrupted, which says what became of the run: SLURM
     jobs keep running (`hpcml cancel` stops them), local ones are cancelled. `on_image` gets each
     images.ImageEvent (cached, building, done, failed) while the images are ensured.
+    `poll_s` is the first pause between polls while watching (default: the executor's).
     Example: ``run("workflow.yaml", watch=False).jobs`` → ``{"prepare": ["101"], …}``.
     """
     from hpcml.run import control, submit  # start-up speed
@@ -473,5 +474,5 @@ def export_snakemake(
     if _os.path.isabs(apptainer) and shutil.which(_os.path.basename(apptainer)) == apptainer:
         apptainer = _os.path.basename(apptainer)  # the same program by name: no site path in the file
     exported = render_snakefile(ExportSpec(p, rel, command_line, apptainer, tuple(s.exec_flags), style))
-    atomic_write(out_abs, exported.text)
+    atomic_write(out_abs, exported.text, parents=True)
     return SnakemakeExport(out_abs, tuple(p.step_order), exported.notes)

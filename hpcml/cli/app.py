@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from hpcml import __version__
-from hpcml.cli import image_cmds, run_cmds, spec_cmds
+from hpcml.cli import export, image_cmds, run_cmds, spec_cmds
 from hpcml.cli.messages import error_text
 from hpcml.errors import HpcmlError
 
@@ -51,6 +51,7 @@ main.add_command(run_cmds.status_cmd)
 main.add_command(run_cmds.logs_cmd)
 main.add_command(run_cmds.cancel_cmd)
 main.add_command(run_cmds.runs_cmd)
+main.add_command(export.export_group)
 
 
 if __name__ == "__main__":  # pragma: no cover
