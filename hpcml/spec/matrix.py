@@ -28,14 +28,20 @@ class MatrixChecks(Shapes):
             self.err(node, f"matrix of {what} must be a mapping of axis → list of values, found {describe(node.value)}")
             return None
         axes: list[tuple[str, tuple[Scalar, ...]]] = []
+        # Axes with a valid name, including those whose values are bad: include and exclude
+        # are checked against these, so a bad axis is reported once, without follow-ups.
+        axis_names: list[str] = []
         for key, values in node.value.items():
             if key in MATRIX_LIST_KEYS:
                 continue
-            if self.axis_name(node.key_pos[key], key, what) and (vals := self.axis_values(values, key)):
-                axes.append((key, vals))
-        axis_names = [a for a, _ in axes]
+            if self.axis_name(node.key_pos[key], key, what):
+                axis_names.append(key)
+                if vals := self.axis_values(values, key):
+                    axes.append((key, vals))
         include = self.matrix_entries(node.value.get("include"), "include", axis_names, what)
         exclude = self.matrix_entries(node.value.get("exclude"), "exclude", axis_names, what)
+        if len(axes) < len(axis_names):
+            return None  # reported; a matrix without that axis would only cause follow-up errors
         if not axes and not include:
             self.err(node, f"matrix of {what} has no axes and no include entries")
             return None
@@ -96,13 +102,13 @@ class MatrixChecks(Shapes):
                                          f"{suggest(form, SWEEP_FORMS)}; allowed: {AXIS_FORMS}")
             return ()
         if not isinstance(args.value, list):
-            self.err(args, f"{form} of matrix axis {key!r} takes {SWEEP_FORMS[form]}, found {describe(args.value)}")
+            self.err(args, f"matrix axis {key!r}: {form} takes {SWEEP_FORMS[form]}, found {describe(args.value)}")
             return ()
         try:
             return sweep_values(form, [a.value for a in args.value], MAX_MATRIX_POINTS)
         except SweepError as err:
             at = args.value[err.arg] if err.arg is not None and err.arg < len(args.value) else args
-            self.err(at, f"{err} in matrix axis {key!r}")
+            self.err(at, f"matrix axis {key!r}: {err}")
             return ()
 
     def matrix_value(self, node: YNode, key: str) -> Scalar | None:

@@ -65,10 +65,11 @@ class StepChecks(MatrixChecks):
         needs = self.needs(m["needs"], name, names) if "needs" in m else ()
         matrix = self.matrix(m["matrix"], what) if "matrix" in m else None
         run = self.string(m["run"], f"run of {what}") if "run" in m else None
-        if run is not None:
+        # A matrix with errors (reported) cannot tell which placeholders are known.
+        if run is not None and (matrix is not None or "matrix" not in m):
             self.check_placeholders(m["run"], run, what, matrix, needs)
         max_parallel = self.integer(m["max_parallel"], "max_parallel", 1) if "max_parallel" in m else None
-        if max_parallel is not None and matrix is None:
+        if max_parallel is not None and "matrix" not in m:
             self.err(m["max_parallel"], f"max_parallel needs a matrix in {what}")
         resources = self.step_resources(m.get("resources"), what, defaults)
         retries = self.integer(m["retries"], "retries", 0, MAX_RETRIES) if "retries" in m else defaults.get("retries")
