@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from hpcml.model import StepPlan
+from hpcml.model import Plan, StepPlan
 from hpcml.run.tasks import JobRecord
 
 
@@ -73,10 +73,22 @@ class LiveJob:
 
 
 class Executor(Protocol):
-    """Where tasks run. `detached` executors keep running jobs after `hpcml run` exits."""
+    """Where tasks run. `detached` executors keep running jobs after `hpcml run` exits.
+
+    `poll_s` is the watch loop's default pause between polling rounds, and `max_poll_s`
+    the longest it backs off to while nothing changes: asking SLURM costs slurmctld work,
+    looking at local processes costs nothing.
+    """
 
     name: str
     detached: bool
+    poll_s: float
+    max_poll_s: float
+
+    def check_plan(self, plan: Plan) -> None:
+        """Raise SubmitError for a step that can never run here (every such step named),
+        before any image is built."""
+        ...
 
     def live_jobs(self, name_prefix: str) -> list[LiveJob]:
         """Every pending or running job (array task) whose name starts with `name_prefix`,

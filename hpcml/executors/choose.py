@@ -17,6 +17,8 @@ from hpcml.clients.slurm import Slurm
 from hpcml.config import Settings
 from hpcml.errors import SubmitError
 from hpcml.executors.base import Executor
+from hpcml.executors.local.executor import LocalExecutor
+from hpcml.executors.slurm import SlurmExecutor
 
 
 def choose_executor(
@@ -39,13 +41,7 @@ def choose_executor(
 def make_executor(name: str, settings: Settings, runner: Runner | None = None) -> Executor:
     """The executor called `name` (slurm or local)."""
     if name == "slurm":
-        from hpcml.executors.slurm import SlurmExecutor
-
         return SlurmExecutor(Slurm(runner))
     if name == "local":
-        try:
-            from hpcml.executors.local.executor import LocalExecutor  # type: ignore[import-not-found]
-        except ImportError:
-            raise SubmitError("the local executor is not available in this version of hpcml; use --executor slurm") from None
-        return LocalExecutor.from_settings(settings)  # type: ignore[no-any-return]
+        return LocalExecutor.from_settings(settings)
     raise SubmitError(f"unknown executor {name!r}; allowed: slurm, local")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from hpcml.clients.slurm import JobRow, Slurm, TransientSubmitError, split_job_id
 from hpcml.errors import SubmitError
 from hpcml.executors.base import LiveJob, Observation, StepJob
+from hpcml.model import Plan
 from hpcml.run.tasks import JobRecord
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class SlurmExecutor:
 
     name = "slurm"
     detached = True
+    poll_s = 2.0  # the watch loop's default pause between rounds (one squeue each)
+    max_poll_s = 30.0  # and its ceiling while nothing changes: spares slurmctld
 
     def __init__(
         self,
@@ -44,6 +47,10 @@ class SlurmExecutor:
         self.sbatch_calls = 0  # for bench/submit.py
 
     # ---- reconciliation and submission ---------------------------------------------
+
+    def check_plan(self, plan: Plan) -> None:
+        """Nothing to check ahead: sbatch judges each request against the cluster's own
+        partitions and limits, and its refusal names the step."""
 
     def live_jobs(self, name_prefix: str) -> list[LiveJob]:
         return [

@@ -120,15 +120,18 @@ def watch(
     on_update: Callable[[RunStatus], None],
     *,
     sleep: Callable[[float], None] = time.sleep,
-    min_s: float = 2.0,
+    min_s: float | None = None,
     max_s: float = 30.0,
 ) -> RunStatus:
-    """Poll until every task has ended, backing off while nothing changes."""
-    delay = getattr(started.executor, "poll_s", min_s)
-    floor = delay
+    """Poll until every task has ended, backing off while nothing changes.
+
+    The pause starts at `min_s` (default: the executor's `poll_s`) and grows up to the
+    smaller of `max_s` and the executor's `max_poll_s`."""
+    floor = started.executor.poll_s if min_s is None else min_s
+    delay = floor
     # Backing off spares slurmctld; looking at local processes costs nothing, so a local
     # run is not left waiting up to max_s after its last task ended.
-    max_s = min(max_s, getattr(started.executor, "max_poll_s", max_s))
+    max_s = min(max_s, started.executor.max_poll_s)
     last: dict[str, int] | None = None
     while True:
         st = status(started.run_dir, started.run_id, started.executor)

@@ -152,9 +152,7 @@ def start(
             f"--detach: the {name} executor runs tasks inside `hpcml run` (there is no daemon), so they "
             "would end with it; run it in tmux/screen or with nohup, or use SLURM"
         )
-    check_plan = getattr(ex, "check_plan", None)
-    if check_plan is not None:  # a step that can never run here fails before any image build
-        check_plan(plan)
+    ex.check_plan(plan)  # a step that can never run here fails before any image build
     ensure = ensure_images or functools.partial(_ensure_images, progress=on_image)
     ctx = _Context(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure, say)
     lock = RunLock(run_dir)

@@ -24,9 +24,13 @@ class ListedJobs:
 
     name = "slurm"
     detached = True
+    poll_s, max_poll_s = 2.0, 30.0
 
     def __init__(self, jobs: list[LiveJob]):
         self.jobs = jobs
+
+    def check_plan(self, plan: object) -> None:
+        pass
 
     def live_jobs(self, name_prefix: str) -> list[LiveJob]:
         return [j for j in self.jobs if j.name.startswith(name_prefix)]
