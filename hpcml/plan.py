@@ -125,11 +125,14 @@ def plan_step(step: Step, image: ImagePlan, upstream: list[StepPlan], workflow: 
     # An include-only key is absent from the points its entry did not extend; as in
     # GitHub Actions it then reads as empty (spec.py already rejected unknown names).
     optional = frozenset(k for entry in step.matrix.include for k, _ in entry) if step.matrix else frozenset()
+    # The task key is _digest([TAG, name, command, point, image key, shell, *env, upstream]);
+    # only command and point vary between tasks, so the rest is encoded once.
+    head = _fields([TASK_KEY_TAG, step.name])
+    tail = _fields([image.key, shell, *env_fields, upstream_digest])
     tasks = []
     for index, point in enumerate(points):
         command = substitute(template, point, step.name, index, step.pos, optional)
-        key = _digest([TASK_KEY_TAG, step.name, command, _point_text(point), image.key, shell,
-                       *env_fields, upstream_digest])
+        key = hashlib.sha256(head + _fields([command, _point_text(point)]) + tail).hexdigest()
         tasks.append(Task(step.name, index, point, command, key, upstream_keys))
     return StepPlan(step, image.key, tuple(tasks))
 
@@ -226,14 +229,17 @@ def _toposort(names: list[str], deps: Mapping[str, list[str]], what: str,
 
 
 def _digest(fields: Iterable[str]) -> str:
+    return hashlib.sha256(_fields(fields)).hexdigest()
+
+
+def _fields(fields: Iterable[str]) -> bytes:
     parts = []
     for f in fields:
         data = f.encode()
         # Length-prefixed, so no two different field lists hash the same bytes.
         parts.append(len(data).to_bytes(8, "big"))
         parts.append(data)
-    # One update of the joined bytes: the same digest as one update per part, and faster.
-    return hashlib.sha256(b"".join(parts)).hexdigest()
+    return b"".join(parts)
 
 
 def _diag(pos: Pos | None, message: str) -> Diagnostic:

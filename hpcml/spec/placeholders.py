@@ -16,6 +16,7 @@ and only `unescape` (called by plan.fill_paths) turns ``{{`` back into ``{``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -65,14 +66,25 @@ def substitute(text: str, lookup: Callable[[str], str | None]) -> str:
     escapes as they are. Returned values are inserted verbatim, so quote and `escape` them first.
     """
 
-    def repl(m: re.Match[str]) -> str:
-        name = m.group("name")
-        if name is None:
-            return m.group(0)
-        value = lookup(name)
-        return m.group(0) if value is None else value
+    parts: list[str] = []
+    for literal, name, token in _segments(text):
+        parts.append(literal)
+        value = lookup(name) if name is not None else None
+        parts.append(token if value is None else value)
+    return "".join(parts)
 
-    return PLACEHOLDER_RE.sub(repl, text)
+
+@functools.lru_cache(maxsize=1024)
+def _segments(text: str) -> tuple[tuple[str, str | None, str], ...]:
+    # (text before, placeholder name or None for an escape, the token as written), scanned
+    # once per text: a sweep substitutes one template for each of thousands of points.
+    out: list[tuple[str, str | None, str]] = []
+    last = 0
+    for m in PLACEHOLDER_RE.finditer(text):
+        out.append((text[last:m.start()], m.group("name"), m.group(0)))
+        last = m.end()
+    out.append((text[last:], None, ""))
+    return tuple(out)
 
 
 def unescape(text: str) -> str:
