@@ -11,19 +11,27 @@ Two kinds of text exist for every image:
   parent's real SIF path and stamps the labels `org.hpcml.image`, `org.hpcml.key` and
   `org.hpcml.version` into `%labels` (the key cannot be inside the text it hashes).
 
-Hand-written `deffile:` images are validated (`parse_definition`) and their text is used
-as written; `dockerfile:` images are converted with spython.
+Hand-written `deffile:` images are validated (`parse_definition`, in defparse.py) and their
+text is used as written; `dockerfile:` images are converted with spython (dockerfile.py).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
-from typing import Any
 
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.model import ENV_NAME_RE, ENV_NAME_RULE, Image, Pos
+from hpcml.render.defparse import (  # re-exported: callers name them deffile.*
+    BOOTSTRAP_AGENTS, HEADER_KEYS, REFUSED_SECTIONS, SECTION_RE, SECTIONS, Definition, parse_definition,
+)
+from hpcml.render.dockerfile import convert_dockerfile
+
+__all__ = [
+    "BOOTSTRAP_AGENTS", "CA_BIND_DIR", "CA_BUNDLE", "DEFAULT_MIRROR", "HEADER_KEYS", "PARENT_PLACEHOLDER",
+    "REFUSED_SECTIONS", "REQUIREMENTS_DST", "SECTIONS", "STAMPED_LABELS", "Definition", "bind", "bind_parent",
+    "convert_dockerfile", "has_glob", "parse_definition", "render",
+]
 
 #: Stands for the parent image's SIF in a canonical definition (`From: {PARENT_SIF}`).
 PARENT_PLACEHOLDER = "{PARENT_SIF}"
@@ -37,35 +45,12 @@ CA_BUNDLE = "/var/tmp/hpcml-ca.crt"
 REQUIREMENTS_DST = "/opt/hpcml/requirements.txt"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
-#: Header keywords Apptainer knows, and the bootstrap agents hpcml accepts in a deffile.
-HEADER_KEYS = frozenset(
-    k.lower()
-    for k in (
-        "Bootstrap", "From", "OSVersion", "MirrorURL", "Include", "Stage", "Fingerprints",
-        "Confurl", "Registry", "Namespace", "Library", "Product", "User", "Regcode",
-        "ProductPGP", "RegisterURL", "Updateurl", "UpdateURL", "Setopt",
-    )
-)
-BOOTSTRAP_AGENTS = frozenset(
-    {"docker", "docker-daemon", "docker-archive", "oci", "oci-archive", "oras", "library",
-     "localimage", "scratch", "debootstrap", "yum", "dnf", "zypper", "arch", "busybox", "shub"}
-)
-#: Sections accepted in a hand-written def file. `%setup` and `%pre` run on the build host
-#: (outside the container), so they are refused: they could read or change anything the
-#: builder can, and their effects are not part of the image key.
-SECTIONS = frozenset(
-    {"files", "post", "environment", "labels", "test", "runscript", "startscript", "help",
-     "arguments", "apprun", "appinstall", "appenv", "apphelp", "appfiles", "applabels", "apptest"}
-)
-REFUSED_SECTIONS = frozenset({"setup", "pre"})
 #: Labels `bind` stamps at build time; an image may not set them itself.
 STAMPED_LABELS = frozenset({"org.hpcml.image", "org.hpcml.key", "org.hpcml.version"})
 
 _LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 # %files paths and From: values are whitespace-separated words in a def file.
 _PATH_RE = re.compile(r"[^\s'\"\\%]+")
-_SECTION_RE = re.compile(r"^%([A-Za-z]+)\b(.*)$")
-_HEADER_RE = re.compile(r"^([A-Za-z]+)\s*:\s*(.*?)\s*$")
 
 
 # ---- rendering ----------------------------------------------------------------------
@@ -321,7 +306,7 @@ def _add_labels(text: str, lines: list[str]) -> str:
     # wherever it is; otherwise append a new section.
     out = text.split("\n")
     for i, line in enumerate(out):
-        m = _SECTION_RE.match(line.strip())
+        m = SECTION_RE.match(line.strip())
         if m and m.group(1).lower() == "labels" and line.startswith("%"):
             return "\n".join(out[: i + 1] + lines + out[i + 1 :])
     sep = "" if text.endswith("\n") else "\n"
@@ -329,170 +314,3 @@ def _add_labels(text: str, lines: list[str]) -> str:
 
 
 # ---- hand-written definition files ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Definition:
-    """A parsed definition file: header keywords (lowercased) and sections, with lines."""
-
-    header: dict[str, tuple[str, int]] = field(default_factory=dict)  # key → (value, line)
-    sections: tuple[tuple[str, str, int, tuple[str, ...]], ...] = ()  # (name, args, line, body)
-
-    @property
-    def bootstrap(self) -> str:
-        return self.header.get("bootstrap", ("", 0))[0].lower()
-
-    def files(self) -> list[tuple[str, str, int]]:
-        """(src, dst, line) of every `%files` entry (dst defaults to src, as Apptainer does)."""
-        out = []
-        for name, args, line, body in self.sections:
-            if name != "files" or args.strip():  # `%files from STAGE` copies between stages
-                continue
-            for n, raw in enumerate(body, line + 1):
-                words = raw.split()
-                if words and not words[0].startswith("#"):
-                    out.append((words[0], words[1] if len(words) > 1 else words[0], n))
-        return out
-
-
-def parse_definition(text: str, path: str) -> Definition:
-    """Parse and validate a hand-written definition file; SpecError lists every problem
-    as path:line:col (missing or unknown Bootstrap, unknown header keys, refused or unknown
-    sections, `From:` missing where the agent needs it)."""
-    diags: list[Diagnostic] = []
-    header: dict[str, tuple[str, int]] = {}
-    sections: list[tuple[str, str, int, tuple[str, ...]]] = []
-    body: list[str] = []
-    lines = text.split("\n")
-    for n, raw in enumerate(lines, 1):
-        line = raw.rstrip("\r")
-        stripped = line.strip()
-        m = _SECTION_RE.match(stripped) if line.startswith("%") else None
-        if m:
-            if sections:
-                sections[-1] = (*sections[-1][:3], tuple(body))
-            body = []
-            name = m.group(1).lower()
-            if name in REFUSED_SECTIONS:
-                diags.append(Diagnostic(path, n, 1, f"section %{name} runs on the build host and is not allowed"))
-            elif name not in SECTIONS:
-                allowed = ", ".join("%" + s for s in sorted(SECTIONS))
-                diags.append(Diagnostic(path, n, 1, f"unknown section %{name} (allowed: {allowed})"))
-            sections.append((name, m.group(2).strip(), n, ()))
-        elif stripped.startswith("%"):
-            # Apptainer takes any line whose first word starts with '%' for a section header,
-            # and refuses it when indented: `validate` must not say ok to such a file.
-            diags.append(Diagnostic(path, n, 1, "an indented line starting with '%' is read as a section "
-                                                "header by Apptainer, which refuses it indented"))
-            body.append(line)
-        elif sections:
-            body.append(line)
-        elif stripped and not stripped.startswith("#"):
-            hm = _HEADER_RE.match(stripped)
-            if not hm:
-                diags.append(Diagnostic(path, n, 1, f"expected 'Keyword: value' in the header, got {stripped!r}"))
-                continue
-            key = hm.group(1).lower()
-            if key not in HEADER_KEYS:
-                diags.append(Diagnostic(path, n, 1, f"unknown header keyword {hm.group(1)!r}"))
-            header.setdefault(key, (hm.group(2), n))
-    if sections:
-        sections[-1] = (*sections[-1][:3], tuple(body))
-    definition = Definition(header, tuple(sections))
-    _check_bootstrap(definition, path, diags)
-    if diags:
-        raise SpecError(diags)
-    return definition
-
-
-def _check_bootstrap(d: Definition, path: str, diags: list[Diagnostic]) -> None:
-    if "bootstrap" not in d.header:
-        diags.append(Diagnostic(path, 1, 1, "definition file has no 'Bootstrap:' header"))
-        return
-    agent, line = d.header["bootstrap"]
-    if agent.lower() not in BOOTSTRAP_AGENTS:
-        allowed = ", ".join(sorted(BOOTSTRAP_AGENTS))
-        diags.append(Diagnostic(path, line, 1, f"unknown Bootstrap {agent!r} (allowed: {allowed})"))
-    elif agent.lower() not in ("scratch", "debootstrap", "yum", "dnf", "zypper", "arch", "busybox") \
-            and not d.header.get("from", ("", 0))[0]:
-        diags.append(Diagnostic(path, line, 1, f"Bootstrap: {agent} needs a 'From:' header"))
-    elif agent.lower() == "debootstrap" and not d.header.get("osversion", ("", 0))[0]:
-        diags.append(Diagnostic(path, line, 1, "Bootstrap: debootstrap needs an 'OSVersion:' header"))
-
-
-# ---- Dockerfiles ----------------------------------------------------------------------
-
-
-def convert_dockerfile(text: str, path: str) -> str:
-    """Convert a Dockerfile's text to a definition with spython (DockerParser →
-    SingularityWriter). COPY/ADD sources become `%files` relative to the workflow directory.
-    """
-    if not any(_first_word(line) == "FROM" for line in text.splitlines()):
-        raise SpecError(Diagnostic(path, 1, 1, "Dockerfile has no FROM instruction"))
-    from spython.logger import bot
-    from spython.main.parse.parsers import DockerParser
-    from spython.main.parse.writers import SingularityWriter
-
-    # spython logs warnings (and checks COPY sources against the cwd) through a global
-    # logger; keep it quiet for the conversion and restore it after.
-    saved, bot.level = bot.level, -5
-    try:
-        parser = DockerParser(None, load=False)  # no filename: we hand it the text ourselves
-        parser.lines = text.splitlines(keepends=True)
-        recipe = parser.parse()
-        for layer in recipe.values():
-            _repair_layer(layer)
-        last = list(recipe.values())[-1]
-        # spython's default runscript prefixes CMD with /bin/bash; Docker runs CMD as is.
-        runscript = "" if (last.entrypoint or last.cmd) else "/bin/sh"
-        converted = SingularityWriter(recipe).convert(runscript=runscript)
-    except (SystemExit, Exception) as err:  # spython calls sys.exit on some bad input
-        message = f"cannot convert the Dockerfile: {err or type(err).__name__}"
-        raise SpecError(Diagnostic(path, 1, 1, message)) from None
-    finally:
-        bot.level = saved
-    result = "\n".join(_fix_converted(converted.strip("\n").split("\n"))) + "\n"
-    parse_definition(result, path)
-    return result
-
-
-def _repair_layer(layer: Any) -> None:
-    """Fix what spython's writer would get wrong, on its parsed recipe layer:
-
-    - exec-form ENTRYPOINT/CMD (JSON lists) are joined with plain spaces, losing the
-      quoting (`["-c", "print(1)"]` → `-c print(1)`, a shell syntax error): shell-quote them;
-    - a LABEL line is kept whole (`a=b c="d e"`), where `%labels` wants one `k v` per line.
-    """
-    for attr in ("entrypoint", "cmd"):
-        value = getattr(layer, attr, None)
-        if isinstance(value, list):
-            setattr(layer, attr, shlex.join(str(v) for v in value))
-    labels: list[list[str]] = []
-    for entry in getattr(layer, "labels", None) or []:
-        text = " ".join(entry)
-        try:
-            words = shlex.split(text)
-        except ValueError as err:
-            raise ValueError(f"LABEL {text}: {err}") from None
-        if words and all("=" in w for w in words):
-            labels += [[f"{k} {v}".strip()] for k, v in (w.split("=", 1) for w in words)]
-        elif words:  # legacy form: LABEL key value with spaces
-            labels.append([f"{words[0]} {' '.join(words[1:])}".strip()])
-    layer.labels = labels
-
-
-def _fix_converted(lines: list[str]) -> list[str]:
-    """Repair spython's `exec  cmd` spacing in the run/start scripts."""
-    out, section = [], ""
-    for line in lines:
-        if line.startswith("%"):
-            section = line[1:].split()[0].lower() if line[1:].split() else ""
-        elif section in ("runscript", "startscript"):
-            line = re.sub(r"^exec\s+", "exec ", line)
-        out.append(line)
-    return out
-
-
-def _first_word(line: str) -> str:
-    words = line.split()
-    return words[0].upper() if words else ""
