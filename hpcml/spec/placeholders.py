@@ -1,6 +1,6 @@
-"""Placeholders in `run:` commands: the one definition shared by spec.py and plan.py.
+"""Placeholders in `run:` commands: the one definition shared by the checker and plan.py.
 
-Contract (spec.py validates with it, plan.py substitutes with it):
+Contract (the checker validates with it, plan.py substitutes with it):
 
 - Only ``{identifier}`` and ``{in.identifier}`` are placeholders, where identifier is
   ``[A-Za-z0-9_][A-Za-z0-9_-]*``. Known names are the matrix axes, ``step``, ``task``,
