@@ -25,8 +25,6 @@ from hpcml.model import Image, ImagePlan, Plan, Pos, Scalar, Step, StepPlan, Tas
 from hpcml.spec import inputs, placeholders
 from hpcml.spec.expand import expand_matrix, format_value  # shared with the checker, which expands too
 
-__all__ = ["build", "expand_matrix", "fill_paths", "format_value", "image_key", "plan_image", "plan_step", "substitute"]
-
 IMAGE_KEY_TAG = "hpcml-image-v1"
 TASK_KEY_TAG = "hpcml-task-v1"
 
@@ -123,7 +121,7 @@ def plan_step(step: Step, image: ImagePlan, upstream: list[StepPlan], workflow: 
     points = expand_matrix(step.matrix, step.pos) if step.matrix else [()]
     template = step.run
     # An include-only key is absent from the points its entry did not extend; as in
-    # GitHub Actions it then reads as empty (spec.py already rejected unknown names).
+    # GitHub Actions it then reads as empty (the checker already rejected unknown names).
     optional = frozenset(k for entry in step.matrix.include for k, _ in entry) if step.matrix else frozenset()
     # The task key is _digest([TAG, name, command, point, image key, shell, *env, upstream]);
     # only command and point vary between tasks, so the rest is encoded once.
