@@ -32,7 +32,7 @@ from hpcml.spec.rules import (
     SUPPORTED_VERSIONS,
     TOP_KEYS,
 )
-from hpcml.spec.shapes import describe, suggest
+from hpcml.spec.shapes import describe
 from hpcml.spec.steps import StepChecks
 from hpcml.spec.yamlpos import YNode
 
@@ -152,13 +152,3 @@ class _Checker(ImageChecks, StepChecks):
         if "retries" in m:
             out["retries"] = self.integer(m["retries"], "retries", 0, MAX_RETRIES)
         return out
-
-    def image_ref(self, node: YNode, what: str, image_names: dict[str, YNode]) -> str | None:
-        value = self.string(node, what)
-        if value is None:
-            return None
-        if value not in image_names:
-            known = ", ".join(image_names) or "none are defined under 'images'"
-            self.err(node, f"unknown image {value!r} in {what}{suggest(value, image_names)}; images: {known}")
-            return None
-        return value

@@ -98,6 +98,16 @@ class StepChecks(MatrixChecks):
             self.err(node, f"step {name!r} has no image: set 'image' in the step or in defaults")
         return defaults.get("image")  # a bad default was reported once, at defaults.image
 
+    def image_ref(self, node: YNode, what: str, image_names: dict[str, YNode]) -> str | None:
+        value = self.string(node, what)
+        if value is None:
+            return None
+        if value not in image_names:
+            known = ", ".join(image_names) or "none are defined under 'images'"
+            self.err(node, f"unknown image {value!r} in {what}{suggest(value, image_names)}; images: {known}")
+            return None
+        return value
+
     def needs(self, node: YNode, name: str, names: dict[str, YNode]) -> tuple[str, ...]:
         def check(item: YNode) -> str | None:
             value = self.string(item, "needs")

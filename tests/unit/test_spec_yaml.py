@@ -80,3 +80,9 @@ def test_syntax_errors_are_worded_by_the_pure_parser(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(yamlpos.PURE_ENV, "1")
     assert yamlpos.parse(text, "w.yaml") == fast
     assert fast[1][0].message.startswith("invalid YAML: while parsing a flow sequence")
+
+
+def test_without_libyaml_the_pure_parser_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(yamlpos, "CParser", None)  # as on a PyYAML built without libyaml
+    tree, diags = yamlpos.parse(ODD, "w.yaml", pure=False)
+    assert _flat(tree) == _flat(yamlpos.parse(ODD, "w.yaml", pure=True)[0]) and not diags
