@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json as _json
 import os as _os
+import re as _re
+import shutil as _shutil
 import time as _time
 from collections.abc import Callable
 from pathlib import Path as _Path
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from hpcml import config as _config
 from hpcml.config import Settings as _Settings
-from hpcml.errors import RunInterrupted
+from hpcml.errors import BuildError, CatalogError, HpcmlError, RunInterrupted
+from hpcml.fsutil import atomic_write as _atomic_write
 from hpcml.model import Plan as _Plan
 from hpcml.model import Workflow
 from hpcml.results import (
@@ -25,6 +28,7 @@ from hpcml.results import (
     RunOutcome,
     RunStatus,
     RunSummary,
+    SnakemakeExport,
     ValidationReport,
 )
 from hpcml.run.rundir import RunDir as _RunDir
@@ -314,25 +318,14 @@ def runs_history(*, directory: str | None = None, workflow: str | None = None) -
 
 # ---- Snakemake: helpers for Snakefiles and `hpcml export snakemake` -----------------------
 
-from dataclasses import dataclass as _dataclass  # noqa: E402 - this section's one result type
-
 #: Plans by (workflow path, mtime_ns, size, catalogs): a Snakefile whose rules ask about one
 #: workflow many times parses it once per process.
 _SNAKEMAKE_PLANS: dict[tuple[str, int, int, tuple[str, ...]], _Plan] = {}
 
 
-@_dataclass(frozen=True)
-class SnakemakeExport:
-    """What `export_snakemake` wrote, and what Snakemake cannot express (said in the rules too)."""
-
-    path: str
-    rules: tuple[str, ...]
-    notes: tuple[str, ...]
-
-
 def cached_plan(path: str | _os.PathLike[str], settings: _Settings | None = None) -> _Plan:
     """plan() with `catalog:` bases resolved, memoised by the file's path, mtime and size."""
-    from hpcml import plan as _plan_mod
+    from hpcml import plan as _plan_mod  # start-up speed
 
     s = settings or load_settings()
     full = _os.path.abspath(_os.fspath(path))
@@ -354,7 +347,7 @@ def image_sif(
     *,
     workflow: str | _os.PathLike[str] | None = None,
     build: bool = True,
-    progress=None,  # noqa: ANN001 - images.Progress
+    progress: Callable[[ImageEvent], None] | None = None,
     settings: _Settings | None = None,
 ) -> str:
     """The absolute SIF path of an image, after its integrity (and signature) check.
@@ -364,14 +357,10 @@ def image_sif(
     Without, `ref` is a catalog reference: a full key, a key prefix or NAME[:TAG].
     Example: ``image_sif("trainer", workflow="workflow.yaml")``.
     """
-    import re
-
-    from hpcml.errors import BuildError, CatalogError
-
     s = settings or load_settings()
     cats = _catalogs(s)
     if workflow is None:
-        entry = cats.lookup(ref) if re.fullmatch(r"[0-9a-f]{64}", ref) else cats.find(ref)
+        entry = cats.lookup(ref) if _re.fullmatch(r"[0-9a-f]{64}", ref) else cats.find(ref)
         if entry is None:
             raise CatalogError(f"no image with key {ref[:12]}… in the catalogs ({', '.join(s.catalogs)}); "
                                "build it with `hpcml build WORKFLOW` from the workflow it was exported from")
@@ -386,7 +375,7 @@ def image_sif(
                     f"image {ref!r} of {p.workflow.path} (key {p.images[ref].key[:12]}) is in no catalog "
                     f"({', '.join(s.catalogs)}) and building is off; build it with "
                     f"`hpcml build {p.workflow.path} {ref}`")
-            from hpcml.images import ensure as images
+            from hpcml.images import ensure as images  # start-up speed
 
             report = images.build_images(p, s, names=[ref], progress=progress)
             if report.failed:
@@ -406,8 +395,7 @@ def step_resources(
 
     GPUs are asked as `gres` unless the `gpu_request` setting is `gpus-per-node`.
     """
-    from hpcml.errors import HpcmlError
-    from hpcml.render.snakefile import slurm_resources
+    from hpcml.render.snakefile import slurm_resources  # start-up speed
 
     s = settings or load_settings()
     p = cached_plan(workflow, s)
@@ -425,7 +413,7 @@ def step_container_shell(
     gpus: int = 0,
     gpu_vendor: str = "nvidia",
     build: bool = True,
-    progress=None,  # noqa: ANN001 - images.Progress
+    progress: Callable[[ImageEvent], None] | None = None,
     settings: _Settings | None = None,
 ) -> str:
     """Bash for a Snakemake `shell:` that runs `command` in a workflow image with hpcml's
@@ -433,7 +421,7 @@ def step_container_shell(
     bound and current, and for `gpus > 0` `--nv` (`--rocm`) plus the job's
     CUDA_VISIBLE_DEVICES. The image is integrity-checked (built if missing) now.
     """
-    from hpcml.render.snakefile import ContainerCall, container_command
+    from hpcml.render.snakefile import ContainerCall, container_command  # start-up speed
 
     s = settings or load_settings()
     sif = image_sif(image, workflow=workflow, build=build, progress=progress, settings=s)
@@ -448,7 +436,7 @@ def export_snakemake(
     out: str | _os.PathLike[str],
     *,
     build: bool = True,
-    progress=None,  # noqa: ANN001 - images.Progress
+    progress: Callable[[ImageEvent], None] | None = None,
     settings: _Settings | None = None,
     command_line: str = "hpcml export snakemake",
 ) -> SnakemakeExport:
@@ -458,10 +446,7 @@ def export_snakemake(
     The images the steps use are built first when missing (unless `build` is False: then
     CatalogError). Example: ``export_snakemake("workflow.yaml", "Snakefile").notes``.
     """
-    import shutil
-
-    from hpcml.fsutil import atomic_write
-    from hpcml.render.snakefile import ExportSpec, render_snakefile
+    from hpcml.render.snakefile import ExportSpec, render_snakefile  # start-up speed
 
     s = settings or load_settings()
     p = cached_plan(path, s)
@@ -471,8 +456,8 @@ def export_snakemake(
     rel = _os.path.relpath(p.workflow.root, _os.path.dirname(out_abs))
     style = "gpus-per-node" if s.gpu_request == "gpus-per-node" else "gres"
     apptainer = s.apptainer
-    if _os.path.isabs(apptainer) and shutil.which(_os.path.basename(apptainer)) == apptainer:
+    if _os.path.isabs(apptainer) and _shutil.which(_os.path.basename(apptainer)) == apptainer:
         apptainer = _os.path.basename(apptainer)  # the same program by name: no site path in the file
     exported = render_snakefile(ExportSpec(p, rel, command_line, apptainer, tuple(s.exec_flags), style))
-    atomic_write(out_abs, exported.text, parents=True)
+    _atomic_write(out_abs, exported.text, parents=True)
     return SnakemakeExport(out_abs, tuple(p.step_order), exported.notes)

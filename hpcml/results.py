@@ -97,6 +97,15 @@ class RunStatus:
 
 
 @dataclass(frozen=True)
+class SnakemakeExport:
+    """What `export_snakemake` wrote, and what Snakemake cannot express (said in the rules too)."""
+
+    path: str
+    rules: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """One line of `hpcml runs`: a run and its task counts."""
 
