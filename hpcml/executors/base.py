@@ -1,9 +1,9 @@
 """The executor interface: where job scripts run. SLURM and the local scheduler implement it.
 
-An executor knows nothing of workflows or task keys: runs.py prepares the run directory,
+An executor knows nothing of workflows or task keys: run/submit.py prepares the run directory,
 renders one job script per step (or array chunk), and hands each to `submit` as a
 `StepJob`. Status comes back as SLURM-like `JobRecord`s per job reference (`123`, or
-`123_4` for an array task), which state.derive_state combines with the exit-code files.
+`123_4` for an array task), which run/tasks.derive_state combines with the exit-code files.
 
 Example:
 

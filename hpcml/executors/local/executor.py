@@ -1,7 +1,7 @@
 """The local executor: the same job scripts as on SLURM, run by hpcml's own scheduler.
 
 Where there is no SLURM (a workstation, a CI box, a single GPU server) `hpcml run` runs
-every task on this machine. runs.py renders exactly the job scripts it would give sbatch;
+every task on this machine. run/submit.py renders exactly the job scripts it would give sbatch;
 this executor hands each to the local scheduler (hpcml.executors.local.scheduler) as a LocalJob with the
 step's resources, so dependencies, matrix throttling, GPU binding, time limits,
 checkpoint/requeue, exit-code files, journal, status, logs and cancel all behave as on SLURM.
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 #: Environment marker of every task process: the name of its job (hpcml.<wf>.<run>.<step>).
 NAME_ENV = "HPCML_LOCAL_JOB_NAME"
 
-#: Scheduler state → the SLURM state that state.derive_state understands.
+#: Scheduler state → the SLURM state that run/tasks.derive_state understands.
 _SLURM_STATE = {
     State.PENDING: "PENDING",
     State.RUNNING: "RUNNING",
