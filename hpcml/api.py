@@ -3,6 +3,9 @@
 Start-up speed: `hpcml --help` and `hpcml validate` import this module, so the heavier
 stages (planning, images, submission, executors) are imported inside the functions that
 use them, each marked `# start-up speed`. The result types live in hpcml/results.py.
+
+Longer than ~400 lines on purpose: it is the one surface every caller uses, a short
+function per command or helper, each calling into the stage that does the work.
 """
 
 from __future__ import annotations
