@@ -21,6 +21,7 @@ from hpcml.run.journal import read_journal
 from hpcml.run.rundir import RunDir
 from hpcml.run.status import executor_of, load_run, resolve_run, status
 from hpcml.run.tasks import ACTIVE, derive_state, read_exit_code, read_task_files
+from hpcml.render.protocol import TASK_LOG
 
 
 def cancel(run_dir: RunDir, run: str | None = None, executor: Executor | None = None, settings: Settings | None = None) -> tuple[str, list[str]]:
@@ -62,7 +63,7 @@ def task_logs(run_dir: RunDir, target: str, run: str | None = None) -> list[tupl
         tasks = tuple(t for t in tasks if str(t.index) == index)
         if not tasks:
             raise StateError(f"step {name} has no task {index!r}; tasks: 0..{len(step.tasks) - 1}")
-    return [(f"{name}/{t.index}", run_dir.task(name, t.key) / "log") for t in tasks]
+    return [(f"{name}/{t.index}", run_dir.task(name, t.key) / TASK_LOG) for t in tasks]
 
 
 def history(run_dir: RunDir) -> list[RunSummary]:

@@ -14,6 +14,7 @@ from hpcml.model import Plan, StepPlan, Task
 from hpcml.render import jobs as _jobs
 from hpcml.run.durable import DurableBatch
 from hpcml.run.rundir import RunDir
+from hpcml.render.protocol import TASK_ATTEMPT, TASK_CAUSE, TASK_COMMAND, TASK_EXITCODE, TASK_OUT, TASK_REQUEUE
 
 
 def step_shell(plan: Plan, sp: StepPlan) -> str:
@@ -27,14 +28,14 @@ def prepare_task(run_dir: RunDir, plan: Plan, task: Task, batch: DurableBatch) -
     sp = plan.steps[task.step]
     tdir = run_dir.task(task.step, task.key)
     fresh = not tdir.is_dir()  # nothing stale to remove: spares three unlinks per task of a new sweep
-    (tdir / "out").mkdir(parents=True, exist_ok=True)
+    (tdir / TASK_OUT).mkdir(parents=True, exist_ok=True)
     inputs = {up: input_path(run_dir, plan, up, task) for up in sp.step.needs}
-    command = _plan.fill_paths(task.command, str(tdir / "out"), inputs)
-    batch.write(tdir / "cmd.sh", _jobs.render_task_command(command, step_shell(plan, sp), sp.step, task.index))
+    command = _plan.fill_paths(task.command, str(tdir / TASK_OUT), inputs)
+    batch.write(tdir / TASK_COMMAND, _jobs.render_task_command(command, step_shell(plan, sp), sp.step, task.index))
     batch.write(tdir / "point.json", json.dumps(dict(task.point), sort_keys=True) + "\n")
-    for name in () if fresh else ("exitcode", "cause", "requeue"):
+    for name in () if fresh else (TASK_EXITCODE, TASK_CAUSE, TASK_REQUEUE):
         (tdir / name).unlink(missing_ok=True)
-    batch.write(tdir / "attempt", "0\n")
+    batch.write(tdir / TASK_ATTEMPT, "0\n")
 
 
 def input_path(run_dir: RunDir, plan: Plan, up: str, task: Task) -> str:
@@ -43,7 +44,7 @@ def input_path(run_dir: RunDir, plan: Plan, up: str, task: Task) -> str:
     wanted = set(task.upstream)  # once, not per upstream task: a fan-in may have thousands
     ups = [t for t in usp.tasks if t.key in wanted] or list(usp.tasks)
     if not usp.is_array:
-        return str(run_dir.task(up, ups[0].key) / "out")
+        return str(run_dir.task(up, ups[0].key) / TASK_OUT)
     digest = hashlib.sha256("\n".join(t.key for t in ups).encode()).hexdigest()[:16]
     folder = run_dir.step_inputs(up, digest)
     if not folder.is_dir():
@@ -53,7 +54,7 @@ def input_path(run_dir: RunDir, plan: Plan, up: str, task: Task) -> str:
         for t in ups:
             # Relative links resolve the same inside the container, where .hpcml is bound
             # at its host path.
-            os.symlink(f"../../../tasks/{up}/{t.key}/out", tmp / str(t.index))
+            os.symlink(f"../../../tasks/{up}/{t.key}/{TASK_OUT}", tmp / str(t.index))
         try:
             os.rename(tmp, folder)
         except OSError:

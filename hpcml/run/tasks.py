@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcml.render.protocol import TASK_ATTEMPT, TASK_CAUSE, TASK_EXITCODE, TASK_REQUEUE
+
 #: Every state a task can be shown in.
 STATES = (
     "pending",
@@ -63,7 +65,7 @@ class TaskFiles:
 def read_exit_code(task_dir: Path) -> int | None:
     """The exit code a task's wrapper wrote, or None: `read_task_files(d).exit_code` at a
     fraction of the cost, for passes over every task of a sweep that need only that."""
-    return _exit_code(_read_small(os.path.join(task_dir, "exitcode")))
+    return _exit_code(_read_small(os.path.join(task_dir, TASK_EXITCODE)))
 
 
 def read_task_files(task_dir: Path) -> TaskFiles:
@@ -79,11 +81,11 @@ def read_task_files(task_dir: Path) -> TaskFiles:
     def text(name: str) -> str | None:
         return _read_small(os.path.join(folder, name)) if name in names else None
 
-    attempt = text("attempt")
+    attempt = text(TASK_ATTEMPT)
     return TaskFiles(
-        exit_code=_exit_code(text("exitcode")),
-        cause=text("cause") or None,
-        requeue="requeue" in names,
+        exit_code=_exit_code(text(TASK_EXITCODE)),
+        cause=text(TASK_CAUSE) or None,
+        requeue=TASK_REQUEUE in names,
         attempt=int(attempt) if attempt and attempt.isdigit() else 0,
     )
 
