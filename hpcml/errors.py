@@ -1,4 +1,4 @@
-"""The one error family of hpcml. Only cli.py maps these to exit codes."""
+"""The one error family of hpcml. Only hpcml/cli maps these to exit codes."""
 
 from __future__ import annotations
 
