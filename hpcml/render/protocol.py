@@ -35,6 +35,15 @@ TASK_CAUSE = "cause"
 TASK_REQUEUE = "requeue"
 #: The number of the attempt running or last run (1 for the first).
 TASK_ATTEMPT = "attempt"
+#: One line appended per attempt event, for the report (run/trace.py reads it):
+#: `start EPOCH ATTEMPT NODE JOBREF DEVICES` and `end EPOCH ATTEMPT STATUS`. Each line is one
+#: short O_APPEND write, so a reader sees whole lines; a torn or unknown line is skipped.
+TASK_ATTEMPTS = "attempts"
+#: `nvidia-smi --query-gpu=...` samples (CSV) taken while an attempt runs on a GPU node
+#: where nvidia-smi exists; absent elsewhere.
+TASK_GPU_SAMPLES = "gpu.csv"
+#: Seconds between two GPU samples: light enough to cost nothing beside a training job.
+GPU_SAMPLE_S = 30
 
 #: What the wrapper writes into TASK_CAUSE on SIGTERM: near the time limit, or before it.
 CAUSE_TIMEOUT = "timeout"
@@ -62,6 +71,9 @@ WRAPPER_VALUES: Mapping[str, str] = {
     "TASK_CAUSE": TASK_CAUSE,
     "TASK_REQUEUE": TASK_REQUEUE,
     "TASK_ATTEMPT": TASK_ATTEMPT,
+    "TASK_ATTEMPTS": TASK_ATTEMPTS,
+    "TASK_GPU_SAMPLES": TASK_GPU_SAMPLES,
+    "GPU_SAMPLE_S": str(GPU_SAMPLE_S),
     "CAUSE_TIMEOUT": CAUSE_TIMEOUT,
     "CAUSE_CANCELLED": CAUSE_CANCELLED,
     "EXECUTOR_ENV": EXECUTOR_ENV,

@@ -121,6 +121,25 @@ fi
 export APPTAINERENV_HPCML_STEP=$hpcml_step APPTAINERENV_HPCML_TASK_INDEX=$hpcml_index
 export APPTAINERENV_HPCML_JOB_ID=${SLURM_JOB_ID:-local}
 
+# The attempt record for the report (`@TASK_ATTEMPTS@`): one short line per event, appended
+# in one write; losing it (a full disk) must never fail the task.
+hpcml_mark() {
+  local t
+  printf -v t '%(%s)T' -1
+  printf '%s %s\n' "$1" "$t ${*:2}" >>"$taskdir/@TASK_ATTEMPTS@" 2>/dev/null || true
+}
+hpcml_sampler=
+hpcml_sample_gpus() {  # a light nvidia-smi sample while the attempt runs, where there is one
+  if (( hpcml_gpu )) && command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used,memory.total \
+      --format=csv,noheader,nounits -l @GPU_SAMPLE_S@ >>"$taskdir/@TASK_GPU_SAMPLES@" 2>/dev/null &
+    hpcml_sampler=$!
+  fi
+}
+hpcml_stop_sampler() {
+  if [[ -n $hpcml_sampler ]]; then kill "$hpcml_sampler" 2>/dev/null || true; hpcml_sampler=; fi
+}
+
 hpcml_status=0
 while :; do
   hpcml_attempt=$(( $(cat "$taskdir/@TASK_ATTEMPT@" 2>/dev/null || echo 0) + 1 ))
@@ -136,6 +155,8 @@ while :; do
     echo "hpcml: $(hpcml_now) SIG$hpcml_signal arrived before attempt $hpcml_attempt started; not starting it"
   else
     hpcml_forwarded=
+    hpcml_mark start "$hpcml_attempt" "${SLURMD_NODENAME:-${HOSTNAME:-unknown}}" "$hpcml_job_ref" "${CUDA_VISIBLE_DEVICES:--}"
+    hpcml_sample_gpus
     set -m  # the task gets its own process group, so a forwarded signal reaches all of it
     "${hpcml_container[@]}" "$hpcml_shell" "$taskdir/@TASK_COMMAND@" &
     hpcml_child=$!
@@ -149,6 +170,8 @@ while :; do
       wait "$hpcml_child" || hpcml_status=$?
     done
     hpcml_child=
+    hpcml_stop_sampler
+    hpcml_mark end "$hpcml_attempt" "$hpcml_status"
   fi
   echo "hpcml: $(hpcml_now) attempt $hpcml_attempt exited with $hpcml_status${hpcml_signal:+ after SIG$hpcml_signal}"
   (( hpcml_status == 0 )) && break
