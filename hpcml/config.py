@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from hpcml.errors import ConfigError
+from hpcml.remote.settings import Remote, parse_remotes
 
 SITE_CONFIG = "/etc/hpcml/config.toml"
 ENV_PREFIX = "HPCML_"
@@ -60,6 +61,9 @@ class Settings:
     local_gpus: tuple[str, ...] | None = _f(None, "list", "GPU ids the local executor hands out")
     local_cpus: int | None = _f(None, "int", "CPUs the local executor hands out (default: all)")
     local_mem_mb: int | None = _f(None, "int", "memory (MiB) the local executor hands out")
+    remotes: tuple[Remote, ...] = _f(
+        (), "remotes", "clusters reachable over SSH, one [remotes.NAME] table each (docs/remote.md)"
+    )
     sources: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -295,4 +299,5 @@ _CONVERTERS: dict[str, Callable[[Any, Path, Path | None, tuple[str, ...]], Any]]
     "int": _int,
     "bool": _bool,
     "choice": _choice,
+    "remotes": lambda value, home, base, _c: parse_remotes(value, home, base),
 }
