@@ -28,6 +28,8 @@ from hpcml.model import Workflow
 from hpcml.results import (
     CatalogRow,
     CompileResult,
+    InitResult,
+    Report,
     RunOutcome,
     RunStatus,
     RunSummary,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from hpcml.images.catalog import GcItem
     from hpcml.images.ensure import BuildReport, ImageEvent
     from hpcml.images.search import CatalogPath, VerifyResult
+    from hpcml.run.trace import ImageInfo
 
 # ---- spec: load / validate -------------------------------------------------------------
 
@@ -317,6 +320,108 @@ def runs_history(*, directory: str | None = None, workflow: str | None = None) -
     from hpcml.run import control  # start-up speed
 
     return control.history(run_dir(directory, workflow))
+
+
+def report(
+    run: str | None = None,
+    *,
+    output: str | _os.PathLike[str] | None = None,
+    html: bool = True,
+    directory: str | None = None,
+    workflow: str | None = None,
+    settings: _Settings | None = None,
+) -> Report:
+    """A run's report (default: the latest): its trace and, with `html`, the self-contained
+    HTML page written to `output` (default: `.hpcml/runs/<id>/report.html`). One status
+    round and one sacct call (where there is accounting). See docs/report.md.
+
+    Example: ``report(output="report.html").trace.gpu_hours``.
+    """
+    from hpcml.run import report as run_report  # start-up speed
+
+    s = settings or load_settings()
+    rd = run_dir(directory, workflow)
+    tr = run_report.collect(rd, run, settings=s, images=_image_info(s))
+    if not html:
+        return Report(tr, None)
+    path = _Path(output) if output is not None else rd.run(tr.run).root / "report.html"
+    return Report(tr, str(run_report.write_html(tr, path)))
+
+
+def _image_info(s: _Settings) -> Callable[[str, str], ImageInfo]:
+    """What the catalogs know of an image's build, for the report (unchecked lookups)."""
+    from hpcml.run.trace import ImageInfo  # start-up speed
+
+    try:
+        cats = _catalogs(s)
+    except CatalogError:
+        cats = None
+
+    def look(name: str, key: str) -> ImageInfo:
+        entry = cats.lookup(key) if cats is not None else None
+        if entry is None:
+            return ImageInfo(name, key)
+        m = entry.manifest
+        return ImageInfo(name, key, m.sha256, m.created, m.host, m.user, m.build_seconds, m.apptainer_version)
+
+    return look
+
+
+# ---- init: a starter project ------------------------------------------------------------
+
+
+def init(directory: str | _os.PathLike[str] = ".", template: str | None = None) -> InitResult:
+    """Write a starter project (workflow.yaml and src/) into `directory`; never overwrites.
+
+    Adopts a requirements.txt or environment.yml found there. Example:
+    ``init("proj", "gpu-train").files`` → ``["proj/workflow.yaml", "proj/src/evaluate.py", …]``.
+    """
+    from hpcml import init as _init  # start-up speed: only `hpcml init` needs the templates
+
+    return _init.init_project(directory, template or _init.starter.DEFAULT_TEMPLATE)
+
+
+def init_templates() -> dict[str, str]:
+    """The starter templates of `init`: name → one-line description."""
+    from hpcml.render import starter  # start-up speed: see init
+
+    return dict(starter.TEMPLATES)
+
+
+# ---- shell completion --------------------------------------------------------------------
+
+
+def completion_names(
+    section: str, *, workflow: str | None = None, directory: str | None = None
+) -> list[str]:
+    """Step or image names (`section` "steps" or "images") for shell completion; never raises.
+
+    Read from `workflow`, else DIRECTORY/workflow.yaml, else the workflow file of the
+    directory's latest run (a copy is kept in each run directory).
+    """
+    from hpcml.spec import outline  # start-up speed: only completion reads loosely
+
+    rd = run_dir(directory, workflow)
+    candidates = [workflow] if workflow else [str(rd.path.parent / "workflow.yaml")]
+    try:
+        latest = rd.latest_run()
+    except OSError:
+        latest = None
+    if latest:
+        candidates.append(str(rd.run(latest).workflow))
+    for path in candidates:
+        found = outline.names(path, section)
+        if found:
+            return found
+    return []
+
+
+def completion_runs(*, workflow: str | None = None, directory: str | None = None) -> list[str]:
+    """Run ids of a workflow directory, newest first, for shell completion; never raises."""
+    try:
+        return list(reversed(run_dir(directory, workflow).workflow_runs()))
+    except (OSError, ValueError, HpcmlError):
+        return []
 
 
 # ---- Snakemake: helpers for Snakefiles and `hpcml export snakemake` -----------------------

@@ -58,8 +58,25 @@ class RemoteError(HpcmlError):
     """A remote (SSH) operation failed."""
 
 
+class RemoteDetached(RemoteError):
+    """Watching a remote run was stopped (Ctrl-C); the run goes on on the cluster."""
+
+    exit_code = 130
+
+    def __init__(self, remote: str, run_id: str):
+        self.remote, self.run_id = remote, run_id
+        super().__init__(
+            f"stopped watching; run {run_id} goes on on {remote}: follow it with "
+            f"`hpcml -r {remote} status {run_id}`, stop it with `hpcml -r {remote} cancel {run_id}`"
+        )
+
+
 class StateError(HpcmlError):
     """The run directory is missing, locked or inconsistent."""
+
+
+class InitError(HpcmlError):
+    """`hpcml init` refused: an unknown template, or a file it would write exists."""
 
 
 class RunInterrupted(HpcmlError):

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpcml.model import Workflow
 from hpcml.run.tasks import ACTIVE, DONE_OK, TaskState, summarize
+
+if TYPE_CHECKING:
+    from hpcml.run.trace import RunTrace
 
 
 @dataclass(frozen=True)
@@ -134,3 +137,35 @@ class RunOutcome:
     def ok(self) -> bool:
         """True when watched and every task completed (or was cached), or when detached."""
         return self.status is None or self.status.ok
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What `hpcml init` wrote: the directory, the template, the files (in writing order),
+    the file it adopted (requirements or environment file, if any) and that file's entries
+    it could not adopt."""
+
+    directory: str
+    template: str
+    files: list[str]
+    adopted: str | None
+    not_adopted: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    """A run's report: its trace (the data, `hpcml report --json`) and where the HTML went
+    (None when only the data was asked for)."""
+
+    trace: RunTrace
+    path: str | None
+
+
+@dataclass(frozen=True)
+class RemoteOutcome:
+    """How `hpcml --remote NAME …` ended: the exit status to leave with, what was synced
+    (a hpcml.remote.sync.SyncReport, or None), and for a watched run its final status."""
+
+    exit_code: int
+    synced: Any = None
+    status: RunStatus | None = None

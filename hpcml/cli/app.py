@@ -14,8 +14,7 @@ from typing import Any
 
 import click
 
-from hpcml import __version__
-from hpcml.cli import export, image_cmds, run_cmds, spec_cmds
+from hpcml.cli import export, image_cmds, init_cmd, report_cmds, run_cmds, spec_cmds
 from hpcml.cli.messages import error_text
 from hpcml.errors import HpcmlError
 
@@ -29,8 +28,18 @@ class _Group(click.Group):
             ctx.exit(err.exit_code)
 
 
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from hpcml.buildinfo import describe  # start-up speed: only --version needs it
+
+    click.echo(describe())
+    ctx.exit()
+
+
 @click.group(cls=_Group)
-@click.version_option(__version__, prog_name="hpcml")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show the version, which build this is (zipapp, checkout, installed) and exit.")
 def main() -> None:
     """hpcml: ML workflows as Apptainer images and SLURM jobs.
 
@@ -52,6 +61,8 @@ main.add_command(run_cmds.logs_cmd)
 main.add_command(run_cmds.cancel_cmd)
 main.add_command(run_cmds.runs_cmd)
 main.add_command(export.export_group)
+main.add_command(report_cmds.report_cmd)
+main.add_command(init_cmd.init_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover
