@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hpcml.cli import tables
+from hpcml.cli import complete, tables
 from hpcml.cli.messages import fail, say
 from hpcml.cli.progress import ImageProgress, live_display
 from hpcml.errors import BuildError
@@ -28,7 +28,7 @@ def _settings(**flags: object) -> Settings:
 
 @click.command("build")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1)
+@click.argument("images", nargs=-1, shell_complete=complete.images)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Images built in parallel (config: build_jobs).")
 def build_cmd(file: str, images: tuple[str, ...], jobs: int | None) -> None:
     """Build the images of FILE that no catalog has yet (IMAGE…: only those and their parents).

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from hpcml.cli import tables
+from hpcml.cli import complete, tables
 from hpcml.cli.messages import say
 from hpcml.cli.progress import ImageProgress, live_display
 
@@ -81,7 +81,7 @@ def _run(file: str, executor: str | None, watch: bool | None) -> RunOutcome:
 
 
 @click.command("status")
-@click.argument("run", required=False)
+@click.argument("run", required=False, shell_complete=complete.runs)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (shape in docs/running.md).")
 @_where
 def status_cmd(run: str | None, as_json: bool, directory: str | None, workflow: str | None) -> None:
@@ -105,9 +105,9 @@ def status_cmd(run: str | None, as_json: bool, directory: str | None, workflow: 
 
 
 @click.command("logs")
-@click.argument("target", metavar="STEP[/TASK]")
+@click.argument("target", metavar="STEP[/TASK]", shell_complete=complete.steps)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
-@click.option("--run", help="Run id (default: the latest).")
+@click.option("--run", help="Run id (default: the latest).", shell_complete=complete.runs)
 @_where
 def logs_cmd(target: str, follow: bool, run: str | None, directory: str | None, workflow: str | None) -> None:
     """Print the log of a task (STEP/INDEX), or of every task of STEP.
@@ -133,7 +133,7 @@ def logs_cmd(target: str, follow: bool, run: str | None, directory: str | None, 
 
 
 @click.command("cancel")
-@click.argument("run", required=False)
+@click.argument("run", required=False, shell_complete=complete.runs)
 @_where
 def cancel_cmd(run: str | None, directory: str | None, workflow: str | None) -> None:
     """Cancel every unfinished job of RUN (default: the latest) with one scancel.
