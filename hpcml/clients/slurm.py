@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 from hpcml.errors import SubmitError
@@ -154,6 +154,23 @@ class Slurm:
             raise SubmitError(f"sacct failed (exit {done.returncode}): {done.tail()}")
         return parse_sacct(done.stdout)
 
+    @staticmethod
+    def usage_argv(job_ids: Iterable[str]) -> list[str]:
+        # Without -X: the job steps carry MaxRSS; their allocation row carries AllocTRES.
+        return ["sacct", "--duplicates", "--parsable2", "--noheader", "-j", ",".join(job_ids), "-o", USAGE_FIELDS]
+
+    def usage(self, job_ids: Sequence[str]) -> list[UsageRow] | None:
+        """What each allocation of `job_ids` used (one row per allocation, a requeued job's
+        earlier ones included), or None where the cluster has no accounting."""
+        if not job_ids:
+            return []
+        done = self.runner.run(self.usage_argv(job_ids), timeout=120)
+        if ACCOUNTING_DISABLED in (done.stdout + done.stderr).lower():
+            return None
+        if not done.ok:
+            raise SubmitError(f"sacct failed (exit {done.returncode}): {done.tail()}")
+        return parse_usage(done.stdout)
+
     def scancel(self, job_ids: Sequence[str]) -> None:
         """Cancel every job in one call."""
         if not job_ids:
@@ -282,3 +299,104 @@ def max_array_size(config: Mapping[str, str], default: int = 1001) -> int:
         return int(config.get("MaxArraySize", default))
     except ValueError:
         return default
+
+
+# ---- usage (the report): what each allocation was given and used -------------------------
+
+#: The sacct fields of `usage`, in the order `parse_usage` reads them.
+USAGE_FIELDS = "JobID,State,ExitCode,Submit,Start,End,ElapsedRaw,AllocTRES,NodeList,MaxRSS,ReqMem"
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One allocation of a job (a requeued job has one per run of it), as sacct records it.
+    Times are Unix seconds (None when SLURM has none yet)."""
+
+    job: str
+    task: int | None
+    state: str
+    exit_code: int | None
+    submit: float | None
+    start: float | None
+    end: float | None
+    elapsed_s: int
+    cpus: int
+    gpus: int
+    node: str
+    max_rss: int | None  # bytes, the largest of the job's steps; None when not gathered
+    req_mem: str
+
+    @property
+    def ref(self) -> str:
+        return self.job if self.task is None else f"{self.job}_{self.task}"
+
+
+def parse_usage(text: str) -> list[UsageRow]:
+    """Rows of `sacct --duplicates --parsable2 --noheader -o USAGE_FIELDS` (no -X): one
+    UsageRow per allocation row, oldest first, with the largest MaxRSS of the step rows
+    (`123_4.batch`) that follow it. sacct prints times in the cluster's local time."""
+    rows: list[UsageRow] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        f = (line.split("|") + [""] * 11)[:11]
+        job_id, state, exit_code, submit, start, end, elapsed, tres, node, max_rss, req_mem = f
+        if "." in job_id:  # a step: its MaxRSS belongs to the allocation row before it
+            rss = parse_size(max_rss)
+            if rows and rss is not None and job_id.split(".", 1)[0] == rows[-1].ref:
+                last = rows[-1]
+                rows[-1] = replace(last, max_rss=max(rss, last.max_rss or 0))
+            continue
+        trs = parse_tres(tres)
+        code, _sig = _exit_code(exit_code)
+        for job, task in split_job_id(job_id):
+            rows.append(
+                UsageRow(
+                    job, task, state.split(" ", 1)[0].strip(), code, _time(submit), _time(start), _time(end),
+                    int(elapsed) if elapsed.isdigit() else 0, int(trs.get("cpu", 0)), int(trs.get("gres/gpu", 0)),
+                    node.strip(), parse_size(max_rss), req_mem.strip(),
+                )
+            )
+    return rows
+
+
+def parse_tres(text: str) -> dict[str, float]:
+    """`billing=1,cpu=2,gres/gpu:a100=1,mem=500M,node=1` → {"cpu": 2, "gres/gpu": 1, …}
+    (typed GPU counts are added into `gres/gpu` when SLURM lists only those)."""
+    out: dict[str, float] = {}
+    typed = 0.0
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        number = parse_size(value) if name == "mem" else (float(value) if _NUMBER.fullmatch(value) else None)
+        if number is None:
+            continue
+        if name.startswith("gres/gpu:"):
+            typed += number
+        else:
+            out[name] = number
+    if "gres/gpu" not in out and typed:
+        out["gres/gpu"] = typed
+    return out
+
+
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGTP]?)(?:[nc])?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int | None:
+    """`1234K` → 1263616 bytes; `2G` → 2147483648; `` → None (sacct's sizes are binary)."""
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        return None
+    exponent = "_KMGTP".index(m.group(2).upper()) if m.group(2) else 0
+    return int(float(m.group(1)) * 1024**exponent)
+
+
+def _time(text: str) -> float | None:
+    text = text.strip()
+    if not text or text in ("Unknown", "None"):
+        return None
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None

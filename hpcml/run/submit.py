@@ -44,6 +44,7 @@ from hpcml.run.durable import DurableBatch, atomic_write
 from hpcml.run import planfile
 from hpcml.run.journal import Journal
 from hpcml.run.reconcile import live_tasks, refuse_if_queued_on_slurm
+from hpcml.run.trace import provenance
 from hpcml.run.rundir import RunDir, RunLock, RunPaths, new_run_id
 from hpcml.run.taskdir import prepare_task, step_shell
 from hpcml.run.tasks import read_exit_code
@@ -220,7 +221,8 @@ def _open_run(
     journal = Journal(paths.journal)
     _write_run_files(ctx.plan, ctx.path, paths, cached, adopted)
     wf = ctx.plan.workflow
-    journal.append("run", run=run_id, workflow=wf.name, path=str(ctx.path.resolve()), executor=ctx.executor.name, reason=ctx.reason)
+    journal.append("run", run=run_id, workflow=wf.name, path=str(ctx.path.resolve()), executor=ctx.executor.name, reason=ctx.reason,
+                   provenance=provenance(ctx.settings))
     journal.append("reconciled", cached=sorted(cached), adopted=adopted)
     ctx.say(f"run {run_id}: {len(cached)} cached, {len(adopted)} already queued, {sum(map(len, todo.values()))} to submit")
     return _Submission(run_id, paths, journal, sifs, cluster, adopted, todo)
