@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from hpcml import config as _config
 from hpcml.config import Settings as _Settings
-from hpcml.errors import BuildError, CatalogError, HpcmlError, RunInterrupted
+from hpcml.errors import BuildError, CatalogError, ConfigError, HpcmlError, RunInterrupted
 from hpcml.fsutil import atomic_write as _atomic_write
 from hpcml.model import Plan as _Plan
 from hpcml.model import Workflow
@@ -29,6 +29,7 @@ from hpcml.results import (
     CatalogRow,
     CompileResult,
     InitResult,
+    RemoteOutcome,
     Report,
     RunOutcome,
     RunStatus,
@@ -422,6 +423,46 @@ def completion_runs(*, workflow: str | None = None, directory: str | None = None
         return list(reversed(run_dir(directory, workflow).workflow_runs()))
     except (OSError, ValueError, HpcmlError):
         return []
+
+
+# ---- remote: the same commands on a cluster over SSH (docs/remote.md) ------------------------
+
+
+def remote_invoke(
+    name: str,
+    command: tuple[str, ...],
+    params: dict[str, object],
+    *,
+    out: Callable[[bytes], object],
+    err: Callable[[bytes], object],
+    on_message: Callable[[str], None] | None = None,
+    on_update: Callable[[RunStatus], None] | None = None,
+    cwd: str | None = None,
+    tty: bool = False,
+    settings: _Settings | None = None,
+    env: dict[str, str] | None = None,
+    poll_s: float = 2.0,
+) -> RemoteOutcome:
+    """Run the parsed command `command` (e.g. ("status",)) with its `params` on the remote
+    `name` of the configuration: validated and planned here, done on the cluster. The
+    cluster's output goes to `out`/`err` as it comes; `on_message` gets the laptop's notes
+    (sync, reconnects); `on_update` each polling round of a watched run.
+
+    Example: ``remote_invoke("cluster", ("runs",), {"as_json": True}, out=w, err=w).exit_code``.
+    """
+    from hpcml.remote import invoke as _invoke  # start-up speed: paramiko only for remotes
+    from hpcml.remote.settings import find as _find  # start-up speed
+
+    s = settings or load_settings()
+    try:
+        remote = _find(s.remotes, name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    environ = _os.environ if env is None else env
+    home = _Path(environ.get("HOME") or _Path.home())
+    streams = _invoke.Streams(out, err, on_message or (lambda _m: None), on_update or (lambda _s: None))
+    return _invoke.invoke(remote, home, command, params, streams, cwd=_Path(cwd) if cwd else None,
+                          tty=tty, env=environ, poll_s=poll_s)
 
 
 # ---- Snakemake: helpers for Snakefiles and `hpcml export snakemake` -----------------------

@@ -20,6 +20,15 @@ from hpcml.errors import HpcmlError
 
 
 class _Group(click.Group):
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None and ctx.params.get("remote"):
+            # --remote NAME: the same command and options, done on the cluster (cli/remote_cmds.py)
+            from hpcml.cli.remote_cmds import proxy  # start-up speed: only remote use needs it
+
+            cmd = proxy(cmd, (cmd.name or "",))
+        return name, cmd, rest
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -40,7 +49,9 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 @click.group(cls=_Group)
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
               help="Show the version, which build this is (zipapp, checkout, installed) and exit.")
-def main() -> None:
+@click.option("-r", "--remote", metavar="NAME",
+              help="Do the command on the cluster [remotes.NAME] of the configuration, over SSH (docs/remote.md).")
+def main(remote: str | None) -> None:
     """hpcml: ML workflows as Apptainer images and SLURM jobs.
 
     Example:

@@ -1,0 +1,94 @@
+"""`hpcml --remote NAME COMMAND …`: validate and plan here, then do the command on the cluster.
+
+The order is the promise to the user: a spec error is reported with this machine's
+file:line:col before any connection is opened; a missing secret before anything is sent;
+then one connection carries the sync (SFTP), the secrets file (SFTP), the cluster's
+`hpcml` and, for `run`, every polling round.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpcml.errors import SubmitError
+from hpcml.remote.commands import translate
+from hpcml.remote.session import Notice, Session, Write
+from hpcml.results import RemoteOutcome
+
+if TYPE_CHECKING:
+    from hpcml.remote.settings import Remote
+    from hpcml.results import RunStatus
+
+
+@dataclass(frozen=True)
+class Streams:
+    """Where the cluster's output and the laptop's own notes go."""
+
+    out: Write
+    err: Write
+    notice: Notice
+    on_update: Callable[[RunStatus], None]
+
+
+def invoke(
+    remote: Remote,
+    home: Path,
+    path: tuple[str, ...],
+    params: Mapping[str, Any],
+    streams: Streams,
+    *,
+    cwd: Path | None = None,
+    tty: bool = False,
+    env: Mapping[str, str] | None = None,
+    poll_s: float = 2.0,
+) -> RemoteOutcome:
+    """Run the parsed command `path` with `params` on `remote` (see the module doc)."""
+    # start-up speed: planning is needed only by the commands that take a workflow file
+    from hpcml import plan as _plan
+    from hpcml.spec import checker as _spec
+
+    cwd = cwd or Path.cwd()
+    env = os.environ if env is None else env
+    secrets: dict[str, str] = {}
+    if "file" in params and path[0] in ("run", "build", "plan"):
+        plan = _plan.build(_spec.load(cwd / params["file"]))  # local file:line:col errors, before connecting
+        if path[0] == "run":
+            secrets = _secrets(plan, env)
+    session = Session(remote, home, streams.notice)
+    session.open()
+    try:
+        cmd = translate(path, params, cwd, session.remote_dir, tty)
+        synced = None
+        if cmd.workflow is not None:
+            synced = session.sync(cmd.workflow.parent)
+            streams.notice(
+                f"synced {cmd.workflow.parent} to {remote.name}:{synced.remote_dir}: {len(synced.sent)} sent "
+                f"({synced.bytes_sent} bytes), {synced.unchanged} unchanged, {len(synced.deleted)} removed"
+            )
+        if cmd.name != "run":
+            return RemoteOutcome(session.hpcml(cmd.argv, streams.out, streams.err), synced)
+        code = session.submit(cmd.argv, streams.out, streams.err, secrets)
+        if code != 0 or not cmd.watch:
+            return RemoteOutcome(code, synced)
+        where = ["--workflow", cmd.argv[1]]
+        first = session.status(where)
+        final = session.watch([first.run_id, *where], streams.on_update, first.run_id, poll_s=poll_s)
+        return RemoteOutcome(0 if final.ok else 1, synced, final)
+    finally:
+        session.close()
+
+
+def _secrets(plan: Any, env: Mapping[str, str]) -> dict[str, str]:
+    """The secrets the steps name, from this machine's environment (as `hpcml run` reads them)."""
+    wanted = sorted({s for sp in plan.steps.values() for s in sp.step.secrets})
+    missing = [s for s in wanted if s not in env]
+    if missing:
+        raise SubmitError(
+            f"secret(s) {', '.join(missing)} are not set in this environment; export them before "
+            "`hpcml --remote … run` (they travel to the cluster over SFTP, never on a command line)"
+        )
+    return {s: env[s] for s in wanted}
