@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv test testbed unit demo clean
+.PHONY: venv test testbed unit demo dist clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +36,12 @@ test: venv
 testbed:
 	slurm/testbed/up
 
+# The wheel and sdist (python -m build), and hpcml.pyz: one file with the pure-Python
+# dependencies, run with any python3 >= 3.11 (see docs/install.md and scripts/make_zipapp.py).
+dist: venv
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) scripts/make_zipapp.py dist/hpcml-*.whl -o dist/hpcml.pyz
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache dist

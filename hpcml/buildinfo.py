@@ -1,7 +1,7 @@
 """Which build of hpcml is running, for `hpcml --version`: a zipapp, a checkout or an
 installed wheel, on which Python, with which YAML parser.
 
-`make dist` writes `hpcml/_build.json` into the zipapp only (scripts/zipapp.py), so its
+`make dist` writes `hpcml/_build.json` into the zipapp only (scripts/make_zipapp.py), so its
 presence is what marks a zipapp; a checkout is a package directory beside a pyproject.toml.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import hpcml
 
-#: The file scripts/zipapp.py adds to the zipapp: {"kind": "zipapp", "built": ISO date,
+#: The file scripts/make_zipapp.py adds to the zipapp: {"kind": "zipapp", "built": ISO date,
 #: "bundled": {distribution: version}, "left_out": [distribution, …]}.
 BUILD_FILE = "_build.json"
 
