@@ -5,7 +5,7 @@ as `hpcml run` of the same workflow.
 
 The debootstrap images are kept in the testbed's shared catalog
 (/var/cache/hpcml-testbed/catalog, as test_run_slurm_sweep does), so only a first run
-builds them. The two examples run side by side; no timing is asserted.
+builds them. Local runs of the two examples go side by side; no timing is asserted.
 """
 
 from __future__ import annotations
@@ -144,6 +144,8 @@ def test_exported_examples_on_slurm_like_hpcml(
              "--slurm-init-seconds-before-status-checks", "1"], pipeline, env, timeout=900)
         return pipeline
 
-    done = both(one)
+    # One after the other: two `snakemake --executor slurm` started side by side from this
+    # process both stopped polling after their first job (seen with plugin 2.8.0; not understood).
+    done = {name: one(name) for name in EXAMPLES}
     for name in EXAMPLES:
         assert_same_files(hpcml_results[name], snakemake_results(done[name], hpcml_results[name]))
