@@ -61,15 +61,24 @@ class Settings:
     local_gpus: tuple[str, ...] | None = _f(None, "list", "GPU ids the local executor hands out")
     local_cpus: int | None = _f(None, "int", "CPUs the local executor hands out (default: all)")
     local_mem_mb: int | None = _f(None, "int", "memory (MiB) the local executor hands out")
+    allow_setup: tuple[str, ...] = _f(
+        (), "list", "image names whose hand-written %setup/%pre may run on the build host, as the "
+        "builder (off for all by default; lock it in the lab file)"
+    )
     remotes: tuple[Remote, ...] = _f(
         (), "remotes", "clusters reachable over SSH, one [remotes.NAME] table each (docs/remote.md)"
     )
     sources: tuple[str, ...] = field(default=(), compare=False)
+    locked: tuple[str, ...] = field(default=(), compare=False)  # keys the lab file locked
+
+
+#: The lab file's (and only its) list of settings that no later layer may change.
+LOCK_KEY = "locked"
 
 
 def setting_names() -> list[str]:
     """The keys a configuration file may hold (also the flag names of `load(overrides)`)."""
-    return [f.name for f in fields(Settings) if f.name != "sources"]
+    return [f.name for f in fields(Settings) if f.name not in ("sources", "locked")]
 
 
 def describe() -> list[tuple[str, str, str, str]]:
@@ -77,7 +86,7 @@ def describe() -> list[tuple[str, str, str, str]]:
     return [
         (f.name, ENV_PREFIX + f.name.upper(), f.metadata["kind"], f.metadata["doc"])
         for f in fields(Settings)
-        if f.name != "sources"
+        if f.name not in ("sources", "locked")
     ]
 
 
@@ -91,21 +100,29 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
     home = Path(env.get("HOME") or Path.home())
     values: dict[str, Any] = {}
     sources: list[str] = []
-    for path in _config_files(env, home):
+    locked: tuple[str, ...] = ()
+    for layer, path in enumerate(_config_files(env, home)):
         if path.is_file():
-            values.update(_read_toml(path, home))
+            data = _read_toml(path, home, lab=layer == 0)
+            if layer == 0:
+                locked = data.pop(LOCK_KEY, ())
+            else:
+                _refuse_locked(locked, data, str(path), sources)
+            values.update(data)
             sources.append(str(path))
     for name in setting_names():
         var = ENV_PREFIX + name.upper()
         if var in env and env[var] != "":
+            _refuse_locked(locked, {name: None}, var, sources)
             values[name] = _convert(name, env[var], var, home, base=None)
     for name, value in (overrides or {}).items():
         if value is None:
             continue
         if name not in setting_names():
             raise ConfigError(_unknown(name, "flags"))
+        _refuse_locked(locked, {name: None}, f"--{name.replace('_', '-')}", sources)
         values[name] = _convert(name, value, f"--{name.replace('_', '-')}", home, base=None)
-    settings = replace(Settings(), **values, sources=tuple(sources))
+    settings = replace(Settings(), **values, sources=tuple(sources), locked=locked)
     settings = _fill_defaults(settings, env, home)
     if "ca_bundle" not in values:
         settings = replace(settings, ca_bundle=host_ca_bundle())
@@ -167,7 +184,16 @@ def _fill_defaults(settings: Settings, env: Mapping[str, str], home: Path) -> Se
     return replace(settings, cache_dir=cache, catalogs=catalogs)
 
 
-def _read_toml(path: Path, home: Path) -> dict[str, Any]:
+def _refuse_locked(locked: tuple[str, ...], data: Mapping[str, Any], where: str, sources: list[str]) -> None:
+    """A layer after the lab file may not set a key the lab file locked."""
+    for key in data:
+        if key in locked:
+            lab = sources[0] if sources else SITE_CONFIG
+            raise ConfigError(f"{where}: {key} is locked by the lab configuration {lab} "
+                              f"(its `{LOCK_KEY}` list); ask whoever runs the lab's hpcml to change it")
+
+
+def _read_toml(path: Path, home: Path, lab: bool = False) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
@@ -176,10 +202,22 @@ def _read_toml(path: Path, home: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
     out: dict[str, Any] = {}
     for key, value in data.items():
+        if lab and key == LOCK_KEY:
+            out[key] = _locked_keys(value, path)
+            continue
         if key not in setting_names():
             raise ConfigError(_unknown(key, str(path)))
         out[key] = _convert(key, value, f"{path}: {key}", home, base=path.parent)
     return out
+
+
+def _locked_keys(value: Any, path: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: {LOCK_KEY}: expected a list of setting names, got {value!r}")
+    for key in value:
+        if key not in setting_names():
+            raise ConfigError(_unknown(key, f"{path}: {LOCK_KEY}"))
+    return tuple(value)
 
 
 def _unknown(key: str, where: str) -> str:

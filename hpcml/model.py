@@ -62,6 +62,8 @@ class Image:
     labels: tuple[tuple[str, str], ...] = ()
     shell: str = "bash"  # shell that runs step commands in this image: bash or sh
     mirror: str | None = None  # debootstrap mirror URL
+    build_args: tuple[tuple[str, str], ...] = ()  # deffile: `{{ NAME }}` values, sorted by name
+    host_setup: bool = False  # deffile: its %setup/%pre run on the build host (the lab allowed it)
     pos: Pos | None = field(default=None, compare=False)
 
     @property

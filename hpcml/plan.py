@@ -5,8 +5,10 @@ Keys are sha256 hex digests over length-prefixed fields behind a versioned tag
 deliberately, never by accident.
 
 - image key = H(tag, canonical definition, sorted (relpath, sha256) of every input file,
-  parent key). The definition text holds the parent as a placeholder, so the key does not
-  depend on where catalogs or run directories are.
+  parent key[, "build-args", NAME=value…]). The definition text holds the parent as a
+  placeholder, so the key does not depend on where catalogs or run directories are. A
+  `deffile:` image's build arguments (sorted by name) are appended only when it has some,
+  so the keys of every other image are what they were before build arguments existed.
 - task key = H(tag, step name, command template (matrix values substituted, {out} and
   {in.STEP} symbolic), matrix point, image key, effective shell, sorted step env, sorted
   upstream task keys). Resources are left out on purpose: a new partition or time limit
@@ -90,16 +92,20 @@ def plan_image(
             parent_key = f"catalog:{name}:{tag or 'latest'}"
         else:
             parent_key = resolve_catalog(name, tag or None)
-    key = image_key(definition, hashed, parent_key)
+    key = image_key(definition, hashed, parent_key, image.build_args)
     return ImagePlan(image.name, key, definition, image.parent, parent_key, tuple(hashed), image)
 
 
-def image_key(definition: str, inputs: Iterable[tuple[str, str]], parent_key: str | None) -> str:
+def image_key(definition: str, inputs: Iterable[tuple[str, str]], parent_key: str | None,
+              build_args: Iterable[tuple[str, str]] = ()) -> str:
     """The content key of an image (see the module docstring)."""
     fields = [IMAGE_KEY_TAG, definition]
     for rel, digest in sorted(inputs):
         fields += [rel, digest]
     fields.append(parent_key or "")
+    args = sorted(build_args)
+    if args:
+        fields += ["build-args", *(f"{name}={value}" for name, value in args)]
     return _digest(fields)
 
 
@@ -264,6 +270,28 @@ def describe_base(image: Image) -> str:
     return f"{kind}:{ref}"
 
 
+def describe_extras(image: Image) -> str:
+    """What `hpcml plan` adds after a `deffile:` image's base: its build arguments, and a
+    warning when its %setup/%pre will run on the build host. "" for other images."""
+    parts = []
+    if image.build_args:
+        parts.append("build args " + " ".join(f"{k}={v}" for k, v in image.build_args))
+    if image.host_setup:
+        parts.append("%setup/%pre RUN ON THE BUILD HOST (allow_setup)")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _hand_written(image: Image) -> dict[str, object]:
+    """What the plan shows of a `deffile:` image's build arguments and host-side setup;
+    nothing for other images, so their entries keep the shape they always had."""
+    out: dict[str, object] = {}
+    if image.build_args:
+        out["build_args"] = dict(image.build_args)
+    if image.host_setup:
+        out["host_setup"] = True  # its %setup/%pre run on the build host (allow_setup)
+    return out
+
+
 def to_document(p: Plan) -> dict[str, object]:
     """The plan as plain JSON-able data, in a stable shape (see docs/plan.md)."""
     return {
@@ -277,6 +305,7 @@ def to_document(p: Plan) -> dict[str, object]:
                 "parent": ip.parent,
                 "parent_key": ip.parent_key,
                 "inputs": [{"path": rel, "sha256": digest} for rel, digest in ip.inputs],
+                **_hand_written(ip.image),
             }
             for ip in (p.images[n] for n in p.image_order)
         ],

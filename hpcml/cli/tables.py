@@ -58,7 +58,7 @@ def print_plan(p: Plan) -> None:
     from rich.table import Table  # start-up speed
 
     # start-up speed: plan is only loaded to draw a plan
-    from hpcml.plan import describe_base
+    from hpcml.plan import describe_base, describe_extras
 
     steps = Table(title=f"{p.workflow.name}: steps", title_justify="left")
     for col in ("step", "tasks", "image", "needs"):
@@ -71,7 +71,7 @@ def print_plan(p: Plan) -> None:
         images.add_column(col)
     for name in p.image_order:
         ip = p.images[name]
-        images.add_row(name, ip.key[:16], describe_base(ip.image), str(len(ip.inputs)))
+        images.add_row(name, ip.key[:16], describe_base(ip.image) + describe_extras(ip.image), str(len(ip.inputs)))
     console = Console(soft_wrap=True)
     console.print(steps)
     console.print(images)

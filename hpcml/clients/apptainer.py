@@ -30,9 +30,10 @@ class Apptainer:
     # ---- pure argv builders -------------------------------------------------------
 
     def build_argv(
-        self, def_path: str, out_sif: str, flags: Sequence[str] = (), binds: Sequence[str] = ()
+        self, def_path: str, out_sif: str, flags: Sequence[str] = (), binds: Sequence[str] = (),
+        build_args: Sequence[tuple[str, str]] = (),
     ) -> list[str]:
-        """`apptainer build --force [flags] [--bind b]… OUT DEF`.
+        """`apptainer build --force [flags] [--bind b]… [--build-arg NAME=VALUE]… OUT DEF`.
 
         --force because a localimage child otherwise keeps its parent's value of every
         label both define (org.hpcml.key…); OUT is always a fresh path, so nothing is overwritten.
@@ -40,6 +41,8 @@ class Apptainer:
         argv = [self.binary, "build", "--force", *flags]
         for bind in binds:
             argv += ["--bind", bind]
+        for name, value in build_args:
+            argv += ["--build-arg", f"{name}={value}"]
         return argv + [out_sif, def_path]
 
     def exec_argv(
@@ -90,10 +93,11 @@ class Apptainer:
         binds: Sequence[str] = (),
         cwd: str | None = None,
         log_path: str | None = None,
+        build_args: Sequence[tuple[str, str]] = (),
     ) -> Completed:
         """Run a build and return what happened; the caller decides. With `log_path`, the
         build's output is appended there as it comes (stdout is then empty, stderr its end)."""
-        argv = self.build_argv(def_path, out_sif, flags, binds)
+        argv = self.build_argv(def_path, out_sif, flags, binds, build_args)
         if log_path is not None:
             return self.runner.run_logged(argv, log_path=log_path, cwd=cwd)
         return self.runner.run(argv, cwd=cwd)

@@ -303,10 +303,11 @@ class _Builder:
                                 version=__version__)
             def_path.write_text(text, encoding="utf-8")
             binds = list(self.settings.build_binds) + self.ca_binds(image, tmp)
-            argv = self.app.build_argv(str(def_path), str(out), self.settings.build_flags, binds)
+            build_args = image.image.build_args  # validated: buildargs.VALUE_RE, in the key
+            argv = self.app.build_argv(str(def_path), str(out), self.settings.build_flags, binds, build_args)
             build_log.write_text(_log_header(argv, self.plan.workflow.root, text), encoding="utf-8")
-            done = self.app.build(str(def_path), str(out), flags=self.settings.build_flags,
-                                  binds=binds, cwd=self.plan.workflow.root, log_path=str(build_log))
+            done = self.app.build(str(def_path), str(out), flags=self.settings.build_flags, binds=binds,
+                                  cwd=self.plan.workflow.root, log_path=str(build_log), build_args=build_args)
             seconds = time.monotonic() - started
             with open(build_log, "a", encoding="utf-8") as fh:
                 fh.write(f"\n# ---- exit: {done.returncode} after {seconds:.1f}s\n")
@@ -327,6 +328,7 @@ class _Builder:
                 key=image.key, name=name, definition=image.definition, inputs=image.inputs,
                 parent_key=image.parent_key, sif=out, apptainer_version=version,
                 build_seconds=seconds, log=str(target.log_path(image.key)), signed=signed,
+                build_args=image.image.build_args, host_setup=image.image.host_setup,
             )
             entry = target.publish(out, manifest, log_text)
             self._remember(entry)

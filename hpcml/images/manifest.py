@@ -76,10 +76,19 @@ class Manifest:
     log: str | None = None
     signed: bool = False
     schema: int = SCHEMA_VERSION
+    #: A deffile: image's build arguments, and whether its %setup/%pre ran on the build host
+    #: (the lab's allow_setup). Written only when set, so other manifests keep their shape
+    #: and an older hpcml still reads them.
+    build_args: tuple[tuple[str, str], ...] = ()
+    host_setup: bool = False
 
     def to_json(self) -> str:
         data = asdict(self)
         data["inputs"] = [list(pair) for pair in self.inputs]
+        data["build_args"] = dict(self.build_args)
+        for key in ("build_args", "host_setup"):
+            if not data[key]:
+                del data[key]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @staticmethod
@@ -87,6 +96,7 @@ class Manifest:
         try:
             data = migrate(json.loads(text))
             data["inputs"] = tuple((str(a), str(b)) for a, b in data["inputs"])
+            data["build_args"] = tuple(sorted((str(k), str(v)) for k, v in data.get("build_args", {}).items()))
             return Manifest(**data)
         except (ValueError, TypeError, KeyError) as err:
             raise CatalogError(f"{where}: unreadable manifest ({err})") from None
@@ -112,6 +122,8 @@ def new_manifest(
     build_seconds: float = 0.0,
     log: str | None = None,
     signed: bool = False,
+    build_args: Sequence[tuple[str, str]] = (),
+    host_setup: bool = False,
 ) -> Manifest:
     """A manifest for the freshly built `sif` (hashes it), stamped with who/where/when."""
     return Manifest(
@@ -129,6 +141,8 @@ def new_manifest(
         build_seconds=round(build_seconds, 3),
         log=log,
         signed=signed,
+        build_args=tuple(build_args),
+        host_setup=host_setup,
     )
 
 

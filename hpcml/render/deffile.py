@@ -11,8 +11,10 @@ Two kinds of text exist for every image:
   parent's real SIF path and stamps the labels `org.hpcml.image`, `org.hpcml.key` and
   `org.hpcml.version` into `%labels` (the key cannot be inside the text it hashes).
 
-Hand-written `deffile:` images are validated (`parse_definition`, in defparse.py) and their
-text is used as written; `dockerfile:` images are converted with spython (dockerfile.py).
+Hand-written `deffile:` images are validated (`parse_definition`, in defparse.py, after
+their build arguments are substituted as Apptainer does, buildargs.py) and their text is
+used as written: `apptainer build --build-arg` substitutes the same values. `dockerfile:`
+images are converted with spython (dockerfile.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shlex
 
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.model import ENV_NAME_RE, ENV_NAME_RULE, Image, Pos
+from hpcml.render import buildargs
 from hpcml.render.defparse import (  # re-exported: callers name them deffile.*
     BOOTSTRAP_AGENTS, HEADER_KEYS, REFUSED_SECTIONS, SECTION_RE, SECTIONS, Definition, parse_definition,
 )
@@ -30,7 +33,7 @@ from hpcml.render.dockerfile import convert_dockerfile
 __all__ = [
     "BOOTSTRAP_AGENTS", "CA_BIND_DIR", "CA_BUNDLE", "DEFAULT_MIRROR", "HEADER_KEYS", "PARENT_PLACEHOLDER",
     "REFUSED_SECTIONS", "REQUIREMENTS_DST", "SECTIONS", "STAMPED_LABELS", "Definition", "bind", "bind_parent",
-    "convert_dockerfile", "has_glob", "parse_definition", "render",
+    "convert_dockerfile", "has_glob", "parse_definition", "parse_source", "render",
 ]
 
 #: Stands for the parent image's SIF in a canonical definition (`From: {PARENT_SIF}`).
@@ -71,7 +74,7 @@ def render(image: Image, *, source: str | None = None, source_path: str | None =
             raise ValueError(f"render: image {image.name!r} needs the text of its {image.base_kind}")
         path = source_path or image.base_ref
         if image.base_kind == "deffile":
-            parse_definition(source, path)
+            parse_source(image, source, path)
             return source
         return convert_dockerfile(source, path)
     errors: list[str] = []
@@ -79,6 +82,15 @@ def render(image: Image, *, source: str | None = None, source_path: str | None =
     if errors:
         raise SpecError([_diag(image.pos, f"image {image.name!r}: {e}") for e in errors])
     return text
+
+
+def parse_source(image: Image, source: str, path: str) -> tuple[Definition, buildargs.Resolved]:
+    """The hand-written definition of `image` as Apptainer will read it: its build
+    arguments substituted (`image.build_args`, then `%arguments` defaults), then parsed,
+    with `%setup`/`%pre` allowed only when the lab allowed them (`image.host_setup`).
+    Raises SpecError (positions in the file at `path`)."""
+    resolved = buildargs.substitute(source, path, dict(image.build_args))
+    return parse_definition(resolved.text, path, allow_host=image.host_setup), resolved
 
 
 def _header(image: Image, errors: list[str]) -> list[str]:
@@ -302,10 +314,14 @@ def bind_parent(definition: str, sif_path: str) -> str:
 
 
 def _add_labels(text: str, lines: list[str]) -> str:
-    # Insert right after an existing %labels header, so the labels stay in that section
-    # wherever it is; otherwise append a new section.
+    # Insert right after an existing %labels header of the last stage (the image; earlier
+    # stages of a multi-stage file are thrown away), so the labels stay in that section
+    # wherever it is; otherwise append a new section, which is in the last stage.
     out = text.split("\n")
+    last_stage = text.count("\n", 0, buildargs.stage_offsets(text)[-1])
     for i, line in enumerate(out):
+        if i < last_stage:
+            continue
         m = SECTION_RE.match(line.strip())
         if m and m.group(1).lower() == "labels" and line.startswith("%"):
             return "\n".join(out[: i + 1] + lines + out[i + 1 :])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.model import Workflow
@@ -39,10 +39,12 @@ from hpcml.spec.yamlpos import YNode
 __all__ = ["load", "loads"]
 
 
-def load(path: str | os.PathLike[str]) -> Workflow:
+def load(path: str | os.PathLike[str], *, allow_setup: Collection[str] | None = None) -> Workflow:
     """Read and validate a workflow file; raise SpecError carrying every problem found.
 
-    File references in the spec are relative to the file's directory.
+    File references in the spec are relative to the file's directory. `allow_setup` names
+    the images whose hand-written `%setup`/`%pre` may run (the setting of that name); by
+    default it is read from the configuration when a `deffile:` image needs it.
     """
     p = Path(path)
     shown = os.fspath(path)
@@ -59,15 +61,18 @@ def load(path: str | os.PathLike[str]) -> Workflow:
         line = data.count(b"\n", 0, err.start) + 1
         col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         raise SpecError(Diagnostic(shown, line, col, "the file is not valid UTF-8")) from None
-    return loads(text, shown, root=str(p.resolve().parent))
+    return loads(text, shown, root=str(p.resolve().parent), allow_setup=allow_setup)
 
 
-def loads(text: str, path: str = "workflow.yaml", root: str | None = None) -> Workflow:
+def loads(text: str, path: str = "workflow.yaml", root: str | None = None, *,
+          allow_setup: Collection[str] | None = None) -> Workflow:
     """Validate workflow text; `path` is used in messages, `root` resolves file references
-    (default: the directory of `path`)."""
+    (default: the directory of `path`); `allow_setup` as for `load`."""
     root = os.path.abspath(root if root is not None else os.path.dirname(os.path.abspath(path)))
     tree, diagnostics = yamlpos.parse(text, path)
     checker = _Checker(path, root, text)
+    if allow_setup is not None:
+        checker.allow_setup = frozenset(allow_setup)
     checker.diags.extend(diagnostics)
     workflow = checker.workflow(tree) if tree is not None else None
     if checker.diags or workflow is None:

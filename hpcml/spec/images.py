@@ -9,6 +9,7 @@ from typing import Any
 
 from hpcml.errors import SpecError
 from hpcml.model import FileCopy, Image
+from hpcml.render import buildargs
 from hpcml.spec import inputs
 from hpcml.spec.rules import (
     APT_RE,
@@ -31,6 +32,9 @@ from hpcml.spec.yamlpos import YNode
 
 class ImageChecks(Shapes):
     """The `images:` part of the checker."""
+
+    #: Image names allowed host sections (settings.allow_setup); None: read when needed.
+    allow_setup: frozenset[str] | None = None
 
     # ---- images ---------------------------------------------------------------------
 
@@ -73,28 +77,71 @@ class ImageChecks(Shapes):
             fields["shell"] = self.choice(m["shell"], "shell", SHELLS)
         if "mirror" in m:
             fields["mirror"] = self.mirror(m["mirror"], kind)
+        if "build_args" in m:
+            fields["build_args"] = self.build_args(m["build_args"], what, kind)
         if len(self.diags) > n_before or kind is None or ref is None:
             return None
         image = Image(name=name, base_kind=kind, base_ref=ref, pos=self.pos(at), **fields)
-        self.renderable(image, m.get(kind) if kind in ("deffile", "dockerfile") else None)
+        image = self.renderable(image, m.get(kind) if kind in ("deffile", "dockerfile") else None, m.get("build_args"))
         return image if len(self.diags) == n_before else None
 
-    def renderable(self, image: Image, source_node: YNode | None) -> None:
+    def renderable(self, image: Image, source_node: YNode | None, args_node: YNode | None = None) -> Image:
         """Render the image now, through the same reading planning does (inputs.image_source),
         so `validate` reports what planning would: text that cannot be written into a
-        definition, and for a `deffile:`/`dockerfile:` its parse errors and the `%files`
-        sources it names."""
+        definition, and for a `deffile:`/`dockerfile:` its parse errors, its build
+        arguments and the `%files` sources it names. Returns the image, marked
+        `host_setup` when it has `%setup`/`%pre` and the lab allows them for its name."""
         at = self.pos(source_node) if source_node is not None else image.pos
+        if image.base_kind == "deffile" and image.name in self.allowed_setup():
+            image = dataclasses.replace(image, host_setup=True)
         try:
             source = inputs.image_source(image, self.root, self.file, at)
         except SpecError as err:
             self.diags.extend(err.diagnostics)
-            return
+            return image
+        if image.host_setup and not source.host_sections:
+            image = dataclasses.replace(image, host_setup=False)
+        if args_node is not None and isinstance(args_node.value, dict):
+            for name in args_node.value:
+                if name not in source.consumed:
+                    used = ", ".join(sorted(source.consumed)) or "none"
+                    self.err(args_node.key_pos[name], f"build argument {name!r} is not used by {image.base_ref} "
+                                                      f"(Apptainer refuses unused build arguments; it uses: {used})")
         if source_node is None:
-            return
+            return image
         for rel in source.inputs:
             proxy = YNode(rel, source_node.line, source_node.col, None)
             self.relative_file(proxy, f"{image.base_ref}: input file")
+        return image
+
+    def allowed_setup(self) -> frozenset[str]:
+        """Image names whose `%setup`/`%pre` the lab allows (setting allow_setup). Read from
+        the configuration only when a hand-written file asks, unless the caller gave them."""
+        if self.allow_setup is None:
+            from hpcml import config  # start-up speed: only deffile: images need the settings
+
+            self.allow_setup = frozenset(config.load().allow_setup)
+        return self.allow_setup
+
+    def build_args(self, node: YNode, what: str, kind: str | None) -> tuple[tuple[str, str], ...]:
+        """`build_args: {NAME: value}` of a `deffile:` image, sorted by name."""
+        if kind != "deffile":
+            self.err(node, f"build_args of {what} apply only to a deffile: image (they fill its {{{{ NAME }}}})")
+            return ()
+        if not isinstance(node.value, dict):
+            self.err(node, f"build_args of {what} must be a mapping of NAME → value, found {describe(node.value)}")
+            return ()
+        out: dict[str, str] = {}
+        for name, value_node in node.value.items():
+            value = self.text_value(value_node, f"build argument {name}")
+            if value is None:
+                continue
+            problem = buildargs.value_problem(str(name), value)
+            if problem:
+                self.err(node.key_pos[name] if not buildargs.NAME_RE.fullmatch(str(name)) else value_node, problem)
+                continue
+            out[str(name)] = value
+        return tuple(sorted(out.items()))
 
     def image_base(
         self, name: str, node: YNode, m: dict[str, YNode], names: dict[str, YNode]

@@ -10,6 +10,7 @@ checker reports exactly what planning would meet, and neither reads a file anoth
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -48,10 +49,14 @@ def path_problem(root: str, rel: str, what: str, *, suffix: str | None = None) -
 @dataclass(frozen=True)
 class ImageSource:
     """An image's canonical definition text and the files its build reads (relative to
-    the workflow directory, normalised, in the order the definition names them)."""
+    the workflow directory, normalised, in the order the definition names them). For a
+    `deffile:`, `consumed` are the build arguments it references and `host_sections` the
+    `%setup`/`%pre` it has."""
 
     definition: str
     inputs: tuple[str, ...]
+    consumed: frozenset[str] = frozenset()
+    host_sections: tuple[tuple[str, int], ...] = ()
 
 
 def image_source(image: Image, root: str, workflow_file: str, at: Pos | None) -> ImageSource:
@@ -70,28 +75,24 @@ def image_source(image: Image, root: str, workflow_file: str, at: Pos | None) ->
         except hashing.InputError as err:
             raise SpecError(_diag(at, f"{err}")) from None
     definition = deffile.render(image, source=source, source_path=shown)
+    if image.base_kind == "deffile":
+        assert source is not None
+        parsed, resolved = deffile.parse_source(image, source, shown)
+        return ImageSource(definition, tuple(_definition_inputs(parsed, shown)), resolved.consumed,
+                           tuple(parsed.host_sections()))
     return ImageSource(definition, tuple(input_paths(image, definition)))
+
+
+#: What a `%files` source or a localimage `From:` of a hand-written file may hold. Apptainer
+#: 1.4 expands `%files` sources with a shell (issue 12): `$`, backquotes, `~`, quotes and
+#: globs would run or read things the image key never saw.
+SAFE_SOURCE_RE = re.compile(r"[A-Za-z0-9._/+,=@-]+")
 
 
 def input_paths(image: Image, definition: str) -> list[str]:
     """Files the build reads from the workflow directory (builds run with cwd = its root)."""
     if image.base_kind in ("deffile", "dockerfile"):
-        parsed = deffile.parse_definition(definition, image.base_ref)
-        paths = []
-        for src, _dst, line in parsed.files():
-            if os.path.isabs(src) or ".." in src.split("/"):
-                raise SpecError(Diagnostic(image.base_ref, line, 1,
-                                           f"%files source {src!r} must be inside the workflow directory"))
-            if deffile.has_glob(src):
-                # The key hashes named files; a pattern's matches are not known until the build.
-                raise SpecError(Diagnostic(image.base_ref, line, 1, f"%files source {src!r} is a pattern "
-                                           "(* ? [); name each file or directory"))
-            paths.append(os.path.normpath(src))
-        if parsed.bootstrap == "localimage":
-            ref = parsed.header.get("from", ("", 0))[0]
-            if not os.path.isabs(ref):
-                paths.append(os.path.normpath(ref))
-        return paths
+        return _definition_inputs(deffile.parse_definition(definition, image.base_ref), image.base_ref)
     paths = [os.path.normpath(f.src) for f in image.files]
     if image.requirements:
         paths.append(os.path.normpath(image.requirements))
@@ -100,6 +101,28 @@ def input_paths(image: Image, definition: str) -> list[str]:
     return paths
 
 
+def _definition_inputs(parsed: deffile.Definition, shown: str) -> list[str]:
+    """The host files a parsed hand-written definition copies or builds from, checked."""
+    paths = []
+    for src, _dst, line in parsed.files():
+        if os.path.isabs(src) or ".." in src.split("/"):
+            raise SpecError(Diagnostic(shown, line, 1, f"%files source {src!r} must be inside the workflow directory"))
+        if deffile.has_glob(src):
+            # The key hashes named files; a pattern's matches are not known until the build.
+            raise SpecError(Diagnostic(shown, line, 1, f"%files source {src!r} is a pattern "
+                                       "(* ? [); name each file or directory"))
+        if not SAFE_SOURCE_RE.fullmatch(src) or src.startswith("-"):
+            raise SpecError(Diagnostic(shown, line, 1, f"%files source {src!r}: Apptainer expands %files sources "
+                                       "with a shell, so hpcml accepts only letters, digits and . _ / + , = @ -"))
+        paths.append(os.path.normpath(src))
+    for ref, line in parsed.local_images():
+        if os.path.isabs(ref):
+            continue  # a site image outside the workflow, checked when it is built
+        if not SAFE_SOURCE_RE.fullmatch(ref) or ".." in ref.split("/") or ref.startswith("-"):
+            raise SpecError(Diagnostic(shown, line, 1, f"From: {ref!r} must name a file inside the workflow "
+                                       "directory with letters, digits and . _ / + , = @ -"))
+        paths.append(os.path.normpath(ref))
+    return paths
 def _diag(pos: Pos | None, message: str) -> Diagnostic:
     if pos is None:
         return Diagnostic("<workflow>", 1, 1, message)

@@ -15,7 +15,7 @@ SUPPORTED_VERSIONS = (1,)
 TOP_KEYS = ("hpcml", "name", "defaults", "images", "steps")
 DEFAULTS_KEYS = ("image", "resources", "env", "shell", "retries")
 BUILD_KEYS = ("apt", "pip", "requirements", "files", "env", "post", "test", "runscript", "labels", "mirror")
-IMAGE_KEYS = ("from", *BUILD_KEYS, "shell", "deffile", "dockerfile")
+IMAGE_KEYS = ("from", *BUILD_KEYS, "shell", "deffile", "dockerfile", "build_args")
 STEP_KEYS = (
     "image", "run", "needs", "matrix", "max_parallel", "resources", "retries", "checkpoint", "secrets", "env", "shell",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpcml.render import buildargs
 from hpcml.spec import rules as spec
 from hpcml.spec.expand import SWEEP_FORMS
 
@@ -88,6 +89,12 @@ def _image() -> dict[str, Any]:
             "shell": {"enum": list(spec.SHELLS)},
             "deffile": rel_path,
             "dockerfile": rel_path,
+            "build_args": {
+                "type": "object",
+                "description": "values of the deffile's {{ NAME }} build arguments",
+                "propertyNames": {"pattern": f"^{buildargs.NAME_RE.pattern}$"},
+                "additionalProperties": {"type": ["string", "number"], "pattern": f"^{buildargs.VALUE_RE.pattern}$"},
+            },
         },
         spec.IMAGE_KEYS,
         oneOf=[{"required": ["from"]}, {"required": ["deffile"]}, {"required": ["dockerfile"]}],
