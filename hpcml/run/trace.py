@@ -150,9 +150,18 @@ class TaskTrace:
         requeue between attempts, and a live task's bar up to `now`."""
         out: list[Segment] = []
         last = self.submitted
+        # Without the wrapper's records (it never started, or its files are gone) SLURM's
+        # allocations stand in; one that never ran (cancelled while pending: no elapsed
+        # time) ends the queued bar instead.
         runs = self.attempts or tuple(
-            Attempt(i + 1, u.start, u.end, u.node, u.ref, (), u.exit_code) for i, u in enumerate(self.allocations) if u.start
+            Attempt(i + 1, u.start, u.end, u.node, u.ref, (), u.exit_code)
+            for i, u in enumerate(self.allocations)
+            if u.start and u.elapsed_s > 0
         )
+        if not runs and last is not None:
+            ends = [u.end for u in self.allocations if u.end]
+            end = max(ends) if ends else (now if self.state in ("pending", "requeued") else None)
+            return (Segment("queued", last, end),) if end is not None and end >= last else ()
         for n, a in enumerate(runs):
             if last is not None and a.start > last:
                 out.append(Segment("queued", last, a.start))

@@ -1,0 +1,60 @@
+"""The run report opened in a real headless Chromium, for a local run (no accounting):
+every task has its row and (when it ran) its timeline bar, the failure comes first, and
+the page says which columns are missing without SLURM accounting. The SLURM run with a
+requeue, a failure and GPU-hours checked against sacct is in test_run_slurm_limits.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from browser import dump_dom, read_report, screenshot
+from test_run_local import hpcml, hpcml_env, workflow  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.testbed
+
+STEPS = """\
+prepare:
+  run: echo data > {out}/data.txt
+sweep:
+  needs: [prepare]
+  matrix: {lr: [1, 2, 3]}
+  resources: {partition: gpu, gpus: 1}
+  run: |
+    if [ {lr} = 2 ]; then echo "loss is nan at lr={lr}" >&2; exit 3; fi
+    sleep 1; cat {in.prepare}/data.txt > {out}/r.txt
+evaluate:
+  needs: [sweep]
+  run: cat {in.sweep}/*/r.txt
+"""
+
+
+def test_local_report_in_chromium(tmp_path: Path, busybox_sif: Path, hpcml_env: dict[str, str]) -> None:  # noqa: F811
+    wf = workflow(tmp_path / "wf", busybox_sif, "reportdemo", STEPS)
+    done = hpcml("run", str(wf), "--executor", "local", env=hpcml_env, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = tmp_path / "report.html"
+    hpcml("report", "--workflow", str(wf), "-o", str(out), env=hpcml_env)
+    doc = json.loads(hpcml("report", "--workflow", str(wf), "--json", env=hpcml_env).stdout)
+    assert doc["accounting"] is False and "cpu_hours" in doc["missing"]
+    states = {f"{t['step']}/{t['index']}": t["state"] for t in doc["tasks"]}
+    assert states == {"prepare/0": "completed", "sweep/0": "completed", "sweep/1": "failed",
+                      "sweep/2": "completed", "evaluate/0": "upstream_failed"}
+    ran = {f"{t['step']}/{t['index']}": t for t in doc["tasks"] if t["attempts"]}
+    assert set(ran) == set(states) - {"evaluate/0"}
+    # Without accounting, GPU-hours are the wrapper's devices × run time.
+    assert all(len(t["attempts"][0]["devices"]) == 1 for k, t in ran.items() if k.startswith("sweep"))
+    assert doc["gpu_hours"] == pytest.approx(sum(t["gpu_hours"] for t in doc["tasks"])) and doc["gpu_hours"] > 0
+
+    page = read_report(dump_dom(out))
+    assert [task for task, _ in page.rows] == ["sweep/1", "evaluate/0", "prepare/0", "sweep/0", "sweep/2"]
+    assert dict(page.rows) == states
+    assert page.failures == ["sweep/1"]
+    assert {task for task, _ in page.bars} == set(ran)
+    assert ("sweep/1", "failed") in page.bars and ("sweep/0", "ok") in page.bars
+    assert "cpu_hours" in page.missing_note
+    assert "loss is nan" in out.read_text()
+    screenshot(out, tmp_path / "report.png")
