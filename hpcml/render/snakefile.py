@@ -339,7 +339,10 @@ def _rule(spec: ExportSpec, sp: StepPlan) -> tuple[list[str], list[str]]:
         exec_flags=spec.exec_flags,
         env=st.env,
         secrets=st.secrets,
-        binds=((wf_dir, wf_dir, True), (CWD, CWD, False)),
+        # As hpcml binds a task: the workflow directory read-only, its output read-write,
+        # its inputs read-only (not the whole working directory, which may be the workflow's).
+        binds=((wf_dir, wf_dir, True), (Raw("{params.out:q}"), Raw("{params.out:q}"), False),
+               *((Raw("{params.in_%s:q}" % _ident(u)), Raw("{params.in_%s:q}" % _ident(u)), True) for u, _ in ups)),
         pwd=wf_dir,
         redirect=">{log:q} 2>&1",
     )

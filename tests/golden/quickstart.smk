@@ -47,7 +47,7 @@ rule prepare:
             'set -eo pipefail\n'
             'python3 /opt/example/prepare.py --samples 2000 --out {params.out:q}\n'
             'HPCML_COMMAND\n'
-            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind "$PWD":"$PWD" --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
+            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
         )
 
 
@@ -77,7 +77,7 @@ rule train:
             'set -eo pipefail\n'
             'python3 /opt/example/train.py --data {params.in_prepare:q} --lr {params.lr:q} --epochs 20 --out {params.out:q}\n'
             'HPCML_COMMAND\n'
-            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind "$PWD":"$PWD" --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
+            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
         )
 
 
@@ -106,5 +106,5 @@ rule evaluate:
             'set -eo pipefail\n'
             'python3 /opt/example/evaluate.py --data {params.in_prepare:q} --runs {params.in_train:q} --out {params.out:q}\n'
             'HPCML_COMMAND\n'
-            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind "$PWD":"$PWD" --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
+            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --bind {params.in_train:q}:{params.in_train:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
         )

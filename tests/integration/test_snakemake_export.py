@@ -74,12 +74,20 @@ def hpcml_results(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     return both(one)
 
 
-def export(name: str, where: Path, env: dict[str, str]) -> str:
-    """Export the example into `where`/Snakefile; returns what the command said."""
+#: Where each example's Snakefile goes: beside the workflow (Snakemake then works in the
+#: workflow directory itself), or in a pipeline directory of its own.
+PIPELINE = {"quickstart": "workflows", "sweep": "pipeline"}
+
+
+def export(name: str, where: Path, env: dict[str, str]) -> tuple[str, Path]:
+    """Export the example into its pipeline directory under `where`: (what the command said,
+    the directory)."""
     shutil.copytree(REPO / "workflows", where / "workflows", ignore=shutil.ignore_patterns(".hpcml"))
-    (where / "pipeline").mkdir()
-    return run([sys.executable, "-m", "hpcml.cli", "export", "snakemake", f"../workflows/{name}.yaml",
-                "-o", "Snakefile"], where / "pipeline", env)
+    pipeline = where / PIPELINE[name]
+    pipeline.mkdir(exist_ok=True)
+    said = run([sys.executable, "-m", "hpcml.cli", "export", "snakemake", str(where / "workflows" / f"{name}.yaml"),
+                "-o", "Snakefile"], pipeline, env)
+    return said, pipeline
 
 
 def snakemake_results(pipeline: Path, expected: dict[str, Path]) -> dict[str, Path]:
@@ -119,8 +127,7 @@ def test_exported_examples_lint_and_run_locally_like_hpcml(
     env: dict[str, str], hpcml_results: dict[str, dict[str, Path]], tmp_path: Path
 ) -> None:
     def one(name: str) -> tuple[str, Path]:
-        said = export(name, tmp_path / name, env)
-        pipeline = tmp_path / name / "pipeline"
+        said, pipeline = export(name, tmp_path / name, env)
         run([SNAKEMAKE, "--lint"], pipeline, env)
         run([SNAKEMAKE, "-c2", "--sdm", "apptainer"], pipeline, env)
         return said, pipeline
@@ -138,8 +145,7 @@ def test_exported_examples_on_slurm_like_hpcml(
     env: dict[str, str], hpcml_results: dict[str, dict[str, Path]], tmp_path: Path, slurm_cluster: SlurmCluster
 ) -> None:
     def one(name: str) -> Path:
-        export(name, tmp_path / name, env)
-        pipeline = tmp_path / name / "pipeline"
+        _, pipeline = export(name, tmp_path / name, env)
         run([SNAKEMAKE, "--executor", "slurm", "-j", "10", "--sdm", "apptainer",
              "--slurm-init-seconds-before-status-checks", "1"], pipeline, env, timeout=900)
         return pipeline
