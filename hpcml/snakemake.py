@@ -44,8 +44,9 @@ _settings: Settings | None = None
 #: SIF paths already resolved and checked in this process: (ref, workflow path) → path.
 _resolved: dict[tuple[str, str | None], str] = {}
 
-# Short options of snakemake that take no value, so `-np` is a dry run but `-j2` is not.
-_FLAG_LETTERS = set("nprqkfFTS")
+# Short options of snakemake 9 that take no value: in `-pn` the `n` is the dry-run flag, in
+# `-j2` or `-Cn=1` everything after the option letter is its value.
+_FLAG_LETTERS = set("ntkfFlSDpa")
 
 
 def image(ref: str, *, workflow: str | os.PathLike[str] | None = None) -> str:
@@ -127,10 +128,12 @@ def is_dry_run(args: list[str]) -> bool:
             break
         if arg in ("--dry-run", "--dryrun"):
             return True
-        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1:
-            letters = set(arg[1:])
-            if "n" in letters and letters <= _FLAG_LETTERS:
-                return True
+        if arg.startswith("-") and not arg.startswith("--"):
+            for letter in arg[1:]:
+                if letter == "n":
+                    return True
+                if letter not in _FLAG_LETTERS:
+                    break
     return False
 
 

@@ -163,6 +163,30 @@ def test_export_notes_what_snakemake_cannot_do() -> None:
     assert "WANDB_API_KEY" in exported.text and "envvars:" in exported.text
 
 
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ("  all:\n    run: 'true'\n", "step 'all' would be rule 'all', like the target rule"),
+        ("  a-b:\n    run: 'true'\n  a_b:\n    run: 'true'\n", "step 'a_b' would be rule 'a_b', like step 'a-b'"),
+        ("  s:\n    matrix: {image: [1]}\n    run: echo {image}\n", "matrix axis 'image' clashes"),
+    ],
+)
+def test_export_refuses_names_that_would_clash(tmp_path: Path, steps: str, message: str) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("hpcml: 1\nname: t\nimages:\n  bb:\n    from: scratch\ndefaults:\n  image: bb\nsteps:\n" + steps)
+    with pytest.raises(HpcmlError, match=message):
+        render_snakefile(ExportSpec(api.plan(wf), ".", "x"))
+
+
+def test_keyword_step_names_become_identifiers(tmp_path: Path) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("hpcml: 1\nname: t\nimages:\n  bb:\n    from: scratch\ndefaults:\n  image: bb\nsteps:\n"
+                  "  import:\n    run: 'true'\n  use:\n    needs: [import]\n    run: ls {in.import}\n")
+    text = render_snakefile(ExportSpec(api.plan(wf), ".", "x")).text
+    assert "rule import_:" in text and "        import_='results/import'," in text
+    assert "{params.in_import_:q}" in text
+
+
 def test_export_writes_nothing_for_a_broken_workflow(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("hpcml: 1\nname: x\nstepz: {}\n")
@@ -181,6 +205,7 @@ def test_export_writes_nothing_for_a_broken_workflow(tmp_path: Path) -> None:
         (["-n"], True), (["-np"], True), (["-pn", "-c1"], True), (["--dry-run"], True), (["--dryrun"], True),
         (["-c1"], False), (["-j2"], False), (["--cores", "1"], False), (["-s", "nfile"], False),
         (["--", "-n"], False), (["--config", "n=1"], False), (["-Cn=1"], False),
+        (["-nj4"], True), (["-j4n"], False), (["-Fpn"], True),
     ],
 )
 def test_dry_run_is_read_from_the_command_line(argv: list[str], dry: bool) -> None:
