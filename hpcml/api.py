@@ -31,7 +31,9 @@ from hpcml.results import (
     InitResult,
     RemoteOutcome,
     Report,
+    RunDiff,
     RunOutcome,
+    RunRecordView,
     RunStatus,
     RunSummary,
     SnakemakeExport,
@@ -366,6 +368,25 @@ def _image_info(s: _Settings) -> Callable[[str, str], ImageInfo]:
         return ImageInfo(name, key, m.sha256, m.created, m.host, m.user, m.build_seconds, m.apptainer_version)
 
     return look
+
+
+def runs_show(run: str | None = None, *, directory: str | None = None, workflow: str | None = None) -> RunRecordView:
+    """The record of a run (default: the latest): steps, task keys, images, jobs,
+    versions and settings, and its workflow as submitted. Reads only the run directory."""
+    from hpcml.run import records  # start-up speed
+
+    return records.show(run_dir(directory, workflow), run)
+
+
+def runs_diff(a: str, b: str, *, directory: str | None = None, workflow: str | None = None) -> RunDiff:
+    """What changed between runs `a` and `b`: tasks whose key changed and why (command,
+    image, upstream, other key inputs), images, settings, and the workflow diff.
+
+    Example: ``[c.label for c in runs_diff(old, new).tasks]`` → ``["evaluate/0"]``.
+    """
+    from hpcml.run import records  # start-up speed
+
+    return records.diff(run_dir(directory, workflow), a, b)
 
 
 # ---- init: a starter project ------------------------------------------------------------

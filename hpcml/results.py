@@ -169,3 +169,65 @@ class RemoteOutcome:
     exit_code: int
     synced: Any = None
     status: RunStatus | None = None
+
+
+@dataclass(frozen=True)
+class RunRecordView:
+    """`hpcml runs show`: what a run submitted (steps, task keys, images, jobs), its
+    provenance (versions, host, settings) and its workflow as submitted."""
+
+    run_id: str
+    workflow: str
+    path: str
+    executor: str
+    steps: tuple[Mapping[str, Any], ...]  # name, image, image_key, needs, jobs, tasks[index, key, point, cached, job]
+    cached: int
+    adopted: int
+    provenance: Mapping[str, str]
+    spec: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id, "workflow": self.workflow, "path": self.path, "executor": self.executor,
+            "steps": [dict(s) for s in self.steps], "cached": self.cached, "adopted": self.adopted,
+            "provenance": dict(self.provenance), "spec": self.spec,
+        }
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """A task whose key differs between two runs (`changed`, with what went into the key
+    differently), or that only one of them has (`added`, `removed`)."""
+
+    step: str
+    index: int
+    point: Mapping[str, Any]
+    change: str
+    reasons: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.step}/{self.index}"
+
+
+@dataclass(frozen=True)
+class RunDiff:
+    """`hpcml runs diff A B`: tasks, images and settings that changed, and the workflow diff."""
+
+    a: str
+    b: str
+    tasks: tuple[TaskChange, ...]
+    images: tuple[tuple[str, str, str], ...]  # (image, key in a, key in b)
+    settings: tuple[tuple[str, str, str], ...]  # (name, value in a, value in b)
+    spec: str  # unified diff of the two workflow snapshots
+    unchanged: int  # tasks with the same key in both
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a, "b": self.b, "unchanged": self.unchanged,
+            "tasks": [{"task": c.label, "step": c.step, "index": c.index, "point": dict(c.point), "change": c.change,
+                       "reasons": list(c.reasons)} for c in self.tasks],
+            "images": [{"image": n, "a": x, "b": y} for n, x, y in self.images],
+            "settings": [{"name": n, "a": x, "b": y} for n, x, y in self.settings],
+            "spec": self.spec,
+        }

@@ -1,4 +1,5 @@
-"""`hpcml report`: a run's self-contained HTML report, or its data as JSON."""
+"""`hpcml report` (a run's self-contained HTML report, or its data as JSON) and
+`hpcml runs show` / `runs diff` (a run's record; what changed between two)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import click
 
-from hpcml.cli import complete
+from hpcml.cli import complete, run_cmds, tables
 from hpcml.cli.run_cmds import _where
 
 
@@ -34,3 +35,47 @@ def report_cmd(run: str | None, output: str | None, as_json: bool, directory: st
     tr = result.trace
     counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in tr.counts.items())
     click.echo(f"run {tr.run}: {counts}; {tr.gpu_hours:.3f} GPU-hours; report in {result.path}")
+
+
+@run_cmds.runs_cmd.command("show")
+@click.argument("run", required=False, shell_complete=complete.runs)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (docs/report.md).")
+@_where
+def runs_show_cmd(run: str | None, as_json: bool, directory: str | None, workflow: str | None) -> None:
+    """Show the record of RUN (default: the latest): steps, task keys, images, jobs,
+    versions and settings.
+
+    Example:
+
+        hpcml runs show 20261202 --json | jq '.steps[].image_key'
+    """
+    from hpcml import api  # start-up speed: see report_cmd
+
+    rec = api.runs_show(run, directory=directory, workflow=workflow)
+    if as_json:
+        click.echo(json.dumps(rec.as_dict(), indent=1, sort_keys=True))
+        return
+    tables.print_run_record(rec)
+
+
+@run_cmds.runs_cmd.command("diff")
+@click.argument("run1", shell_complete=complete.runs)
+@click.argument("run2", shell_complete=complete.runs)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (docs/report.md).")
+@_where
+def runs_diff_cmd(run1: str, run2: str, as_json: bool, directory: str | None, workflow: str | None) -> None:
+    """Say what changed from RUN1 to RUN2: each task whose key changed and why (command,
+    image, upstream, other key inputs), added and removed tasks, images, settings, and the
+    diff of the workflow files: the answer to "why did this rerun?".
+
+    Example:
+
+        hpcml runs diff 20261201 20261202
+    """
+    from hpcml import api  # start-up speed: see report_cmd
+
+    d = api.runs_diff(run1, run2, directory=directory, workflow=workflow)
+    if as_json:
+        click.echo(json.dumps(d.as_dict(), indent=1, sort_keys=True))
+        return
+    tables.print_run_diff(d)

@@ -151,16 +151,20 @@ def cancel_cmd(run: str | None, directory: str | None, workflow: str | None) -> 
     click.echo(f"run {run_id}: cancelled {len(jobs)} job(s): {' '.join(jobs)}")
 
 
-@click.command("runs")
+@click.group("runs", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of runs.")
 @_where
-def runs_cmd(as_json: bool, directory: str | None, workflow: str | None) -> None:
-    """List the runs of this workflow directory, oldest first.
+@click.pass_context
+def runs_cmd(ctx: click.Context, as_json: bool, directory: str | None, workflow: str | None) -> None:
+    """List the runs of this workflow directory, oldest first; `runs show RUN` and
+    `runs diff RUN1 RUN2` say what a run submitted and what changed between two.
 
     Example:
 
         hpcml runs -C ~/projects/cifar
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from hpcml import api  # start-up speed: see _run
 
     items = api.runs_history(directory=directory, workflow=workflow)

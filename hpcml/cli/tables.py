@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from hpcml.model import Plan
-    from hpcml.results import RunStatus
+    from hpcml.results import RunDiff, RunRecordView, RunStatus
 
 #: Colour of a task state in the status table; anything else (failed, cancelled…) is red.
 _STATE_STYLE = {
@@ -122,3 +122,33 @@ def print_status(st: RunStatus, as_json: bool = False) -> None:
             job = f" job {t.job}" if t.job else ""
             detail = f" ({t.detail})" if t.detail and t.state != "failed" else ""
             console.print(f"  {t.step}/{t.index}: [red]{t.label}[/red]{detail}{job} · hpcml logs {t.step}/{t.index}")
+
+
+def print_run_record(rec: RunRecordView) -> None:
+    """`hpcml runs show`: the run, its provenance, then each step with its image and tasks."""
+    click.echo(f"run {rec.run_id} of {rec.workflow} ({rec.path})")
+    click.echo(f"  executor {rec.executor}; {rec.cached} cached, {rec.adopted} adopted from earlier runs")
+    for k, v in sorted(rec.provenance.items()):
+        click.echo(f"  {k}: {v}")
+    for s in rec.steps:
+        jobs = f" jobs {','.join(s['jobs'])}" if s["jobs"] else ""
+        click.echo(f"step {s['name']}: image {s['image']} {s['image_key'][:16]}{jobs}")
+        for t in s["tasks"]:
+            point = " ".join(f"{k}={v}" for k, v in t["point"].items())
+            mark = " (cached)" if t["cached"] else ""
+            click.echo(f"  {s['name']}/{t['index']} {t['key'][:16]} {point}{mark}".rstrip())
+
+
+def print_run_diff(d: RunDiff) -> None:
+    """`hpcml runs diff`: changed tasks with their reasons, then images, settings, the spec diff."""
+    click.echo(f"{d.a} → {d.b}: {len(d.tasks)} task(s) differ, {d.unchanged} unchanged")
+    for c in d.tasks:
+        point = "".join(f" {k}={v}" for k, v in c.point.items())
+        why = f": {', '.join(c.reasons)}" if c.reasons else ""
+        click.echo(f"  {c.change:<8} {c.label}{point}{why}")
+    for name, a, b in d.images:
+        click.echo(f"  image {name}: {a[:16] or '-'} → {b[:16] or '-'}")
+    for name, a, b in d.settings:
+        click.echo(f"  setting {name}: {a or '-'} → {b or '-'}")
+    if d.spec:
+        click.echo(d.spec.rstrip("\n"))

@@ -58,3 +58,38 @@ def test_local_report_in_chromium(tmp_path: Path, busybox_sif: Path, hpcml_env: 
     assert "cpu_hours" in page.missing_note
     assert "loss is nan" in out.read_text()
     screenshot(out, tmp_path / "report.png")
+
+
+DIFF = """\
+prepare:
+  run: echo data > {out}/data.txt
+sweep:
+  needs: [prepare]
+  matrix: {lr: [1, 2]}
+  run: cat {in.prepare}/data.txt > {out}/r.txt
+evaluate:
+  needs: [sweep]
+  run: cat {in.sweep}/*/r.txt > {out}/all.txt
+"""
+
+
+def test_runs_diff_names_exactly_the_task_whose_command_changed(
+    tmp_path: Path, busybox_sif: Path, hpcml_env: dict[str, str]  # noqa: F811
+) -> None:
+    wf = workflow(tmp_path / "wf", busybox_sif, "diffdemo", DIFF)
+    hpcml("run", str(wf), "--executor", "local", env=hpcml_env)
+    wf.write_text(wf.read_text().replace("> {out}/all.txt", "| sort > {out}/all.txt"))
+    hpcml("run", str(wf), "--executor", "local", env=hpcml_env)
+    runs = json.loads(hpcml("runs", "--json", "--workflow", str(wf), env=hpcml_env).stdout)
+    first, second = runs[0]["run_id"], runs[1]["run_id"]
+
+    d = json.loads(hpcml("runs", "diff", first, second, "--json", "--workflow", str(wf), env=hpcml_env).stdout)
+    assert [(c["task"], c["change"], c["reasons"]) for c in d["tasks"]] == [("evaluate/0", "changed", ["command"])]
+    assert d["unchanged"] == 3 and d["images"] == [] and "| sort" in d["spec"]
+    text = hpcml("runs", "diff", first, second, "--workflow", str(wf), env=hpcml_env).stdout
+    assert "changed  evaluate/0: command" in text
+
+    shown = json.loads(hpcml("runs", "show", second, "--json", "--workflow", str(wf), env=hpcml_env).stdout)
+    assert [s["name"] for s in shown["steps"]] == ["prepare", "sweep", "evaluate"]
+    assert shown["cached"] == 3 and shown["provenance"]["hpcml"] and "| sort" in shown["spec"]
+    assert "step evaluate: image bb" in hpcml("runs", "show", "--workflow", str(wf), env=hpcml_env).stdout
