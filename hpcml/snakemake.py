@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from hpcml import api
 from hpcml.errors import HpcmlError
@@ -35,7 +36,7 @@ from hpcml.errors import HpcmlError
 if TYPE_CHECKING:
     from hpcml.config import Settings
 
-__all__ = ["image", "resources", "container_shell"]
+__all__ = ["container_shell", "image", "resources"]
 
 T = TypeVar("T")
 
@@ -96,7 +97,9 @@ def _image(ref: str, workflow: str | None) -> str:
     if workflow is None:
         sif = api.image_sif(ref, settings=_config())
     else:
-        from hpcml.cli.progress import ImageProgress  # start-up speed: only when an image is looked up
+        from hpcml.cli.progress import (
+            ImageProgress,  # start-up speed: only when an image is looked up
+        )
 
         with ImageProgress(lambda line: print(f"hpcml: {line}", file=sys.stderr, flush=True)) as progress:
             sif = api.image_sif(ref, workflow=workflow, build=_build_allowed(), progress=progress, settings=_config())
@@ -146,6 +149,8 @@ def _call(fn: Callable[[], T]) -> T:
 
 def _workflow_error(err: HpcmlError) -> Exception:
     # Snakemake prints a WorkflowError as its message at the Snakefile line that raised it.
-    from snakemake.exceptions import WorkflowError  # start-up speed: loaded already inside Snakemake
+    from snakemake.exceptions import (
+        WorkflowError,  # start-up speed: loaded already inside Snakemake
+    )
 
     return WorkflowError(f"hpcml: {err}")

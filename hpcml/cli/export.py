@@ -40,7 +40,9 @@ def snakemake_cmd(file: str, output: str, build: bool) -> None:
 
         hpcml export snakemake workflow.yaml -o Snakefile && snakemake --executor slurm -j 20
     """
-    from hpcml import api  # start-up speed: api imports the pipeline; `--help` needs none of it
+    from hpcml import (
+        api,  # start-up speed: api imports the pipeline; `--help` needs none of it
+    )
 
     command_line = shlex.join(["hpcml", "export", "snakemake", file, "-o", output])
     with live_display(sys.stderr.isatty(), stderr=True) as live, ImageProgress(say, live=live) as progress:

@@ -168,13 +168,13 @@ def snakemake_command(step: StepPlan) -> str:
         if name == "out":
             return "{params.out:q}"
         if name.startswith("in."):
-            return "{params.in_%s:q}" % _ident(name[3:])
+            return f"{{params.in_{_ident(name[3:])}:q}}"
         if name == "step":
             return _braces(shlex.quote(st.name))
         if name == "task":
             return "{wildcards.task}" if step.is_array else "0"
         if name in axes:
-            return "{params.%s:q}" % _ident(name)
+            return f"{{params.{_ident(name)}:q}}"
         raise HpcmlError(f"step {st.name!r}: unknown placeholder {{{name}}}")
 
     out: list[str] = []
@@ -365,7 +365,7 @@ def _rule(spec: ExportSpec, sp: StepPlan) -> tuple[list[str], list[str]]:
         # As hpcml binds a task: the workflow directory read-only, its output read-write,
         # its inputs read-only (not the whole working directory, which may be the workflow's).
         binds=((wf_dir, wf_dir, True), (Raw("{params.out:q}"), Raw("{params.out:q}"), False),
-               *((Raw("{params.in_%s:q}" % _ident(u)), Raw("{params.in_%s:q}" % _ident(u)), True) for u, _ in ups)),
+               *((Raw(f"{{params.in_{_ident(u)}:q}}"), Raw(f"{{params.in_{_ident(u)}:q}}"), True) for u, _ in ups)),
         pwd=wf_dir,
         redirect=">{log:q} 2>&1",
     )

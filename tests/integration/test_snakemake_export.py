@@ -15,15 +15,16 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import pytest
-
-from hpcml import api
 from test_run_slurm import REPO, settings_env
 from testbed import Apptainer, SlurmCluster
+
+from hpcml import api
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -53,7 +54,7 @@ def both(fn: Callable[[str], T]) -> dict[str, T]:
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    done = subprocess.run(argv, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr

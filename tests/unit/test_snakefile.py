@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import pytest
 
@@ -37,7 +37,7 @@ def smk_format(text: str, **values: object) -> str:
 
 
 def bash_n(script: str) -> None:
-    done = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    done = subprocess.run(["bash", "-n"], check=False, input=script, text=True, capture_output=True)
     assert done.returncode == 0, done.stderr + script
 
 
@@ -108,11 +108,12 @@ def test_secrets_arrive_byte_for_byte_in_bash(tmp_path: Path) -> None:
     text = smk_format(container_command(ContainerCall(sif="/x.sif", secrets=("S",)), "true"))
     head = text.split("IFS=")[0]
     env = {"S": secret, "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(["bash", "-c", head + 'printf %s "$APPTAINERENV_S"'], env=env, capture_output=True, text=True)
+    done = subprocess.run(["bash", "-c", head + 'printf %s "$APPTAINERENV_S"'], check=False, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     # Apptainer writes `export S="<value, its double quotes escaped>"` and sources it.
-    sourced = 'export OUT="%s"; printf %%s "$OUT"' % done.stdout.replace('"', '\\"')
-    assert subprocess.run(["sh", "-c", sourced], capture_output=True, text=True).stdout == secret
+    escaped = done.stdout.replace('"', '\\"')
+    sourced = f'export OUT="{escaped}"; printf %s "$OUT"'
+    assert subprocess.run(["sh", "-c", sourced], check=False, capture_output=True, text=True).stdout == secret
 
 
 def test_a_command_cannot_end_the_heredoc() -> None:
