@@ -93,6 +93,7 @@ def sifs(catalog: Path) -> list[Path]:
     return list(catalog.glob("sif/*/*.sif"))
 
 
+@pytest.mark.slow
 def test_helpers_locally_with_sdm_apptainer(project: tuple[Path, dict[str, str]], apptainer: Apptainer) -> None:
     root, env = project
     # The dry run comes first: it must not build, and must name the image it lacks.
@@ -156,6 +157,7 @@ def test_bad_input_is_a_clear_error_at_load_time(case: str, project: tuple[Path,
     assert sifs(root / "catalog") == []
 
 
+@pytest.mark.slow
 def test_helpers_on_slurm(project: tuple[Path, dict[str, str]], apptainer: Apptainer,
                           slurm_cluster: SlurmCluster) -> None:
     root, env = project

@@ -197,6 +197,14 @@ def test_export_writes_nothing_for_a_broken_workflow(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [bad]
 
 
+def test_export_without_building_names_the_missing_image(tmp_path: Path) -> None:
+    out = tmp_path / "Snakefile"
+    settings = api.load_settings({"catalogs": [str(tmp_path / "empty")], "cache_dir": str(tmp_path / "cache")})
+    with pytest.raises(HpcmlError, match=r"image 'numpy' of .*quickstart.yaml \(key [0-9a-f]{12}\) is in no catalog"):
+        api.export_snakemake(REPO / "workflows" / "quickstart.yaml", out, build=False, settings=settings)
+    assert not out.exists()
+
+
 # ---- when the helpers may build ----------------------------------------------------------
 
 
