@@ -3,6 +3,7 @@ pure parts: golden files, `bash -n` of the commands Snakemake would run, quoting
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from collections.abc import Callable
@@ -203,6 +204,20 @@ def test_export_without_building_names_the_missing_image(tmp_path: Path) -> None
     with pytest.raises(HpcmlError, match=r"image 'numpy' of .*quickstart.yaml \(key [0-9a-f]{12}\) is in no catalog"):
         api.export_snakemake(REPO / "workflows" / "quickstart.yaml", out, build=False, settings=settings)
     assert not out.exists()
+
+
+def test_the_workflow_is_parsed_once_until_it_changes(tmp_path: Path) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("hpcml: 1\nname: t\nimages:\n  bb:\n    from: scratch\ndefaults:\n  image: bb\nsteps:\n"
+                  "  s:\n    run: 'true'\n")
+    settings = api.load_settings({"catalogs": [str(tmp_path / "c")], "cache_dir": str(tmp_path / "cache")})
+    first = api.cached_plan(wf, settings)
+    assert api.cached_plan(str(wf), settings) is first  # every rule's helper call gets the one parse
+    assert api.step_resources("s", workflow=wf, settings=settings) == {}
+    wf.write_text(wf.read_text().replace("'true'", "'false'"))
+    os.utime(wf, ns=(first_ns := wf.stat().st_mtime_ns + 10**9, first_ns))
+    changed = api.cached_plan(wf, settings)
+    assert changed is not first and changed.steps["s"].step.run == "false"
 
 
 # ---- when the helpers may build ----------------------------------------------------------
