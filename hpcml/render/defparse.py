@@ -44,6 +44,8 @@ NOT_IN_APPTAINER_14 = {
 }
 _NEEDS_FROM = frozenset({"docker", "docker-daemon", "docker-archive", "oci", "oci-archive", "oras", "library",
                          "shub", "localimage"})
+#: Agents whose `From:` is a path on the build host.
+LOCAL_AGENTS = frozenset({"localimage", "oci", "oci-archive", "docker-archive"})
 #: Sections of Apptainer 1.4. App sections (SCIF) take the app's name: `%apprun NAME`.
 APP_SECTIONS = frozenset({"appinstall", "applabels", "appfiles", "appenv", "apptest", "apphelp", "apprun",
                           "appstart"})
@@ -112,9 +114,18 @@ class Definition:
                         out.append((words[0], words[1] if len(words) > 1 else words[0], n))
         return out
 
-    def local_images(self) -> list[tuple[str, int]]:
-        """(From:, line) of every `Bootstrap: localimage` stage: files the build reads."""
-        return [st.header["from"] for st in self.stages if st.bootstrap == "localimage" and "from" in st.header]
+    def local_sources(self) -> list[tuple[str, int]]:
+        """(path, line) of every stage built from a local file or directory (localimage,
+        oci, oci-archive, docker-archive): files the build reads. A `:TAG` after an OCI
+        path or archive is not part of the path."""
+        out = []
+        for st in self.stages:
+            if st.bootstrap in LOCAL_AGENTS and "from" in st.header:
+                ref, line = st.header["from"]
+                if st.bootstrap != "localimage":
+                    ref = ref.split(":", 1)[0]
+                out.append((ref, line))
+        return out
 
 
 def parse_definition(text: str, path: str, *, allow_host: bool = False) -> Definition:

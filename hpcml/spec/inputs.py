@@ -115,7 +115,7 @@ def _definition_inputs(parsed: deffile.Definition, shown: str) -> list[str]:
             raise SpecError(Diagnostic(shown, line, 1, f"%files source {src!r}: Apptainer expands %files sources "
                                        "with a shell, so hpcml accepts only letters, digits and . _ / + , = @ -"))
         paths.append(os.path.normpath(src))
-    for ref, line in parsed.local_images():
+    for ref, line in parsed.local_sources():
         if os.path.isabs(ref):
             continue  # a site image outside the workflow, checked when it is built
         if not SAFE_SOURCE_RE.fullmatch(ref) or ".." in ref.split("/") or ref.startswith("-"):
