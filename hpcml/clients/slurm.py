@@ -354,7 +354,7 @@ def parse_usage(text: str) -> list[UsageRow]:
                 UsageRow(
                     job, task, state.split(" ", 1)[0].strip(), code, _time(submit), _time(start), _time(end),
                     int(elapsed) if elapsed.isdigit() else 0, int(trs.get("cpu", 0)), int(trs.get("gres/gpu", 0)),
-                    node.strip(), parse_size(max_rss), req_mem.strip(),
+                    "" if node.strip() == "None assigned" else node.strip(), parse_size(max_rss), req_mem.strip(),
                 )
             )
     return rows

@@ -36,7 +36,8 @@ TASK_REQUEUE = "requeue"
 #: The number of the attempt running or last run (1 for the first).
 TASK_ATTEMPT = "attempt"
 #: One line appended per attempt event, for the report (run/trace.py reads it):
-#: `start EPOCH ATTEMPT NODE JOBREF DEVICES` and `end EPOCH ATTEMPT STATUS`. Each line is one
+#: `start EPOCH ATTEMPT NODE JOBREF DEVICES` and `end EPOCH ATTEMPT STATUS SIGNAL` (DEVICES
+#: and SIGNAL are `-` when there are none). Each line is one
 #: short O_APPEND write, so a reader sees whole lines; a torn or unknown line is skipped.
 TASK_ATTEMPTS = "attempts"
 #: `nvidia-smi --query-gpu=...` samples (CSV) taken while an attempt runs on a GPU node

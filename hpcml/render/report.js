@@ -1,6 +1,7 @@
 // The report's timeline (one canvas) and task table (a page of rows at a time), drawn from
 // the JSON in script#hpcml-data (hpcml/render/report.py `compact`). No network, no library.
-// Only visible rows are drawn, so a sweep of 10,000 tasks pans and zooms without freezing.
+// The first view shows every task (rows may be thinner than a pixel: each bar is drawn at
+// least one pixel high); only rows in view are drawn, so 10,000 tasks pan and zoom freely.
 (function () {
   "use strict";
   var t0 = performance.now();
@@ -27,8 +28,8 @@
   var canvas = document.getElementById("tl-canvas"), tip = document.getElementById("tl-tip");
   var ctx = canvas.getContext("2d");
   var LEFT = 150, AXIS = 22, ratio = window.devicePixelRatio || 1;
-  var rowH = Math.max(2, Math.min(16, Math.floor(560 / Math.max(1, T.length))));
-  var viewH = Math.min(T.length * rowH, 560) + AXIS;
+  var fitH = Math.min(16, 560 / Math.max(1, T.length)), rowH = fitH;
+  var viewH = Math.ceil(Math.min(T.length * rowH, 560)) + AXIS;
   var span = Math.max(1, D.span), x0 = 0, x1 = span * 1.02, top = 0; // visible seconds, first row
   var width = 0;
 
@@ -55,31 +56,37 @@
       ctx.beginPath(); ctx.moveTo(x, AXIS - 4); ctx.lineTo(x, viewH); ctx.stroke();
       ctx.fillText(dur(s), x + 2, 12);
     }
-    var visible = Math.ceil((viewH - AXIS) / rowH), last = Math.min(T.length, top + visible);
-    var prevStep = -1;
-    for (var r = top; r < last; r++) {
+    var first = Math.max(0, Math.floor(top)), last = Math.min(T.length, Math.ceil(top + (viewH - AXIS) / rowH));
+    var prevStep = -1, lastLabel = -99, barH = rowH > 4 ? rowH - 2 : Math.max(1, rowH), pad = rowH > 4 ? 1 : 0;
+    ctx.save(); ctx.beginPath(); ctx.rect(0, AXIS, width, viewH - AXIS); ctx.clip();
+    for (var r = first; r < last; r++) {
       var t = T[r], y = AXIS + (r - top) * rowH, segs = t[14];
-      if (rowH >= 10) {
-        ctx.fillStyle = "#37474f";
-        ctx.fillText(label(t), 4, y + rowH - 3);
-      } else if (t[0] !== prevStep) {
-        ctx.fillStyle = "#37474f"; ctx.fillText(D.steps[t[0]], 4, y + 10);
-      }
-      if (t[0] !== prevStep && r > top) {
+      if (t[0] !== prevStep && r > first) {
         ctx.strokeStyle = "#b0bec5"; ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(width, y); ctx.stroke();
       }
+      ctx.fillStyle = "#37474f";
+      if (rowH >= 10) ctx.fillText(label(t), 4, y + rowH - 3);
+      else if (t[0] !== prevStep && y - lastLabel > 12) { ctx.fillText(D.steps[t[0]], 4, Math.max(y, AXIS) + 10); lastLabel = y; }
       prevStep = t[0];
       for (var k = 0; k < segs.length; k += 3) {
         var a = px(segs[k + 1]), b = px(segs[k + 2]);
         if (b < LEFT || a > width) continue;
         a = Math.max(a, LEFT);
         ctx.fillStyle = SEGC[segs[k]];
-        ctx.fillRect(a, y + (rowH > 4 ? 1 : 0), Math.max(1.5, b - a), rowH > 4 ? rowH - 2 : rowH);
+        ctx.fillRect(a, y + pad, Math.max(1.5, b - a), barH);
         if (index) lines.push(label(t) + " " + D.segkinds[segs[k]] + " " + Math.round(a) + " " + Math.round(b));
       }
     }
-    canvas.dataset.rowsDrawn = String(last - top);
+    ctx.restore();
+    canvas.dataset.rowsDrawn = String(last - first);
     if (index) document.getElementById("timeline-index").textContent = lines.join("\n");
+  }
+  function scrollRows(by) {
+    top = Math.max(0, Math.min(Math.max(0, T.length - (viewH - AXIS) / rowH), top + by)); draw(false);
+  }
+  function zoomRows(f, at) {  // taller or thinner rows, keeping the row under the cursor in place
+    var y = (at === undefined ? viewH / 2 : at) - AXIS, r = top + y / rowH;
+    rowH = Math.max(fitH, Math.min(24, rowH * f)); top = r - y / rowH; scrollRows(0);
   }
   function zoom(f, at) {
     var c = at === undefined ? (x0 + x1) / 2 : secAt(at);
@@ -90,9 +97,8 @@
   canvas.addEventListener("wheel", function (e) {
     e.preventDefault();
     if (e.ctrlKey || e.metaKey) { zoom(e.deltaY > 0 ? 1.25 : 0.8, e.offsetX); return; }
-    var max = Math.max(0, T.length - Math.floor((viewH - AXIS) / rowH));
-    top = Math.max(0, Math.min(max, top + (e.deltaY > 0 ? 1 : -1) * Math.max(1, Math.round(40 / rowH))));
-    draw(false);
+    if (e.shiftKey || e.altKey) { zoomRows(e.deltaY > 0 ? 0.8 : 1.25, e.offsetY); return; }
+    scrollRows((e.deltaY > 0 ? 1 : -1) * 40 / rowH);
   }, { passive: false });
   var dragging = null;
   canvas.addEventListener("mousedown", function (e) { dragging = { x: e.offsetX, x0: x0, x1: x1 }; });
@@ -102,7 +108,7 @@
       var ds = (e.offsetX - dragging.x) / (width - LEFT - 8) * (dragging.x1 - dragging.x0);
       x0 = dragging.x0 - ds; x1 = dragging.x1 - ds; draw(false); tip.hidden = true; return;
     }
-    var r = top + Math.floor((e.offsetY - AXIS) / rowH), t = T[r], s = secAt(e.offsetX);
+    var r = Math.floor(top + (e.offsetY - AXIS) / rowH), t = T[r], s = secAt(e.offsetX);
     if (!t || e.offsetY < AXIS) { tip.hidden = true; return; }
     var segs = t[14], text = null;
     for (var k = 0; k < segs.length; k += 3) {
@@ -119,7 +125,9 @@
   canvas.addEventListener("mouseleave", function () { tip.hidden = true; });
   document.getElementById("tl-in").onclick = function () { zoom(0.5); };
   document.getElementById("tl-out").onclick = function () { zoom(2); };
-  document.getElementById("tl-reset").onclick = function () { x0 = 0; x1 = span * 1.02; top = 0; draw(false); };
+  document.getElementById("tl-rows-in").onclick = function () { zoomRows(2); };
+  document.getElementById("tl-rows-out").onclick = function () { zoomRows(0.5); };
+  document.getElementById("tl-reset").onclick = function () { x0 = 0; x1 = span * 1.02; top = 0; rowH = fitH; draw(false); };
   window.addEventListener("resize", function () { resize(); draw(false); });
 
   // ---- task table: failures first, a page at a time --------------------------------------

@@ -136,10 +136,12 @@ def _failures(tr: RunTrace) -> str:
     if not failed:
         return ""
     items = []
-    for t in failed[:MAX_FAILURES_SHOWN]:
+    for n, t in enumerate(failed[:MAX_FAILURES_SHOWN]):
         cause = escape(t.state.replace("_", " ") + (f" (exit {t.exit_code})" if t.exit_code not in (None, 0) else ""))
         detail = f" — {escape(t.detail)}" if t.detail and not t.detail.startswith("exit ") else ""
-        tail = f"<pre>{escape(t.log_tail)}</pre>" if t.log_tail else ""
+        # The first few tails open: a sweep with many failures keeps the timeline in view.
+        opened = " open" if n < 3 else ""
+        tail = f"<details{opened}><summary>log tail</summary><pre>{escape(t.log_tail)}</pre></details>" if t.log_tail else ""
         items.append(
             f'<li class="failure" data-task="{escape(t.label)}"><b>{escape(t.label)}</b> {_point(t.point)} '
             f"{cause}{detail} <code>hpcml logs {escape(t.label)}</code>{tail}</li>"
@@ -159,8 +161,10 @@ def _timeline() -> str:
     )
     return (
         '<section id="timeline"><h2>Timeline</h2>'
-        f'<p class="legend">{legend} — wheel: scroll tasks; ctrl+wheel or the buttons: zoom; drag: pan; '
-        '<button id="tl-in">+</button> <button id="tl-out">−</button> <button id="tl-reset">reset</button></p>'
+        f'<p class="legend">{legend} — drag: pan; ctrl+wheel: zoom time; shift+wheel: zoom tasks; wheel: scroll tasks. '
+        'time <button id="tl-in">+</button><button id="tl-out">−</button> '
+        'tasks <button id="tl-rows-in">+</button><button id="tl-rows-out">−</button> '
+        '<button id="tl-reset">reset</button></p>'
         '<div id="tl-wrap"><canvas id="tl-canvas" role="img" aria-label="timeline: one bar per task and attempt"></canvas>'
         '<div id="tl-tip" hidden></div></div><pre id="timeline-index" hidden></pre></section>'
     )

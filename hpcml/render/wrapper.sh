@@ -171,7 +171,7 @@ while :; do
     done
     hpcml_child=
     hpcml_stop_sampler
-    hpcml_mark end "$hpcml_attempt" "$hpcml_status"
+    hpcml_mark end "$hpcml_attempt" "$hpcml_status" "${hpcml_signal:--}"
   fi
   echo "hpcml: $(hpcml_now) attempt $hpcml_attempt exited with $hpcml_status${hpcml_signal:+ after SIG$hpcml_signal}"
   (( hpcml_status == 0 )) && break

@@ -53,6 +53,7 @@ class Attempt:
     job: str
     devices: tuple[str, ...]
     exit_code: int | None
+    signal: str = ""  # the signal that ended it (TERM, USR2, … or REQUEUED from sacct), if one did
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class TaskTrace:
         # allocations stand in; one that never ran (cancelled while pending: no elapsed
         # time) ends the queued bar instead.
         runs = self.attempts or tuple(
-            Attempt(i + 1, u.start, u.end, u.node, u.ref, (), u.exit_code)
+            Attempt(i + 1, u.start, u.end, u.node, u.ref, (), u.exit_code, "REQUEUED" if u.state == "REQUEUED" else "")
             for i, u in enumerate(self.allocations)
             if u.start and u.elapsed_s > 0
         )
@@ -170,7 +171,9 @@ class TaskTrace:
                 outcome = "running"
             elif a.exit_code == 0:
                 outcome = "ok"
-            elif n + 1 < len(runs) or self.state in ("requeued", "pending"):
+            elif (n + 1 < len(runs) or self.state in ("requeued", "pending")) and a.signal:
+                # Ended by a signal and run again: requeued (a plain failure retried in its
+                # allocation stays a failed attempt).
                 outcome = "requeued"
             else:
                 outcome = "failed"
@@ -204,7 +207,7 @@ class TaskTrace:
             "gpu_samples": self.gpu_samples,
             "attempts": [
                 {"number": a.number, "start": a.start, "end": a.end, "node": a.node, "job": a.job,
-                 "devices": list(a.devices), "exit_code": a.exit_code}
+                 "devices": list(a.devices), "exit_code": a.exit_code, "signal": a.signal}
                 for a in self.attempts
             ],
             "allocations": [
@@ -354,7 +357,8 @@ def parse_attempts(text: str) -> tuple[Attempt, ...]:
                     order.append(n)
             elif len(f) >= 4 and f[0] == "end" and int(f[2]) in started:
                 a = started[int(f[2])]
-                started[a.number] = Attempt(a.number, a.start, float(f[1]), a.node, a.job, a.devices, int(f[3]))
+                signal = f[4] if len(f) > 4 and f[4] != "-" else ""
+                started[a.number] = Attempt(a.number, a.start, float(f[1]), a.node, a.job, a.devices, int(f[3]), signal)
         except ValueError:
             continue
     return tuple(started[n] for n in order)

@@ -48,12 +48,12 @@ def test_tres_and_sizes() -> None:
 
 
 def test_attempts_file_torn_and_unknown_lines_skipped() -> None:
-    text = "start 100 1 node1 40_0 0\nend 160 1 138\nstart 250 2 node2 40_0 1,3\ngarbage\nend 2"
+    text = "start 100 1 node1 40_0 0\nend 160 1 99 USR2\nstart 250 2 node2 40_0 1,3\ngarbage\nend 2"
     assert parse_attempts(text) == (
-        Attempt(1, 100.0, 160.0, "node1", "40_0", ("0",), 138),
+        Attempt(1, 100.0, 160.0, "node1", "40_0", ("0",), 99, "USR2"),
         Attempt(2, 250.0, None, "node2", "40_0", ("1", "3"), None),
     )
-    assert parse_attempts("start 5 1 n j -\n") == (Attempt(1, 5.0, None, "n", "j", (), None),)
+    assert parse_attempts("start 5 1 n j -\nend 6 1 3 -\n") == (Attempt(1, 5.0, 6.0, "n", "j", (), 3),)
 
 
 def _usage(ref: str, submit: float, start: float, end: float, gpus: int, state: str = "COMPLETED") -> UsageRow:
@@ -68,10 +68,11 @@ def small_trace() -> RunTrace:
         TaskTrace("prepare", 0, "a" * 64, {}, "completed", "", 0, "10", t, (Attempt(1, t + 1, t + 3, "vm", "10", (), 0),),
                   (_usage("10", t, t + 1, t + 3, 0),)),
         TaskTrace("sweep", 0, "b" * 64, {"lr": 0.1}, "completed", "", 0, "11_0", t,
-                  (Attempt(1, t + 4, t + 64, "vm", "11_0", ("0",), 138), Attempt(2, t + 200, t + 210, "vm", "11_0", ("1",), 0)),
+                  (Attempt(1, t + 4, t + 64, "vm", "11_0", ("0",), 99, "USR2"), Attempt(2, t + 200, t + 210, "vm", "11_0", ("1",), 0)),
                   (_usage("11_0", t, t + 4, t + 64, 1, "REQUEUED"), _usage("11_0", t + 64, t + 200, t + 210, 1))),
         TaskTrace("sweep", 1, "c" * 64, {"lr": 0.01}, "failed", "exit 3", 3, "11_1", t,
-                  (Attempt(1, t + 4, t + 9, "vm", "11_1", ("1",), 3),), (_usage("11_1", t, t + 4, t + 9, 1, "FAILED"),),
+                  (Attempt(1, t + 4, t + 6, "vm", "11_1", ("1",), 3), Attempt(2, t + 6, t + 9, "vm", "11_1", ("1",), 3)),
+                  (_usage("11_1", t, t + 4, t + 9, 1, "FAILED"),),
                   log_tail="hpcml: attempt 1 exited with 3\nTraceback: <boom> & more"),
         TaskTrace("sweep", 2, "d" * 64, {"lr": 0.001}, "completed", "", 0, "11_2", t,
                   (Attempt(1, t + 9, t + 20, "vm", "11_2", ("1",), 0),), (_usage("11_2", t, t + 9, t + 20, 1),)),
@@ -100,6 +101,8 @@ def test_figures_from_allocations() -> None:
     assert [(s.kind, s.outcome) for s in sweep0.segments(tr.now)] == [
         ("queued", ""), ("run", "requeued"), ("queued", ""), ("run", "ok"),
     ]
+    # A failure retried in its allocation is a failed attempt, not a requeue.
+    assert [s.outcome for s in tr.tasks[2].segments(tr.now)] == ["", "failed", "failed"]
 
 
 def test_failures_first_own_failure_before_upstream() -> None:
