@@ -40,19 +40,26 @@ REFUSED = {
                    "deffile: with a %test section",
 }
 _ARCHIVE_RE = re.compile(r"\.(tar|tgz|tbz2?|txz|gz|gzip|bz2|xz|zst)$", re.IGNORECASE)
-_HEREDOC_RE = re.compile(r"<<-?['\"]?[A-Za-z_]")
+_HEREDOC_RE = re.compile(r"<<-?['\"]?([A-Za-z_][A-Za-z0-9_]*)")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def instructions(text: str) -> list[tuple[int, str, str]]:
+def instructions(text: str, dropped: list[int] | None = None) -> list[tuple[int, str, str]]:
     """(line, KEYWORD, arguments) of every instruction: continuation lines (ending `\\`)
-    joined, comment lines skipped (also inside a continuation, as Docker does)."""
+    joined, comment lines skipped (also inside a continuation, as Docker does: their line
+    numbers are added to `dropped`), here-document bodies skipped."""
     out: list[tuple[int, str, str]] = []
     parts: list[str] = []
     start = 0
+    heredoc: str | None = None  # the terminator of a here-document being skipped
     for n, raw in enumerate(text.splitlines(), 1):
         stripped = raw.strip()
+        if heredoc is not None:
+            heredoc = None if stripped == heredoc else heredoc
+            continue
         if stripped.startswith("#") or (not parts and not stripped):
+            if parts and dropped is not None:
+                dropped.append(n)
             continue
         if not parts:
             start = n
@@ -63,6 +70,9 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
         keyword, _, rest = " ".join(p for p in parts if p).partition(" ")
         out.append((start, keyword.upper(), rest.strip()))
         parts = []
+        marker = _HEREDOC_RE.search(rest)
+        if marker:
+            heredoc = marker.group(1)
     if parts:
         keyword, _, rest = " ".join(p for p in parts if p).partition(" ")
         out.append((start, keyword.upper(), rest.strip()))
@@ -80,14 +90,16 @@ def check_instructions(text: str, path: str) -> tuple[str, list[tuple[int, str]]
     notes: list[tuple[int, str]] = []
     assignments: set[str] = set()
     stages: list[str] = []
-    renames: dict[int, str] = {}
+    renames: dict[int, str] = {}  # line → text appended (` AS stage-N`)
+    rewrites: dict[int, str] = {}  # line → the line's new text
     entrypoint_shell: tuple[int, bool] | None = None
     has_cmd = False
 
     def refuse(line: int, message: str) -> None:
         diags.append(Diagnostic(path, line, 1, message))
 
-    for line, keyword, rest in instructions(text):
+    dropped: list[int] = []
+    for line, keyword, rest in instructions(text, dropped):
         shown = f"{keyword} {rest}".strip()
         if len(shown) > 60:
             shown = shown[:57] + "..."
@@ -115,6 +127,8 @@ def check_instructions(text: str, path: str) -> tuple[str, list[tuple[int, str]]
             _check_copy(line, keyword, rest, stages, refuse)
         elif keyword == "ARG":
             _arg(line, rest, assignments, refuse)
+        elif keyword == "ENV":
+            _env(line, rest, text, rewrites, refuse)
         elif keyword == "ENTRYPOINT":
             entrypoint_shell = (line, not rest.startswith("["))
         elif keyword == "CMD":
@@ -124,17 +138,24 @@ def check_instructions(text: str, path: str) -> tuple[str, list[tuple[int, str]]
                                     "would append to it; write ENTRYPOINT in JSON form or drop the CMD")
     if diags:
         raise SpecError(diags)
-    return _rename_stages(text, renames), notes, assignments
+    lines = text.split("\n")
+    for line, new_text in rewrites.items():
+        lines[line - 1] = new_text
+    for line, name in renames.items():
+        lines[line - 1] = lines[line - 1].rstrip() + f" AS {name}"
+    # A comment line inside a continuation would end the shell command in %post there.
+    lines = [ln for n, ln in enumerate(lines, 1) if n not in set(dropped)]
+    return "\n".join(lines), notes, assignments
 
 
 def _check_from(line: int, rest: str, stages: list[str], refuse: _Refuse) -> str | None:
     """Check a FROM; return its stage name (AS NAME) or None."""
     words = rest.split()
+    for flag in (w for w in words if w.startswith("--")):
+        refuse(line, f"FROM {flag} is not translated (spython would read the flag as the image); remove it")
+    words = [w for w in words if not w.startswith("--")]
     if not words:
         refuse(line, "FROM needs an image")
-        return None
-    if words[0].startswith("--"):
-        refuse(line, f"FROM {words[0]} is not translated (spython would read the flag as the image); remove it")
         return None
     if words[0].lower() in stages and words[0]:
         refuse(line, f"FROM {words[0]} builds on an earlier stage, which the conversion does not translate "
@@ -186,11 +207,16 @@ def _arg(line: int, rest: str, assignments: set[str], refuse: _Refuse) -> None:
             assignments.add(word)
 
 
-def _rename_stages(text: str, renames: dict[int, str]) -> str:
-    if not renames:
-        return text
-    lines = text.split("\n")
-    for line, name in renames.items():
-        lines[line - 1] = lines[line - 1].rstrip() + f" AS {name}"
-    return "\n".join(lines)
-
+def _env(line: int, rest: str, text: str, rewrites: dict[int, str], refuse: _Refuse) -> None:
+    """The legacy form `ENV NAME value with spaces` breaks spython (it pairs the words up):
+    rewrite it as `ENV NAME="value with spaces"` when it is one line without quotes."""
+    words = rest.split()
+    if len(words) < 3 or "=" in words[0]:
+        return
+    physical = text.split("\n")[line - 1]
+    value = rest[len(words[0]):].strip()
+    if physical.rstrip().endswith("\\") or any(c in value for c in "\"'\\$"):
+        refuse(line, f"ENV {words[0]} {value}: write it as ENV {words[0]}=\"…\" (the conversion cannot read "
+                     "this form)")
+        return
+    rewrites[line] = f'ENV {words[0]}="{value}"'
