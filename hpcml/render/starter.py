@@ -110,7 +110,7 @@ def render(template: str, name: str, adopted: Adopted) -> dict[str, str]:
 
 
 def _workflow(text: str, name: str, adopted: Adopted) -> str:
-    apt = ["python3-minimal", "python3-pip"] if adopted.uses_pip else ["python3-minimal"]
+    apt = ["python3", "python3-pip"] if adopted.uses_pip else ["python3"]
     lines: list[str] = []
     if adopted.requirements:
         lines.append(f"    requirements: {adopted.requirements}   # adopted by hpcml init; its bytes are part of the image key")
