@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from hpcml.images.catalog import GcItem
     from hpcml.images.ensure import BuildReport, ImageEvent
     from hpcml.images.search import CatalogPath, VerifyResult
+    from hpcml.run.progress import ProgressTracker
     from hpcml.run.trace import ImageInfo
 
 # ---- spec: load / validate -------------------------------------------------------------
@@ -280,6 +281,29 @@ def status(
     from hpcml.run import status as run_status  # start-up speed
 
     return run_status.status(run_dir(directory, workflow), run, settings=settings)
+
+
+def watch_status(
+    run: str | None = None,
+    *,
+    on_update: Callable[[RunStatus], None],
+    directory: str | None = None,
+    workflow: str | None = None,
+    settings: _Settings | None = None,
+) -> RunStatus:
+    """Follow a run (default: the latest) until every task has ended, passing each polling
+    round to `on_update` (`hpcml status --watch`: re-attach to a detached run)."""
+    from hpcml.run import status as run_status  # start-up speed
+
+    return run_status.follow(run_dir(directory, workflow), run, on_update, settings=settings)
+
+
+def run_progress(*, directory: str | None = None, workflow: str | None = None) -> ProgressTracker:
+    """A tracker that turns each RunStatus of a run into what the live view shows: bars per
+    step, elapsed time and ETA, GPUs in use, new failures (see run/progress.py)."""
+    from hpcml.run.progress import ProgressTracker  # start-up speed
+
+    return ProgressTracker(run_dir(directory, workflow))
 
 
 def logs(target: str, *, run: str | None = None, directory: str | None = None, workflow: str | None = None) -> list[tuple[str, str]]:

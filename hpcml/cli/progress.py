@@ -1,4 +1,6 @@
-"""The one renderer of image progress (`images.ImageEvent`), for `hpcml build` and `hpcml run`.
+"""The one renderer of progress: image builds (`images.ImageEvent`, for `hpcml build` and
+`hpcml run`) and a run's live view (`run.progress.RunProgress`, for `hpcml run` and
+`hpcml status --watch`).
 
 A first build takes a minute or more, so it must never look idle. Every change of an
 image's state is one line (`image numpy: building (key …; log: …)`, `image numpy: built in
@@ -20,12 +22,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, Self
 
+from hpcml.cli.tables import counts_line
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.live import Live
     from rich.text import Text
 
     from hpcml.images.ensure import ImageEvent
+    from hpcml.results import RunStatus
+    from hpcml.run.progress import ProgressTracker, RunProgress
+    from hpcml.run.tasks import TaskState
 
 #: Seconds between heartbeat lines while an image builds without a terminal.
 HEARTBEAT_S = 30.0
@@ -137,3 +144,68 @@ def live_display(enabled: bool, *, stderr: bool = False) -> Iterator[Live | None
 
     with Live(console=Console(stderr=stderr), refresh_per_second=4, transient=True) as live:
         yield live
+
+
+# ---- the live view of a run (`hpcml run`, `hpcml status --watch`) ---------------------------
+
+
+def duration(seconds: float) -> str:
+    """``3m 05s``, ``2h 10m``, ``42s``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def headline(p: RunProgress) -> str:
+    """``run R: 5/9 done · 1m 10s elapsed · about 2m left · 2 GPUs in use``."""
+    left = "" if p.finished else (" · estimating time left" if p.eta_s is None else f" · about {duration(p.eta_s)} left")
+    gpus = f" · {p.gpus_in_use} GPU{'s' if p.gpus_in_use != 1 else ''} in use" if p.gpus_in_use or not p.finished else ""
+    return f"run {p.run_id}: {p.done}/{p.total} done · {duration(p.elapsed_s)} elapsed{left}{gpus}"
+
+
+def failure_line(t: TaskState) -> str:
+    """The line that reports a failure the moment it is seen, with the command to read its log."""
+    detail = f" ({t.detail})" if t.detail and not t.detail.startswith("exit ") else ""
+    job = f" job {t.job}" if t.job else ""
+    return f"{t.step}/{t.index}: {t.label}{detail}{job} · hpcml logs {t.step}/{t.index}"
+
+
+def run_view(p: RunProgress) -> RenderableType:
+    """The live view: the headline, then a bar per step with done/total, running and failed."""
+    # start-up speed: rich is loaded only when a live display shows
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table.grid(padding=(0, 2))
+    for s in p.steps:
+        table.add_row(
+            s.step, ProgressBar(total=max(s.total, 1), completed=s.done, width=30),
+            f"{s.done}/{s.total}", Text(f"{s.running} running", style="cyan" if s.running else "dim"),
+            Text(f"{s.failed} failed", style="red" if s.failed else "dim"),
+        )
+    return Group(Text(headline(p), style="italic"), table)
+
+
+class RunView:
+    """`on_update` for a watched run. A failure is said the moment it is seen; on a terminal
+    the live view shows the bars, without one a line of counts is printed per change."""
+
+    def __init__(self, tracker: ProgressTracker, say: Callable[[str], None], live: LiveView | None = None,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.tracker, self.say, self.live, self.clock = tracker, say, live, clock
+        self.last: dict[str, int] | None = None
+
+    def __call__(self, st: RunStatus) -> None:
+        p = self.tracker.update(st, self.clock())
+        for t in p.new_failures:
+            self.say(failure_line(t))
+        if self.live is not None:
+            self.live.update(run_view(p))
+        elif st.counts != self.last:
+            self.say(counts_line(st.counts))
+        self.last = st.counts

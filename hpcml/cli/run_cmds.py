@@ -13,10 +13,10 @@ import click
 
 from hpcml.cli import complete, tables
 from hpcml.cli.messages import say
-from hpcml.cli.progress import ImageProgress, live_display
+from hpcml.cli.progress import ImageProgress, RunView, live_display
 
 if TYPE_CHECKING:
-    from hpcml.results import RunOutcome, RunStatus
+    from hpcml.results import RunOutcome
 
 _Command = TypeVar("_Command", bound=Callable[..., None])
 
@@ -52,18 +52,6 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
         raise SystemExit(1)
 
 
-class _CountsLines:
-    """Run updates without a terminal: one line of task counts each time they change."""
-
-    def __init__(self) -> None:
-        self.last: dict[str, int] | None = None
-
-    def __call__(self, st: RunStatus) -> None:
-        if st.counts != self.last:
-            self.last = st.counts
-            click.echo(tables.counts_line(st.counts))
-
-
 def _run(file: str, executor: str | None, watch: bool | None) -> RunOutcome:
     # start-up speed: api imports the pipeline; `--help` needs none of it
     from hpcml import api
@@ -73,9 +61,7 @@ def _run(file: str, executor: str | None, watch: bool | None) -> RunOutcome:
     # On a terminal a live display (image builds, then the status table); without one
     # (also where a local run is watched anyway) one line per change.
     with live_display(watch and sys.stdout.isatty()) as live, ImageProgress(say, live=live) as images:
-        on_update: Callable[[RunStatus], None] = (
-            _CountsLines() if live is None else lambda st: live.update(tables.status_table(st))
-        )
+        on_update = RunView(api.run_progress(workflow=file), click.echo, live)
         return api.run(file, executor=executor, watch=watch, detach=detach, on_message=say,
                        on_update=on_update, on_image=images)
 
@@ -83,20 +69,28 @@ def _run(file: str, executor: str | None, watch: bool | None) -> RunOutcome:
 @click.command("status")
 @click.argument("run", required=False, shell_complete=complete.runs)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (shape in docs/running.md).")
+@click.option("--watch", is_flag=True, help="Follow the run until it ends, with the live view of `hpcml run`.")
 @_where
-def status_cmd(run: str | None, as_json: bool, directory: str | None, workflow: str | None) -> None:
+def status_cmd(run: str | None, as_json: bool, watch: bool, directory: str | None, workflow: str | None) -> None:
     """Show the state of every task of RUN (default: the latest run here).
 
     One squeue (and at most one sacct) for the whole run. Exit code 0 when every task
-    completed, 1 when one failed, 3 while tasks are still pending or running.
+    completed, 1 when one failed, 3 while tasks are still pending or running. With
+    --watch, re-attach to a run (one submitted with --detach, say) until it ends.
 
     Example:
 
         hpcml status --json | jq '.counts'
+        hpcml status --watch
     """
     from hpcml import api  # start-up speed: see _run
 
-    st = api.status(run, directory=directory, workflow=workflow)
+    if watch:
+        with live_display(sys.stdout.isatty() and not as_json) as live:
+            view = RunView(api.run_progress(directory=directory, workflow=workflow), click.echo if not as_json else say, live)
+            st = api.watch_status(run, on_update=view, directory=directory, workflow=workflow)
+    else:
+        st = api.status(run, directory=directory, workflow=workflow)
     tables.print_status(st, as_json)
     if not st.finished:
         raise SystemExit(3)

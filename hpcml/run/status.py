@@ -127,18 +127,49 @@ def watch(
 
     The pause starts at `min_s` (default: the executor's `poll_s`) and grows up to the
     smaller of `max_s` and the executor's `max_poll_s`."""
-    floor = started.executor.poll_s if min_s is None else min_s
+    st = _poll(started.run_dir, started.run_id, started.executor, on_update, sleep=sleep, min_s=min_s, max_s=max_s)
+    if started.lock is not None:
+        Journal(started.run_dir.run(started.run_id).journal).append("finished", counts=st.counts, ok=st.ok)
+    return st
+
+
+def follow(
+    run_dir: RunDir,
+    run: str | None,
+    on_update: Callable[[RunStatus], None],
+    *,
+    executor: Executor | None = None,
+    settings: Settings | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    max_s: float = 30.0,
+) -> RunStatus:
+    """`hpcml status --watch`: follow a run (default: the latest) someone else submitted,
+    detached or watched elsewhere, until every task has ended. Writes nothing."""
+    run_id = resolve_run(run_dir, run)
+    executor = executor or executor_of(load_run(run_dir, run_id), settings)
+    return _poll(run_dir, run_id, executor, on_update, sleep=sleep, min_s=None, max_s=max_s)
+
+
+def _poll(
+    run_dir: RunDir,
+    run_id: str,
+    executor: Executor,
+    on_update: Callable[[RunStatus], None],
+    *,
+    sleep: Callable[[float], None],
+    min_s: float | None,
+    max_s: float,
+) -> RunStatus:
+    floor = executor.poll_s if min_s is None else min_s
     delay = floor
     # Backing off spares slurmctld; looking at local processes costs nothing, so a local
     # run is not left waiting up to max_s after its last task ended.
-    max_s = min(max_s, started.executor.max_poll_s)
+    max_s = min(max_s, executor.max_poll_s)
     last: dict[str, int] | None = None
     while True:
-        st = status(started.run_dir, started.run_id, started.executor)
+        st = status(run_dir, run_id, executor)
         on_update(st)
         if st.finished:
-            if started.lock is not None:
-                Journal(started.run_dir.run(started.run_id).journal).append("finished", counts=st.counts, ok=st.ok)
             return st
         delay = floor if st.counts != last else min(delay * 1.5, max_s)
         last = st.counts
