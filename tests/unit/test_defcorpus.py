@@ -106,7 +106,7 @@ def test_missing_argument_names_its_position(tmp_path: Path) -> None:
                                              + "\n%runscript\n    exec {{ PROGRAM }}\n")
     with pytest.raises(SpecError) as err:
         checker.load(wf, allow_setup=())
-    assert f"{tmp_path}/build-args.def:24:10: build argument PROGRAM has no value" in str(err.value)
+    assert f"{tmp_path}/build-args.def:25:10: build argument PROGRAM has no value" in str(err.value)
 
 
 @pytest.mark.parametrize("args, where, message", [
