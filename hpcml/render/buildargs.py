@@ -31,11 +31,11 @@ _COMMENT_RE = re.compile(r"#[^!]", re.DOTALL)
 STAGE_RE = re.compile(r"^bootstrap:", re.IGNORECASE | re.MULTILINE)
 
 #: What a value given in `build_args:` may hold. It lands in the definition unquoted (in
-#: shell scripts, `%files` lines and header values), so nothing a shell or Apptainer's
-#: `%files` expansion would interpret: no `$`, quotes, backslashes, `~`, `#`, `%`, globs,
-#: redirections or newlines.
-VALUE_RE = re.compile(r"(?:[A-Za-z0-9._/:@+=,-]+(?: [A-Za-z0-9._/:@+=,-]+)*)?")
-VALUE_RULE = "letters, digits, single spaces between words and . _ / : @ + = , -"
+#: shell scripts, `%files` lines and header values), so it must read as one shell word that
+#: no shell or `%files` expansion interprets: no spaces (word splitting would add
+#: arguments), `$`, quotes, backslashes, `~`, `#`, `%`, globs, redirections or newlines.
+VALUE_RE = re.compile(r"[A-Za-z0-9._/:@+=,-]*")
+VALUE_RULE = "letters, digits and . _ / : @ + = , - (one word: no spaces)"
 NAME_RE = re.compile(r"[0-9A-Za-z_]+")
 MAX_VALUE = 1024
 

@@ -114,6 +114,7 @@ def test_missing_argument_names_its_position(tmp_path: Path) -> None:
     ("{GREETING: '$(id)'}", "4:55", "would reach the definition file unquoted"),
     ("{TOOL: '~root/.profile'}", "4:51", "would reach the definition file unquoted"),
     ("{GREETING: '-x'}", "4:55", "not start with '-'"),
+    ("{GREETING: 'a -rf /'}", "4:55", "one word: no spaces"),
     ("{bad-name: x}", "4:45", "build argument name 'bad-name' is invalid"),
     ("[a]", "4:44", "must be a mapping"),
 ])
