@@ -2,7 +2,8 @@
 on stderr and the error's exit code.
 
 Commands live beside what they show: spec_cmds (validate, schema, plan, compile),
-image_cmds (build, catalog …), run_cmds (run, status, logs, cancel, runs). Each parses its
+image_cmds (build, catalog …), run_cmds (run, status, logs, cancel, runs), export,
+init_cmd (init); complete holds the shell completion of names. Each parses its
 options, calls one `hpcml.api` function and renders the result. To add a command, write it
 in its own module and register it below with one `main.add_command(...)` line.
 """

@@ -77,3 +77,17 @@ def test_the_shell_scripts_are_generated(project: Path) -> None:
         env = {**os.environ, "_HPCML_COMPLETE": f"{shell}_source"}
         script = subprocess.run(HPCML, env=env, capture_output=True, text=True, check=True).stdout
         assert "_HPCML_COMPLETE" in script, shell
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_real_bash_with_the_documented_setup_completes_step_names(project: Path) -> None:
+    """docs/completion.md's bash line, then what bash does on <TAB>: call the function with
+    the command, the word and the previous word, and read COMPREPLY."""
+    script = (
+        'eval "$(_HPCML_COMPLETE=bash_source hpcml)"\n'
+        'COMP_WORDS=(hpcml logs t); COMP_CWORD=2; _hpcml_completion hpcml t logs\n'
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    env = {**os.environ, "PATH": f"{Path(HPCML[0]).parent}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["train"]
