@@ -10,7 +10,8 @@ except what hpcml refuses on purpose, each with its reason:
 
 - `%setup` and `%pre` run on the build host, as the builder: refused unless the lab allows
   them for the image (setting `allow_setup`, docs/configuration.md);
-- a `#` inside a header value (Apptainer cuts the value there, so `From: a#b` builds `a`);
+- a `#` glued to a header value (Apptainer cuts the value there, so `From: a#b` builds
+  `a`); a comment after a space (`From: busybox  # why`) is read as Apptainer does;
 - a header keyword given twice (Apptainer keeps the last one; hpcml would hash the other).
 
 Build arguments (`{{ NAME }}`) are substituted before parsing: see buildargs.py.
@@ -196,10 +197,14 @@ def _header_line(stripped: str, n: int, continued: tuple[str, str, int] | None,
         _set_header(header, *continued, path, diags)
         return None
     if "#" in stripped:
-        diags.append(Diagnostic(path, n, stripped.index("#") + 1,
-                                "'#' in a header line: Apptainer cuts the value there (so 'From: a#b' "
-                                "would build from 'a'); hpcml refuses it"))
-        stripped = stripped.split("#")[0]
+        # Apptainer cuts a header line at its first '#'. A comment after a space is read
+        # the same by everyone; `From: a#b.sif` builds from `a` while a reader (and the key)
+        # sees `a#b.sif`: refused.
+        at = stripped.index("#")
+        if at > 0 and not stripped[at - 1].isspace():
+            diags.append(Diagnostic(path, n, at + 1, "'#' inside a header value: Apptainer cuts the value there "
+                                                     "(so 'From: a#b' would build from 'a'); hpcml refuses it"))
+        stripped = stripped[:at].rstrip()
     if continued is None:
         key, colon, value = stripped.partition(":")
         if not colon:

@@ -175,7 +175,7 @@ def test_manifest_records_build_args_and_host_setup_only_when_set() -> None:
 @pytest.mark.parametrize("text, where, message", [
     ("Bootstrap: buildkit\nFrom: .\n", "1:1", "Bootstrap: buildkit arrived in Apptainer 1.5"),
     ("Bootstrap: self\n", "1:1", "not a bootstrap agent of Apptainer 1.4"),
-    ("Bootstrap: localimage\nFrom: a#b.sif\n", "2:8", "'#' in a header line"),
+    ("Bootstrap: localimage\nFrom: a#b.sif\n", "2:8", "'#' inside a header value"),
     ("Bootstrap: docker\nFrom: a\nFrom: b\n", "3:1", "given twice"),
     ("Bootstrap: scratch\n%apprun\n  true\n", "2:1", "needs the app's name"),
     ("Bootstrap: scratch\n%files from nowhere\n  /a /a\n", "2:1", "no earlier stage has 'Stage: nowhere'"),
@@ -187,6 +187,11 @@ def test_refused_with_reason(text: str, where: str, message: str) -> None:
     with pytest.raises(SpecError) as err:
         deffile.parse_definition(text, "x.def")
     assert f"x.def:{where}: " in str(err.value) and message in str(err.value)
+
+
+def test_header_comment_after_a_space_is_read_as_apptainer_does() -> None:
+    parsed = deffile.parse_definition("Bootstrap: docker\nFrom: busybox:latest   # a comment\n", "x.def")
+    assert parsed.header["from"][0] == "busybox:latest"
 
 
 def test_header_continuation_and_numbered_keys() -> None:
