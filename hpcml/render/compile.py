@@ -61,6 +61,8 @@ def render_files(p: Plan, out_dir: str) -> dict[str, str]:
                 "parent_key": p.images[name].parent_key,
                 "parent_sif": parent_sif_name(p.images[name]),
                 "inputs": dict(p.images[name].inputs),
+                # A deffile's build arguments: pass them as `apptainer build --build-arg`.
+                **({"build_args": dict(p.images[name].image.build_args)} if p.images[name].image.build_args else {}),
             }
             for name in p.image_order
         },
