@@ -290,6 +290,10 @@ class _Builder:
                 "require_signatures is set, so nobody could use it; set signing_key to the lab's "
                 "private key (docs/configuration.md), or ask whoever holds it to build and push it"
             )
+        if image.image.host_setup and name not in self.settings.allow_setup:
+            # Checked where host code would run: the plan may come from other settings.
+            raise BuildError(f"image {name}: its %setup/%pre would run on this build host, but the setting "
+                             "allow_setup does not name it here (docs/configuration.md)")
         version = self.apptainer_version()
         tmp = target.build_dir(name)
         # The build's output streams into build.log inside the catalog as it runs: users can

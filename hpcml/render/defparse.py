@@ -102,12 +102,13 @@ class Definition:
         return [(s[0], s[2]) for st in self.stages for s in st.sections if s[0] in HOST_SECTIONS]
 
     def files(self) -> list[tuple[str, str, int]]:
-        """(src, dst, line) of every `%files` entry copied from the host, in any stage (dst
-        defaults to src, as Apptainer does); `%files from STAGE` copies between stages."""
+        """(src, dst, line) of every `%files` and `%appfiles NAME` entry copied from the
+        host, in any stage (dst defaults to src, as Apptainer does); `%files from STAGE`
+        copies between stages."""
         out = []
         for stage in self.stages:
             for name, args, line, body in stage.sections:
-                if name != "files" or args.strip():
+                if not (name == "files" and not args.strip()) and name != "appfiles":
                     continue
                 for n, raw in enumerate(body, line + 1):
                     words = raw.split()

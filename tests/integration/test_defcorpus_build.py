@@ -6,6 +6,7 @@ because the lab allowed it, as the manifest records."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from hpcml import __version__, config, plan
 from hpcml.clients.apptainer import Apptainer
 from hpcml.clients.runner import LocalRunner
 from hpcml.images import ensure as images
+from hpcml.errors import BuildError
 from hpcml.images.catalog import Catalog
 from hpcml.render import buildargs, deffile
 from hpcml.spec import checker as spec
@@ -51,9 +53,10 @@ def built(apptainer: Any, busybox_sif: Path, tmp_path_factory: pytest.TempPathFa
     wf = wf_dir / "workflow.yaml"
     wf.write_text(f"hpcml: 1\nname: corpus\nimages:\n{IMAGES}steps:\n  s: {{image: sections, run: 'true'}}\n")
     s = config.load({"catalogs": str(root / "cat"), "cache_dir": str(root / "cache"), "apptainer": apptainer.binary,
-                     "build_flags": list(apptainer.build_flags), "exec_flags": list(apptainer.exec_flags)},
+                     "build_flags": list(apptainer.build_flags), "exec_flags": list(apptainer.exec_flags),
+                     "allow_setup": ["setup"]},
                     env={"HOME": str(root / "home"), "HPCML_SITE_CONFIG": str(root / "none.toml")})
-    p = plan.build(spec.load(wf, allow_setup=("setup",)))
+    p = plan.build(spec.load(wf, allow_setup=s.allow_setup))
     sifs = images.ensure(p, s)
     return {"plan": p, "sifs": sifs, "settings": s, "root": root}
 
@@ -123,3 +126,12 @@ def test_allowed_setup_ran_and_is_recorded(built: dict[str, Any]) -> None:
     assert entry is not None and entry.manifest.host_setup
     assert json.loads(entry.manifest.to_json())["host_setup"] is True
     assert plan.to_document(p)["images"][-1]["host_setup"] is True  # type: ignore[index]
+
+
+def test_the_builder_refuses_host_setup_its_settings_do_not_allow(built: dict[str, Any], tmp_path: Path) -> None:
+    """A plan made under other settings (here: allowing `setup`) runs no host code under
+    settings that do not allow it: refused before `apptainer build`, nothing published."""
+    s = dataclasses.replace(built["settings"], allow_setup=(), catalogs=(str(tmp_path / "cat"),))
+    with pytest.raises(BuildError, match="allow_setup does not name it"):
+        images.ensure(built["plan"], s, names=["setup"])
+    assert Catalog(tmp_path / "cat").keys() == []

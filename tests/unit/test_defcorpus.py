@@ -58,6 +58,14 @@ def test_corpus_file_is_accepted_and_planned(tmp_path: Path, name: str) -> None:
     assert not image.image.host_setup
 
 
+def test_appfiles_sources_are_inputs(tmp_path: Path) -> None:
+    wf = workspace(tmp_path, "scif-apps.def")
+    before = plan.build(checker.load(wf, allow_setup=()))
+    assert "data/hello.txt" in dict(before.images["x"].inputs)
+    (tmp_path / "data/hello.txt").write_text("changed\n")
+    assert plan.build(checker.load(wf, allow_setup=())).images["x"].key != before.images["x"].key
+
+
 def test_inputs_are_resolved_before_hashing(tmp_path: Path) -> None:
     wf = workspace(tmp_path, "localimage-args.def")
     (tmp_path / "other.sif").write_text("another base\n")
