@@ -374,9 +374,12 @@ def _rule(spec: ExportSpec, sp: StepPlan) -> tuple[list[str], list[str]]:
     rule.insert(rule.index("    params:") + 1, f"        image=IMAGES[{st.image!r}],")
     rule.insert(rule.index("    params:") + 2, "        workflow_dir=WORKFLOW_DIR,")
     rule.append("    run:")
-    rule.append("        shell(")
-    rule += [f"            {line!r}" for line in _keepends(body)]
-    rule.append("        )")
+    if '"""' in body or body.endswith("\\") or "\r" in body:
+        rule += ["        shell("] + [f"            {line!r}" for line in _keepends(body)] + ["        )"]
+    else:
+        # Readable as written: a raw string from column 0, where the here-document's end
+        # marker must stand.
+        rule += ['        shell(r"""'] + body.split("\n") + ['""")']
     return rule, notes
 
 

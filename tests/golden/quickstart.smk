@@ -41,14 +41,14 @@ rule prepare:
         mem_mb=1024,
         cpus_per_task=1,
     run:
-        shell(
-            'mkdir -p {params.out:q}\n'
-            "IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true\n"
-            'set -eo pipefail\n'
-            'python3 /opt/example/prepare.py --samples 2000 --out {params.out:q}\n'
-            'HPCML_COMMAND\n'
-            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
-        )
+        shell(r"""
+mkdir -p {params.out:q}
+IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true
+set -eo pipefail
+python3 /opt/example/prepare.py --samples 2000 --out {params.out:q}
+HPCML_COMMAND
+apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1
+""")
 
 
 rule train:
@@ -71,14 +71,14 @@ rule train:
         mem_mb=1024,
         cpus_per_task=1,
     run:
-        shell(
-            'mkdir -p {params.out:q}\n'
-            "IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true\n"
-            'set -eo pipefail\n'
-            'python3 /opt/example/train.py --data {params.in_prepare:q} --lr {params.lr:q} --epochs 20 --out {params.out:q}\n'
-            'HPCML_COMMAND\n'
-            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
-        )
+        shell(r"""
+mkdir -p {params.out:q}
+IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true
+set -eo pipefail
+python3 /opt/example/train.py --data {params.in_prepare:q} --lr {params.lr:q} --epochs 20 --out {params.out:q}
+HPCML_COMMAND
+apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1
+""")
 
 
 rule evaluate:
@@ -100,11 +100,11 @@ rule evaluate:
         mem_mb=1024,
         cpus_per_task=1,
     run:
-        shell(
-            'mkdir -p {params.out:q}\n'
-            "IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true\n"
-            'set -eo pipefail\n'
-            'python3 /opt/example/evaluate.py --data {params.in_prepare:q} --runs {params.in_train:q} --out {params.out:q}\n'
-            'HPCML_COMMAND\n'
-            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --bind {params.in_train:q}:{params.in_train:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
-        )
+        shell(r"""
+mkdir -p {params.out:q}
+IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true
+set -eo pipefail
+python3 /opt/example/evaluate.py --data {params.in_prepare:q} --runs {params.in_train:q} --out {params.out:q}
+HPCML_COMMAND
+apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --bind {params.in_train:q}:{params.in_train:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1
+""")

@@ -50,15 +50,15 @@ rule prepare:
         cpus_per_task=1,
     retries: 1
     run:
-        shell(
-            'mkdir -p {params.out:q}\n'
-            'export APPTAINERENV_PYTHONUNBUFFERED=1\n'
-            "IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true\n"
-            'set -eo pipefail\n'
-            'python3 /opt/example/prepare.py --samples 4000 --features 20 --out {params.out:q}\n'
-            'HPCML_COMMAND\n'
-            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
-        )
+        shell(r"""
+mkdir -p {params.out:q}
+export APPTAINERENV_PYTHONUNBUFFERED=1
+IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true
+set -eo pipefail
+python3 /opt/example/prepare.py --samples 4000 --features 20 --out {params.out:q}
+HPCML_COMMAND
+apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1
+""")
 
 
 rule train:
@@ -87,26 +87,26 @@ rule train:
         gres='gpu:1',
     retries: 3
     run:
-        shell(
-            'mkdir -p {params.out:q}\n'
-            'hpcml_secret() {{  # NAME: from this environment into the container, byte for byte\n'
-            '  local v=${{!1}}\n'
-            '  v=${{v//\\\\/\\\\\\\\}}; v=${{v//\\$/\\\\\\$}}; v=${{v//\\`/\\\\\\`}}\n'
-            '  export "APPTAINERENV_$1=$v"\n'
-            '}}\n'
-            'export APPTAINERENV_PYTHONUNBUFFERED=1\n'
-            'export APPTAINERENV_WANDB_MODE=offline\n'
-            'hpcml_secret WANDB_API_KEY\n'
-            'if [[ -n ${{CUDA_VISIBLE_DEVICES+set}} ]]; then export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"; fi\n'
-            'if [[ -n ${{ROCR_VISIBLE_DEVICES+set}} ]]; then export APPTAINERENV_ROCR_VISIBLE_DEVICES="$ROCR_VISIBLE_DEVICES"; fi\n'
-            'if [[ -n ${{HIP_VISIBLE_DEVICES+set}} ]]; then export APPTAINERENV_HIP_VISIBLE_DEVICES="$HIP_VISIBLE_DEVICES"; fi\n'
-            'if [[ -n ${{GPU_DEVICE_ORDINAL+set}} ]]; then export APPTAINERENV_GPU_DEVICE_ORDINAL="$GPU_DEVICE_ORDINAL"; fi\n'
-            "IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true\n"
-            'set -eo pipefail\n'
-            'python3 /opt/example/train.py --data {params.in_prepare:q} --lr {params.lr:q} --seed {params.seed:q} --epochs 50 --out {params.out:q}\n'
-            'HPCML_COMMAND\n'
-            'apptainer --quiet exec --userns --cleanenv --nv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
-        )
+        shell(r"""
+mkdir -p {params.out:q}
+hpcml_secret() {{  # NAME: from this environment into the container, byte for byte
+  local v=${{!1}}
+  v=${{v//\\/\\\\}}; v=${{v//\$/\\\$}}; v=${{v//\`/\\\`}}
+  export "APPTAINERENV_$1=$v"
+}}
+export APPTAINERENV_PYTHONUNBUFFERED=1
+export APPTAINERENV_WANDB_MODE=offline
+hpcml_secret WANDB_API_KEY
+if [[ -n ${{CUDA_VISIBLE_DEVICES+set}} ]]; then export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"; fi
+if [[ -n ${{ROCR_VISIBLE_DEVICES+set}} ]]; then export APPTAINERENV_ROCR_VISIBLE_DEVICES="$ROCR_VISIBLE_DEVICES"; fi
+if [[ -n ${{HIP_VISIBLE_DEVICES+set}} ]]; then export APPTAINERENV_HIP_VISIBLE_DEVICES="$HIP_VISIBLE_DEVICES"; fi
+if [[ -n ${{GPU_DEVICE_ORDINAL+set}} ]]; then export APPTAINERENV_GPU_DEVICE_ORDINAL="$GPU_DEVICE_ORDINAL"; fi
+IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true
+set -eo pipefail
+python3 /opt/example/train.py --data {params.in_prepare:q} --lr {params.lr:q} --seed {params.seed:q} --epochs 50 --out {params.out:q}
+HPCML_COMMAND
+apptainer --quiet exec --userns --cleanenv --nv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1
+""")
 
 
 rule evaluate:
@@ -130,13 +130,13 @@ rule evaluate:
         cpus_per_task=2,
     retries: 1
     run:
-        shell(
-            'mkdir -p {params.out:q}\n'
-            'export APPTAINERENV_PYTHONUNBUFFERED=1\n'
-            "IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true\n"
-            'set -eo pipefail\n'
-            'python3 /opt/example/evaluate.py \\\n'
-            '  --data {params.in_prepare:q} --runs {params.in_train:q} --out {params.out:q}\n'
-            'HPCML_COMMAND\n'
-            'apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --bind {params.in_train:q}:{params.in_train:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1'
-        )
+        shell(r"""
+mkdir -p {params.out:q}
+export APPTAINERENV_PYTHONUNBUFFERED=1
+IFS= read -r -d '' hpcml_command <<'HPCML_COMMAND' || true
+set -eo pipefail
+python3 /opt/example/evaluate.py \
+  --data {params.in_prepare:q} --runs {params.in_train:q} --out {params.out:q}
+HPCML_COMMAND
+apptainer --quiet exec --userns --cleanenv --bind {params.workflow_dir:q}:{params.workflow_dir:q}:ro --bind {params.out:q}:{params.out:q} --bind {params.in_prepare:q}:{params.in_prepare:q}:ro --bind {params.in_train:q}:{params.in_train:q}:ro --pwd {params.workflow_dir:q} {params.image:q} bash -c "$hpcml_command" >{log:q} 2>&1
+""")
