@@ -18,8 +18,9 @@ Apptainer's rules (measured on 1.4.5 and read from its `internal/pkg/build/args`
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
+from itertools import pairwise
 
 from hpcml.errors import Diagnostic, SpecError
 
@@ -82,7 +83,7 @@ def substitute(text: str, path: str, given: Mapping[str, str]) -> Resolved:
     missing: list[Diagnostic] = []
     found: list[tuple[str, str]] = []
     offsets = stage_offsets(text) + [len(text)]
-    for begin, end in zip(offsets, offsets[1:]):
+    for begin, end in pairwise(offsets):
         stage = text[begin:end]
         stage_defaults = defaults(stage)
         found += stage_defaults.items()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.render.buildargs import stage_offsets
@@ -138,7 +139,7 @@ def parse_definition(text: str, path: str, *, allow_host: bool = False) -> Defin
     diags: list[Diagnostic] = []
     stages: list[Stage] = []
     offsets = stage_offsets(text) + [len(text)]
-    for begin, end in zip(offsets, offsets[1:]):
+    for begin, end in pairwise(offsets):
         first_line = text.count("\n", 0, begin) + 1
         chunk = text[begin:end]
         if begin == 0 and len(offsets) > 2 and not chunk.lower().startswith("bootstrap:"):

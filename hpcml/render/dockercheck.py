@@ -14,7 +14,7 @@ before it; `FROM stage` and `COPY --from=N` name a Docker Hub image and nothing.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from hpcml.errors import Diagnostic, SpecError
 
@@ -120,7 +120,7 @@ def check_instructions(text: str, path: str) -> tuple[str, list[tuple[int, str]]
             notes.append((line, f"{shown}: {NOTED[keyword]}"))
         elif keyword not in TRANSLATED:
             refuse(line, f"unknown instruction {keyword!r}")
-        elif keyword == "RUN" and (rest.startswith("[") or rest.startswith("--")):
+        elif keyword == "RUN" and rest.startswith(("[", "--")):
             refuse(line, "RUN in JSON (exec) form or with flags (--mount, --network) is not translated; "
                          "write it in shell form: RUN command args")
         elif keyword in ("COPY", "ADD"):

@@ -118,7 +118,8 @@ class ImageChecks(Shapes):
         """Image names whose `%setup`/`%pre` the lab allows (setting allow_setup). Read from
         the configuration only when a hand-written file asks, unless the caller gave them."""
         if self.allow_setup is None:
-            from hpcml import config  # start-up speed: only deffile: images need the settings
+            # A function-local import for start-up speed: only deffile: images need settings.
+            from hpcml import config
 
             self.allow_setup = frozenset(config.load().allow_setup)
         return self.allow_setup

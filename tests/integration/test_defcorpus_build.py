@@ -17,8 +17,8 @@ import pytest
 from hpcml import __version__, config, plan
 from hpcml.clients.apptainer import Apptainer
 from hpcml.clients.runner import LocalRunner
-from hpcml.images import ensure as images
 from hpcml.errors import BuildError
+from hpcml.images import ensure as images
 from hpcml.images.catalog import Catalog
 from hpcml.render import buildargs, deffile
 from hpcml.spec import checker as spec

@@ -171,8 +171,8 @@ def test_setup_allowed_for_the_named_image_is_visible(tmp_path: Path) -> None:
 
 
 def test_manifest_records_build_args_and_host_setup_only_when_set() -> None:
-    base = dict(key="a" * 64, name="x", definition="d", inputs=(), parent_key=None, sha256="0" * 64, size=1,
-                apptainer_version="1.4.5", user="u", host="h", created="now")
+    base = {"key": "a" * 64, "name": "x", "definition": "d", "inputs": (), "parent_key": None, "sha256": "0" * 64,
+            "size": 1, "apptainer_version": "1.4.5", "user": "u", "host": "h", "created": "now"}
     plain = Manifest(**base)  # type: ignore[arg-type]
     assert "host_setup" not in plain.to_json() and "build_args" not in plain.to_json()
     marked = Manifest(**base, build_args=(("A", "1"),), host_setup=True)  # type: ignore[arg-type]
