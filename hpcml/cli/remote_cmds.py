@@ -25,9 +25,15 @@ if TYPE_CHECKING:
 def proxy(cmd: click.Command, path: tuple[str, ...]) -> click.Command:
     """`cmd` with the same parameters, done on the remote named by the root's --remote."""
     if isinstance(cmd, click.Group):
+        def group_callback(**params: Any) -> None:
+            # a group that is also a command (`runs`): remote only when no subcommand follows
+            if click.get_current_context().invoked_subcommand is None:
+                _remote(path, params)
+
         return click.Group(
             cmd.name, commands={n: proxy(c, (*path, n)) for n, c in cmd.commands.items()},
-            params=cmd.params, help=cmd.help,
+            params=cmd.params, help=cmd.help, callback=group_callback,
+            invoke_without_command=cmd.invoke_without_command,
         )
     return click.Command(cmd.name, params=cmd.params, help=cmd.help,
                          callback=lambda **params: _remote(path, params))

@@ -31,6 +31,14 @@ class RemoteCommand:
     watch: bool = False  # `run`: follow the run from here once submitted
 
 
+def check_supported(path: tuple[str, ...]) -> str:
+    """The command's name; RemoteError listing the supported ones when it has no remote form."""
+    name = " ".join(path)
+    if name not in SUPPORTED:
+        raise RemoteError(f"`hpcml {name}` does not run with --remote; these do: {', '.join(SUPPORTED)}")
+    return name
+
+
 def translate(
     path: tuple[str, ...], params: Mapping[str, Any], cwd: Path, to_remote: Callable[[Path], str], tty: bool
 ) -> RemoteCommand:
@@ -39,9 +47,7 @@ def translate(
     `to_remote(local_dir)` is the directory the cluster's copy of `local_dir` is synced to;
     `tty` says whether stdout is a terminal (run watches by default there, as locally).
     """
-    name = " ".join(path)
-    if name not in SUPPORTED:
-        raise RemoteError(f"`hpcml {name}` does not run with --remote; these do: {', '.join(SUPPORTED)}")
+    name = check_supported(path)
     p = dict(params)
 
     def file_on_cluster(file: str) -> tuple[Path, str]:

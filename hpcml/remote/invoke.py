@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcml.errors import SubmitError
-from hpcml.remote.commands import translate
+from hpcml.remote.commands import check_supported, translate
 from hpcml.remote.session import Notice, Session, Write
 from hpcml.results import RemoteOutcome
 
@@ -51,6 +51,7 @@ def invoke(
     from hpcml import plan as _plan
     from hpcml.spec import checker as _spec
 
+    check_supported(path)
     cwd = cwd or Path.cwd()
     env = os.environ if env is None else env
     secrets: dict[str, str] = {}
