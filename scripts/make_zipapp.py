@@ -8,7 +8,8 @@ What goes in: the wheel, and every runtime dependency it declares except LEFT_OU
 installed with pip into a staging directory. Compiled modules (`*.so`) cannot be imported
 from a zip, so they are removed: PyYAML then uses its pure-Python parser (hpcml's
 spec/yamlpos.py reads with either). paramiko is left out because it needs compiled
-libraries (cryptography, bcrypt, pynacl) and nothing in hpcml imports it yet. The archive
+libraries (cryptography, bcrypt, pynacl) and only `hpcml --remote` imports it: there the
+zipapp says so instead of failing with a traceback (cli/app.py, buildinfo.missing_module). The archive
 records what it bundles and leaves out in hpcml/_build.json, which `hpcml --version` reads.
 It runs with any `python3` >= 3.11 and says so plainly on an older one.
 """
@@ -28,7 +29,7 @@ import zipfile
 from pathlib import Path
 
 #: Runtime dependencies not bundled, and why (kept in _build.json for --version).
-LEFT_OUT = {"paramiko": "needs compiled cryptography, bcrypt and pynacl; no hpcml command imports it"}
+LEFT_OUT = {"paramiko": "it needs compiled cryptography, bcrypt and pynacl; only --remote uses it"}
 
 #: The archive's entry point. It must parse on old Pythons, so it checks the version
 #: before importing hpcml (which uses 3.11 syntax).

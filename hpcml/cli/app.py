@@ -36,6 +36,15 @@ class _Group(click.Group):
         except HpcmlError as err:
             click.echo(error_text(err), err=True)
             ctx.exit(err.exit_code)
+        except ModuleNotFoundError as err:
+            # The zipapp leaves out compiled dependencies (paramiko): say so, not a traceback.
+            from hpcml.buildinfo import missing_module  # start-up speed: only on this error
+
+            why = missing_module(err.name)
+            if why is None:
+                raise
+            click.echo(f"hpcml: error: {why}", err=True)
+            ctx.exit(1)
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -74,6 +83,7 @@ main.add_command(run_cmds.cancel_cmd)
 main.add_command(run_cmds.runs_cmd)
 main.add_command(export.export_group)
 main.add_command(report_cmds.report_cmd)
+main.add_command(report_cmds.notify_cmd)
 main.add_command(init_cmd.init_cmd)
 
 

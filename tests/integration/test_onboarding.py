@@ -188,6 +188,13 @@ def test_zipapp_with_system_python(user: User, dist: dict[str, Path], slurm_clus
     version = user.ok(pyz + ["--version"])
     assert version.startswith(f"hpcml 0.1.0 (zipapp: {dist['pyz']}") and "without paramiko" in version
     assert "yaml parser: pure Python" in version  # the bundled PyYAML has no compiled part
+    # paramiko is left out: the one command that needs it says so instead of a traceback
+    config = user.home / ".config" / "hpcml" / "config.toml"
+    user.ok(["mkdir", "-p", str(config.parent)])
+    user.ok(["sh", "-c", f"printf '[remotes.c]\\nhost = \"127.0.0.1\"\\n' > {config}"])
+    remote = user.run(pyz + ["--remote", "c", "status"])
+    assert remote.returncode == 1 and "needs paramiko, which hpcml.pyz does not carry" in remote.stderr, remote.stderr
+    user.ok(["rm", str(config)])
     run_quickstart(user, pyz, "pyz-local", "local")
     run_quickstart(user, pyz, "pyz-slurm", "slurm")
 
