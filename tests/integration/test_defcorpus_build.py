@@ -117,6 +117,8 @@ def test_localimage_from_a_build_argument(built: dict[str, Any]) -> None:
 def test_multistage_copies_from_the_build_stage(built: dict[str, Any]) -> None:
     out = run(built, "stages", "cat", "/opt/artifact", "/opt/hello.txt")
     assert out.splitlines() == ["made in the build stage", "hello from the host"]
+    labels = Apptainer(LocalRunner(), built["settings"].apptainer).inspect_labels(built["sifs"]["stages"])
+    assert labels["org.hpcml.key"] == built["plan"].images["stages"].key  # stamped into the final stage
 
 
 def test_allowed_setup_ran_and_is_recorded(built: dict[str, Any]) -> None:

@@ -236,3 +236,12 @@ def test_a_locked_key_cannot_be_widened(tmp_path: Path) -> None:
         config.load(env=lab_env(tmp_path, "", 'locked = ["allow_setup"]\n'))
     with pytest.raises(ConfigError, match="unknown setting 'nope'"):
         config.load(env=lab_env(tmp_path, 'locked = ["nope"]\n'))
+
+
+def test_identity_labels_go_into_the_last_stage() -> None:
+    """Earlier stages are thrown away: labels stamped into their %labels would be lost."""
+    text = "Bootstrap: scratch\nStage: a\n%labels\n  x 1\nBootstrap: scratch\n%post\n  true\n"
+    bound = deffile.bind(text, key="ab", name="n")
+    last = deffile.parse_definition(bound, "x.def").stages[-1]
+    assert [s[0] for s in last.sections] == ["post", "labels"]
+    assert "org.hpcml.key ab" in last.sections[-1][3]
