@@ -63,8 +63,15 @@ class RemoteDetached(RemoteError):
 
     exit_code = 130
 
-    def __init__(self, remote: str, run_id: str):
+    def __init__(self, remote: str, run_id: str | None):
         self.remote, self.run_id = remote, run_id
+        if run_id is None:
+            super().__init__(
+                f"interrupted while submitting; what was submitted goes on on {remote}: "
+                f"`hpcml -r {remote} status` follows it, rerunning `hpcml -r {remote} run` submits the "
+                "rest (jobs already queued are found by name, not submitted twice)"
+            )
+            return
         super().__init__(
             f"stopped watching; run {run_id} goes on on {remote}: follow it with "
             f"`hpcml -r {remote} status {run_id}`, stop it with `hpcml -r {remote} cancel {run_id}`"

@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import click
 
-from hpcml.errors import HpcmlError, RunInterrupted, SpecError
+from hpcml.errors import HpcmlError, RemoteDetached, RunInterrupted, SpecError
 
 
 def say(message: str) -> None:
@@ -26,7 +26,7 @@ def error_text(err: HpcmlError) -> str:
     """
     if isinstance(err, SpecError):
         return str(err)
-    if isinstance(err, RunInterrupted):
+    if isinstance(err, (RunInterrupted, RemoteDetached)):
         return f"hpcml: {err}"
     return f"hpcml: error: {err}"
 

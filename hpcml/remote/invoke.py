@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpcml.errors import SubmitError
+from hpcml.errors import RemoteDetached, SubmitError
 from hpcml.remote.commands import check_supported, translate
 from hpcml.remote.session import Notice, Session, Write
 from hpcml.results import RemoteOutcome
@@ -72,7 +72,10 @@ def invoke(
             )
         if cmd.name != "run":
             return RemoteOutcome(session.hpcml(cmd.argv, streams.out, streams.err), synced)
-        code = session.submit(cmd.argv, streams.out, streams.err, secrets)
+        try:
+            code = session.submit(cmd.argv, streams.out, streams.err, secrets)
+        except KeyboardInterrupt:
+            raise RemoteDetached(remote.name, None) from None
         if code != 0 or not cmd.watch:
             return RemoteOutcome(code, synced)
         where = ["--workflow", cmd.argv[1]]

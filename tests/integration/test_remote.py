@@ -263,8 +263,23 @@ def test_cancel_through_the_remote_and_on_the_cluster(lab: Lab) -> None:
     wf = write_workflow(lab, "slowdemo", "long:\n  run: sleep 300\n")
     remote_dir = str(lab.cluster / "slowdemo")
     settings = cluster_settings(lab)
-    r = hpcml(lab, "testbed", "run", "workflow.yaml", "--detach", cwd=wf.parent)
-    assert r.returncode == 0, r.stderr
+    # Ctrl-C while watching: the run goes on, and the message says how to follow it
+    proc = subprocess.Popen([str(HPCML), "-r", "testbed", "run", "workflow.yaml", "--watch"], cwd=wf.parent,
+                            env=lab.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = Lines(proc)
+    try:
+        err.wait_for("submitted long", 60)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err.thread.join(5)
+    assert proc.returncode == 130, err.lines
+    assert "goes on on testbed: follow it with `hpcml -r testbed status" in "".join(err.lines)
+    live = api.status(directory=remote_dir, settings=settings)
+    assert live.counts in ({"pending": 1}, {"running": 1}), live.counts
     r = hpcml(lab, "testbed", "cancel", cwd=wf.parent)
     assert r.returncode == 0 and "cancelled 1 job" in r.stdout, r.stdout + r.stderr
     # second run: cancelled on the cluster side, seen through the remote
