@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from hpcml.images.catalog import GcItem
     from hpcml.images.ensure import BuildReport, ImageEvent
     from hpcml.images.search import CatalogPath, VerifyResult
+    from hpcml.run.notify import Sent
     from hpcml.run.progress import ProgressTracker
     from hpcml.run.trace import ImageInfo
 
@@ -373,6 +374,16 @@ def report(
         return Report(tr, None)
     path = _Path(output) if output is not None else rd.run(tr.run).root / "report.html"
     return Report(tr, str(run_report.write_html(tr, path)))
+
+
+def notify(hpcml_dir: str, run: str, event: str, *, settings: _Settings | None = None) -> Sent:
+    """Inside a run's notification job (`hpcml _notify`): write the run's report and send
+    the message of `event` once (run/notify.py)."""
+    from hpcml.run import notify as run_notify  # start-up speed
+
+    rd = _RunDir(_Path(hpcml_dir))
+    rep = report(run, directory=str(rd.path.parent), settings=settings)
+    return run_notify.send(rd.run(rep.trace.run), event, rep.trace, rep.path or "")
 
 
 def _image_info(s: _Settings) -> Callable[[str, str], ImageInfo]:

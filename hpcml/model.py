@@ -126,6 +126,17 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """Who hears of a run and when (`notify:`): events (`finish`, `failure`), the name of the
+    secret holding the webhook URL (read from the environment at submission, never kept in
+    the spec or a job script), and an address for SLURM's own mail."""
+
+    on: tuple[str, ...]
+    webhook: str | None = None
+    mail: str | None = None
+
+
+@dataclass(frozen=True)
 class Workflow:
     """A validated workflow. `root` is the absolute directory of `path`; file references are
     relative to it. Images and steps keep the order they were written in."""
@@ -136,6 +147,7 @@ class Workflow:
     images: Mapping[str, Image]
     steps: Mapping[str, Step]
     version: int = 1
+    notify: Notify | None = None
 
 
 # ---- plan ---------------------------------------------------------------------------

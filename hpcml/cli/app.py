@@ -83,6 +83,7 @@ main.add_command(run_cmds.cancel_cmd)
 main.add_command(run_cmds.runs_cmd)
 main.add_command(export.export_group)
 main.add_command(report_cmds.report_cmd)
+main.add_command(report_cmds.notify_cmd)
 main.add_command(init_cmd.init_cmd)
 
 

@@ -79,3 +79,23 @@ def runs_diff_cmd(run1: str, run2: str, as_json: bool, directory: str | None, wo
         click.echo(json.dumps(d.as_dict(), indent=1, sort_keys=True))
         return
     tables.print_run_diff(d)
+
+
+@click.command("_notify", hidden=True)
+@click.argument("hpcml_dir", type=click.Path(file_okay=False))
+@click.argument("run")
+@click.argument("event", type=click.Choice(["finish", "failure"]))
+def notify_cmd(hpcml_dir: str, run: str, event: str) -> None:
+    """Run by a run's notification job: write the report and send the message once.
+
+    Exit code 1 when the message could not be sent, or (finish) when the run did not
+    succeed, so SLURM's own mail of this job says FAILED.
+    """
+    from hpcml import api  # start-up speed: see report_cmd
+
+    sent = api.notify(hpcml_dir, run, event)
+    state = "sent" if sent.posted else f"not sent ({sent.error or 'no webhook: SLURM mail only'})"
+    click.echo(f"notify {event}: {state}; report {sent.report}\n{sent.message['text']}")
+    failed_post = bool(sent.error) and sent.error not in ("already sent", "no task has failed")
+    if failed_post or (event == "finish" and not sent.message["hpcml"]["ok"]):
+        raise SystemExit(1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from hpcml.run.durable import DurableBatch, atomic_write
 from hpcml.run import planfile
 from hpcml.run.journal import Journal
 from hpcml.run.reconcile import live_tasks, refuse_if_queued_on_slurm
+from hpcml.run import notify as _notify
 from hpcml.run.trace import provenance
 from hpcml.run.rundir import RunDir, RunLock, RunPaths, new_run_id
 from hpcml.run.taskdir import prepare_task, step_shell
@@ -182,6 +184,7 @@ def _start_locked(ctx: _Context, lock: RunLock, progress: _Progress) -> RunStart
     sub = _open_run(ctx, sifs, cached, adopted, todo)
     progress.run_id = sub.run_id
     jobs = _submit_steps(ctx, sub, progress)
+    _submit_notify(ctx, sub, jobs)
     submitted = sum(map(len, todo.values()))
     return RunStarted(sub.run_id, ctx.run_dir, wf.name, ctx.executor, ctx.reason, jobs, len(cached), len(adopted), submitted, lock)
 
@@ -251,6 +254,23 @@ def _submit_steps(ctx: _Context, sub: _Submission, progress: _Progress) -> dict[
     return jobs_by_step
 
 
+def _submit_notify(ctx: _Context, sub: _Submission, jobs: Mapping[str, Sequence[str]]) -> None:
+    """The run's notification jobs, queued behind all of its jobs (run/notify.py)."""
+    notify = ctx.plan.workflow.notify
+    if notify is None:
+        return
+    if ctx.executor.name != "slurm":
+        ctx.say("notify: notifications are sent by a SLURM job; this run is not on SLURM, so none is sent")
+        return
+    ids = sorted({j for ids in jobs.values() for j in ids} | {ref.split("_", 1)[0] for ref in sub.adopted.values()}, key=int)
+    queued = _notify.submit_jobs(
+        notify, workflow=ctx.plan.workflow.name, run_dir=ctx.run_dir, paths=sub.paths, journal=sub.journal, job_ids=ids,
+        webhook_url=ctx.secrets.get(notify.webhook) if notify.webhook else None, python=sys.executable, runner=ctx.runner,
+    )
+    for event, job_id in queued.items():
+        ctx.say(f"notify on {event}: job {job_id}")
+
+
 def _submit_job(ctx: _Context, sub: _Submission, job: StepJob, deps: Sequence[str], progress: _Progress) -> str:
     """Journal the intent, submit, journal the job id: a crash between them is reconciled."""
     step = job.step.step.name
@@ -277,6 +297,9 @@ def _ensure_images(
 
 def _read_secrets(plan: Plan, env: Mapping[str, str]) -> dict[str, str]:
     wanted = sorted({s for sp in plan.steps.values() for s in sp.step.secrets})
+    hook = plan.workflow.notify.webhook if plan.workflow.notify else None
+    if hook is not None and hook not in env:
+        raise SubmitError(f"secret {hook} (notify.webhook) is not set in this environment; export it before `hpcml run`")
     missing = [s for s in wanted if s not in env]
     if missing:
         steps = sorted(n for n, sp in plan.steps.items() if set(sp.step.secrets) & set(missing))
@@ -284,7 +307,7 @@ def _read_secrets(plan: Plan, env: Mapping[str, str]) -> dict[str, str]:
             f"secret(s) {', '.join(missing)} (needed by step {', '.join(steps)}) are not set in this environment; "
             "export them before `hpcml run`"
         )
-    return {s: env[s] for s in wanted}
+    return {s: env[s] for s in [*wanted, *([hook] if hook else [])]}
 
 
 def _cluster_facts(ctx: _Context) -> _Cluster:

@@ -24,6 +24,7 @@ from hpcml.errors import Diagnostic, SpecError
 from hpcml.model import Workflow
 from hpcml.spec import yamlpos
 from hpcml.spec.images import ImageChecks
+from hpcml.spec.notify import NotifyChecks
 from hpcml.spec.rules import (
     DEFAULTS_KEYS,
     MAX_RETRIES,
@@ -80,7 +81,7 @@ def loads(text: str, path: str = "workflow.yaml", root: str | None = None, *,
     return workflow
 
 
-class _Checker(ImageChecks, StepChecks):
+class _Checker(ImageChecks, StepChecks, NotifyChecks):
     """Walks the positioned tree, collecting diagnostics and building model objects."""
 
     # ---- the document ---------------------------------------------------------------
@@ -100,10 +101,11 @@ class _Checker(ImageChecks, StepChecks):
         defaults = self.defaults(top.get("defaults"), image_names)
         images = self.images(top.get("images"), image_names)
         steps = self.steps(top.get("steps"), step_names, image_names, defaults)
+        notify = self.notify(top.get("notify"))
         if self.diags or version is None or name is None:
             return None
         return Workflow(
-            path=self.file, root=self.root, name=name, images=images, steps=steps, version=version
+            path=self.file, root=self.root, name=name, images=images, steps=steps, version=version, notify=notify
         )
 
     def version(self, node: YNode | None) -> int | None:

@@ -12,7 +12,7 @@ from hpcml.model import ENV_NAME_RE, ENV_NAME_RULE
 
 SUPPORTED_VERSIONS = (1,)
 
-TOP_KEYS = ("hpcml", "name", "defaults", "images", "steps")
+TOP_KEYS = ("hpcml", "name", "defaults", "images", "steps", "notify")
 DEFAULTS_KEYS = ("image", "resources", "env", "shell", "retries")
 BUILD_KEYS = ("apt", "pip", "requirements", "files", "env", "post", "test", "runscript", "labels", "mirror")
 IMAGE_KEYS = ("from", *BUILD_KEYS, "shell", "deffile", "dockerfile", "build_args")
@@ -24,6 +24,8 @@ RESOURCE_KEYS = (
     "constraint",
 )
 CHECKPOINT_KEYS = ("signal", "grace")
+NOTIFY_KEYS = ("on", "webhook", "mail")
+NOTIFY_EVENTS = ("finish", "failure")
 MATRIX_LIST_KEYS = ("include", "exclude")
 
 SHELLS = ("bash", "sh")
@@ -58,6 +60,8 @@ APT_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)
 # PEP 508-ish requirement without markers: no quotes, $, `, \, ;, |, &, parentheses or newlines.
 PIP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-\[\], <>=!~*@:/+]*")
 SUITE_RE = re.compile(r"[a-z][a-z0-9-]*")
+#: An e-mail address for SLURM's --mail-user: no blanks, quotes or shell characters.
+MAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
 REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 REF_EXPECTED = "a reference such as nvcr.io/nvidia/pytorch:24.01-py3 (letters, digits and . _ / : @ + -)"
 CATALOG_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*(?::[A-Za-z0-9_.-]+)?")

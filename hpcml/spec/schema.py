@@ -175,6 +175,16 @@ def json_schema() -> dict[str, Any]:
             "name": _NAME,
             "defaults": defaults,
             "images": {"type": "object", "propertyNames": _NAME, "additionalProperties": {"$ref": "#/$defs/image"}},
+            "notify": _object(
+                {
+                    "on": {"type": "array", "items": {"enum": list(spec.NOTIFY_EVENTS)}, "minItems": 1, "uniqueItems": True},
+                    "webhook": {"type": "string", "pattern": f"^{spec.ENV_RE.pattern}$",
+                                "description": "name of the secret (environment variable) holding the webhook URL"},
+                    "mail": {"type": "string", "pattern": f"^{spec.MAIL_RE.pattern}$"},
+                },
+                spec.NOTIFY_KEYS,
+                required=["on"],
+            ),
             "steps": {
                 "type": "object",
                 "minProperties": 1,

@@ -195,6 +195,10 @@ class _Walker:
         if key_node.tag == "tag:yaml.org,2002:merge":
             self.error(key_node, "YAML merge keys (<<) are not supported; repeat the keys or use 'defaults'")
             return None
+        # YAML 1.1 reads a plain `on:` (also yes/no/off) as a boolean; as a key it can only
+        # mean the word (`notify: {on: [...]}`), so it is read as written.
+        if isinstance(key_node, ScalarNode) and key_node.tag == "tag:yaml.org,2002:bool" and not key_node.style:
+            return str(key_node.value)
         if not isinstance(key_node, ScalarNode) or key_node.tag != _STR_TAG:
             shown = key_node.value if isinstance(key_node, ScalarNode) else type(key_node).__name__
             self.error(key_node, f"keys must be strings, found {shown!r}; quote the key")

@@ -44,7 +44,8 @@ CASES: list[tuple[str, str, str, str]] = [
     ("custom-tag", H + "steps:\n  a: !step {image: b, run: x}\n", "6:6", "YAML tags are not allowed (found '!step')"),
     ("merge-key", H + "steps:\n  a:\n    <<: {image: b}\n    run: x\n", "7:5", "merge keys (<<) are not supported"),
     ("int-key", H + "steps:\n  1: {image: b, run: x}\n", "6:3", "keys must be strings"),
-    ("bool-key", H + "steps:\n  a: {image: b, run: x, on: 1}\n", "6:25", "keys must be strings, found 'on'"),
+    # A plain `on:` is YAML 1.1's boolean, but as a key it can only mean the word (notify.on).
+    ("bool-key", H + "steps:\n  a: {image: b, run: x, on: 1}\n", "6:25", "unknown key 'on' in step 'a'"),
     ("empty-file", "", "1:1", "the file is empty"),
     ("not-a-mapping", "- hpcml: 1\n", "1:1", "the workflow must be a mapping, found a list"),
     # ---- top level
