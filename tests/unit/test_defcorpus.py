@@ -245,3 +245,24 @@ def test_identity_labels_go_into_the_last_stage() -> None:
     last = deffile.parse_definition(bound, "x.def").stages[-1]
     assert [s[0] for s in last.sections] == ["post", "labels"]
     assert "org.hpcml.key ab" in last.sections[-1][3]
+
+
+def test_cli_reads_the_lab_file_for_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hpcml validate` and `plan` ask the configuration (lab file, locked) when a deffile
+    has %setup: refused naming the setting, then allowed and shown once the lab allows it."""
+    from click.testing import CliRunner
+
+    from hpcml.cli.app import main
+
+    wf = workspace(tmp_path / "wf", "host-setup.def")
+    for key, value in lab_env(tmp_path, "").items():
+        monkeypatch.setenv(key, value)
+    refused = CliRunner().invoke(main, ["validate", str(wf)])
+    assert refused.exit_code != 0 and "allow_setup" in refused.output
+    (tmp_path / "lab.toml").write_text('allow_setup = ["x"]\nlocked = ["allow_setup"]\n')
+    shown = CliRunner().invoke(main, ["plan", str(wf)])
+    assert shown.exit_code == 0, shown.output
+    assert "RUNONTHEBUILDHOST" in "".join(shown.output.split()).replace("│", "")  # wrapped in a table cell
+    monkeypatch.setenv("HPCML_ALLOW_SETUP", "y")
+    locked = CliRunner().invoke(main, ["validate", str(wf)])
+    assert locked.exit_code != 0 and "allow_setup is locked" in locked.output
