@@ -73,3 +73,19 @@ def test_what_the_conversion_gets_wrong_is_refused_with_its_line() -> None:
     }
     # The here-document's body (lines 15-16) is not read as instructions.
     assert all(d.line not in (15, 16) for d in err.value.diagnostics)
+
+
+def test_a_corpus_dockerfile_as_a_workflow_image(tmp_path: Path) -> None:
+    from hpcml import plan
+    from hpcml.spec import checker
+
+    (tmp_path / "Dockerfile").write_text((CORPUS / "multistage.Dockerfile").read_text())
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    (tmp_path / "requirements.txt").write_text("numpy\n")
+    wf = tmp_path / "workflow.yaml"
+    wf.write_text("hpcml: 1\nname: d\nimages:\n  app: {dockerfile: Dockerfile}\nsteps:\n  s: {image: app, run: 'true'}\n")
+    p = plan.build(checker.load(wf, allow_setup=()))
+    assert [rel for rel, _ in p.images["app"].inputs] == ["app.py", "requirements.txt"]
+    (tmp_path / "Dockerfile").write_text((CORPUS / "refused.Dockerfile").read_text())
+    with pytest.raises(SpecError, match=r"Dockerfile:3:1: USER is not translated"):
+        checker.load(wf, allow_setup=())
