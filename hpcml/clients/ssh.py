@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import shlex
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -150,7 +149,7 @@ def _open(endpoint: Endpoint, known_hosts: Sequence[str], timeout: float, sock: 
             ".pub file to ~/.ssh/authorized_keys on the cluster), and name it with identity_file or "
             "IdentityFile if it is not a default one"
         ) from None
-    except (socket.timeout, TimeoutError) as err:
+    except TimeoutError as err:
         client.close()
         raise RemoteError(f"cannot reach {endpoint}: timed out ({err or 'no answer'}); check host, port and network") from None
     except (OSError, paramiko.SSHException, EOFError) as err:

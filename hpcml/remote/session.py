@@ -255,7 +255,9 @@ def dir_name(local_dir: Path) -> str:
 
 def status_from_json(text: str) -> RunStatus:
     """The RunStatus of a `hpcml status --json` document."""
-    from hpcml.results import RunStatus  # start-up speed: results imports the run package
+    from hpcml.results import (
+        RunStatus,  # start-up speed: results imports the run package
+    )
     from hpcml.run.tasks import TaskState  # start-up speed
 
     try:

@@ -24,12 +24,17 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from hpcml import api, config
+
+if TYPE_CHECKING:
+    from testbed import Apptainer, SlurmCluster, Sshd
 
 pytestmark = pytest.mark.testbed
 
@@ -102,7 +107,7 @@ def toml_remote(name: str, lab: Lab, **keys: object) -> str:
 
 
 @pytest.fixture(scope="module")
-def jump(tmp_path_factory: pytest.TempPathFactory, sshd) -> tuple[int, Path, Path]:  # noqa: ANN001
+def jump(tmp_path_factory: pytest.TempPathFactory, sshd: Sshd) -> Iterator[tuple[int, Path, Path]]:
     """A second sshd on another loopback port, its own host key: the jump host. Yields
     (port, its public host key file, its log)."""
     d = tmp_path_factory.mktemp("jump")
@@ -138,7 +143,10 @@ def jump(tmp_path_factory: pytest.TempPathFactory, sshd) -> tuple[int, Path, Pat
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, sshd, slurm_cluster, apptainer, jump) -> Lab:  # noqa: ANN001
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, sshd: Sshd, slurm_cluster: SlurmCluster, apptainer: Apptainer,
+    jump: tuple[int, Path, Path],
+) -> Lab:
     root = tmp_path_factory.mktemp("remote")
     home, laptop, cluster = root / "home", root / "laptop", root / "cluster"
     for d in (home / ".ssh", home / ".config" / "hpcml", laptop, cluster, root / "bin dir", root / "slowbin"):
@@ -190,7 +198,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, sshd, slurm_cluster, apptainer
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPCML_", "SSH_AUTH_SOCK"))}
     env |= {"HOME": str(home), "HPCML_SITE_CONFIG": "/nonexistent", "XDG_CONFIG_HOME": str(home / ".config")}
     lab = Lab(root, home, laptop, cluster, env, remote_env)
-    at = f"127.0.0.1"
+    at = "127.0.0.1"
     remotes = [
         toml_remote("testbed", lab, host=at, port=sshd.port, user="root", identity_file=key),
         toml_remote("slow", lab, host=at, port=sshd.port, user="root", identity_file=key,
@@ -297,7 +305,7 @@ def test_cancel_through_the_remote_and_on_the_cluster(lab: Lab) -> None:
     assert r.returncode == 1 and st["counts"] == {"cancelled": 1}, r.stdout
 
 
-def test_the_same_run_through_a_jump_host(lab: Lab, jump) -> None:  # noqa: ANN001
+def test_the_same_run_through_a_jump_host(lab: Lab, jump: tuple[int, Path, Path]) -> None:
     _port, _key, log = jump
     wf = write_workflow(lab, "jumpdemo", "one:\n  run: echo via jump\n")
     r = hpcml(lab, "viajump", "run", "workflow.yaml", "--watch", cwd=wf.parent)
@@ -356,7 +364,7 @@ class Lines:
             time.sleep(0.1)
 
 
-def test_a_connection_killed_mid_watch_is_resumed(lab: Lab, sshd) -> None:  # noqa: ANN001
+def test_a_connection_killed_mid_watch_is_resumed(lab: Lab, sshd: Sshd) -> None:
     wf = write_workflow(lab, "watchdemo", "nap:\n  run: sleep 12\n")
     proc = subprocess.Popen([str(HPCML), "-r", "testbed", "run", "workflow.yaml", "--watch"], cwd=wf.parent,
                             env=lab.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -379,7 +387,7 @@ def test_a_connection_killed_mid_watch_is_resumed(lab: Lab, sshd) -> None:  # no
     assert "1 completed" in out
 
 
-def test_a_submission_killed_midway_is_not_duplicated(lab: Lab, sshd) -> None:  # noqa: ANN001
+def test_a_submission_killed_midway_is_not_duplicated(lab: Lab, sshd: Sshd) -> None:
     name = f"subdemo{os.getpid()}"  # SLURM's accounting outlives this test's files
     wf = write_workflow(lab, name, "a:\n  run: 'true'\nb:\n  run: 'true'\nc:\n  run: 'true'\n")
     proc = subprocess.Popen([str(HPCML), "-r", "slow", "run", "workflow.yaml", "--detach"], cwd=wf.parent,
