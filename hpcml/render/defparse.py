@@ -252,7 +252,10 @@ def _check_bootstrap(stage: Stage, path: str, first_line: int, diags: list[Diagn
         return
     agent, line = stage.header["bootstrap"]
     kind = agent.lower()
-    if kind in NOT_IN_APPTAINER_14:
+    if kind in BOOTSTRAP_AGENTS and agent != kind:
+        diags.append(Diagnostic(path, line, 1, f"Bootstrap: {agent}: Apptainer reads agent names as written "
+                                               f"(\"invalid build source {agent}\"); write {kind}"))
+    elif kind in NOT_IN_APPTAINER_14:
         diags.append(Diagnostic(path, line, 1, NOT_IN_APPTAINER_14[kind]))
     elif kind not in BOOTSTRAP_AGENTS:
         allowed = ", ".join(sorted(BOOTSTRAP_AGENTS))

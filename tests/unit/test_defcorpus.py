@@ -189,6 +189,7 @@ def test_manifest_records_build_args_and_host_setup_only_when_set() -> None:
     ("Bootstrap: scratch\n%files from nowhere\n  /a /a\n", "2:1", "no earlier stage has 'Stage: nowhere'"),
     ("%post\n  true\nBootstrap: scratch\n", "1:1", "text before the first 'Bootstrap:' line"),
     ("Bootstrap: busybox\n", "1:1", "needs a 'MirrorURL:' header"),
+    ("Bootstrap: Scratch\n", "1:1", "Apptainer reads agent names as written"),
     ("Bootstrap: scratch\n%post\ttab\n", "2:1", "unknown section %post\ttab"),
 ])
 def test_refused_with_reason(text: str, where: str, message: str) -> None:
