@@ -61,6 +61,13 @@ class Settings:
     local_gpus: tuple[str, ...] | None = _f(None, "list", "GPU ids the local executor hands out")
     local_cpus: int | None = _f(None, "int", "CPUs the local executor hands out (default: all)")
     local_mem_mb: int | None = _f(None, "int", "memory (MiB) the local executor hands out")
+    notify_on: tuple[str, ...] = _f(
+        (), "list", "events (finish, failure) a run notifies of when its workflow has no `notify:` section"
+    )
+    notify_webhook: str | None = _f(
+        None, "str", "for notify_on: the NAME of the environment variable holding the webhook URL (a secret)"
+    )
+    notify_mail: str | None = _f(None, "str", "for notify_on: an address for SLURM's own mail")
     allow_setup: tuple[str, ...] = _f(
         (), "list", "image names whose hand-written %setup/%pre may run on the build host, as the "
         "builder (off for all by default; lock it in the lab file)"

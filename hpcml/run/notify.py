@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcml.clients.slurm import Slurm
-from hpcml.errors import SubmitError
+from hpcml.errors import ConfigError, SubmitError
+from hpcml.model import ENV_NAME_RE, Notify
 from hpcml.fsutil import atomic_write
-from hpcml.render.notify import NotifySpec, dependency, render_notify_script
+from hpcml.render.notify import EVENTS, NotifySpec, dependency, render_notify_script
+from hpcml.spec.rules import MAIL_RE
 
 if TYPE_CHECKING:
     from hpcml.clients.runner import Runner
-    from hpcml.model import Notify
+    from hpcml.config import Settings
     from hpcml.run.journal import Journal
     from hpcml.run.rundir import RunDir, RunPaths
     from hpcml.run.trace import RunTrace
@@ -40,6 +42,24 @@ if TYPE_CHECKING:
 WEBHOOK_FILE = "notify.env"
 #: Seconds a webhook may take to answer.
 POST_TIMEOUT_S = 20.0
+
+
+def effective(notify: Notify | None, settings: Settings) -> Notify | None:
+    """The workflow's `notify:`, else the one of the configuration (`notify_on`,
+    `notify_webhook`, `notify_mail`); ConfigError for a configured value the spec would refuse."""
+    if notify is not None or not settings.notify_on:
+        return notify
+    bad = [e for e in settings.notify_on if e not in EVENTS]
+    if bad:
+        raise ConfigError(f"notify_on: unknown event(s) {', '.join(bad)}; allowed: {', '.join(EVENTS)}")
+    hook, mail = settings.notify_webhook, settings.notify_mail
+    if hook is not None and not ENV_NAME_RE.fullmatch(hook):
+        raise ConfigError("notify_webhook must name the environment variable holding the URL, not be the URL")
+    if mail is not None and not MAIL_RE.fullmatch(mail):
+        raise ConfigError(f"notify_mail {mail!r} is not one plain address (user@host)")
+    if hook is None and mail is None:
+        raise ConfigError("notify_on needs notify_webhook (a secret's name) or notify_mail")
+    return Notify(tuple(dict.fromkeys(settings.notify_on)), hook, mail)
 
 
 def webhook_file(paths: RunPaths) -> Path:

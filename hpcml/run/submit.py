@@ -37,7 +37,7 @@ from hpcml.errors import SubmitError
 from hpcml.executors.base import Executor, StepJob
 from hpcml.executors.choose import choose_executor, make_executor
 from hpcml.images import ensure as _images
-from hpcml.model import Plan, StepPlan, Task
+from hpcml.model import Notify, Plan, StepPlan, Task
 from hpcml.render import jobs as _jobs
 from hpcml.render.gpus import GpuStyle, style_from_config
 from hpcml.run.control import interrupted
@@ -146,7 +146,7 @@ def start(
     run_dir = RunDir.for_workflow(path)
     # Refused here, not when the first job script is rendered: nothing may be written first.
     _jobs.check_path(str(run_dir.path.parent), "workflow directory")
-    secrets = _read_secrets(plan, env)
+    secrets = _read_secrets(plan, env, _notify.effective(plan.workflow.notify, settings))
     name, reason = choose_executor(executor, settings, Slurm(runner), env)
     ex = make_executor(name, settings, runner)
     say(f"executor: {name} ({reason})")
@@ -256,7 +256,7 @@ def _submit_steps(ctx: _Context, sub: _Submission, progress: _Progress) -> dict[
 
 def _submit_notify(ctx: _Context, sub: _Submission, jobs: Mapping[str, Sequence[str]]) -> None:
     """The run's notification jobs, queued behind all of its jobs (run/notify.py)."""
-    notify = ctx.plan.workflow.notify
+    notify = _notify.effective(ctx.plan.workflow.notify, ctx.settings)
     if notify is None:
         return
     if ctx.executor.name != "slurm":
@@ -295,9 +295,9 @@ def _ensure_images(
     return _images.ensure(plan, settings, names=names, progress=progress)
 
 
-def _read_secrets(plan: Plan, env: Mapping[str, str]) -> dict[str, str]:
+def _read_secrets(plan: Plan, env: Mapping[str, str], notify: Notify | None = None) -> dict[str, str]:
     wanted = sorted({s for sp in plan.steps.values() for s in sp.step.secrets})
-    hook = plan.workflow.notify.webhook if plan.workflow.notify else None
+    hook = notify.webhook if notify else None
     if hook is not None and hook not in env:
         raise SubmitError(f"secret {hook} (notify.webhook) is not set in this environment; export it before `hpcml run`")
     missing = [s for s in wanted if s not in env]

@@ -84,3 +84,22 @@ def test_message_and_sent_once(tmp_path: Path) -> None:
     failed = notify.send(paths, "finish", tr, "/r/report.html", post=refuse)
     assert not failed.posted and "500" in failed.error
     assert notify.send(paths, "finish", tr, "/r/report.html", post=lambda u, b: None).posted  # the right was given back
+
+
+def test_notify_from_the_configuration_when_the_workflow_has_none() -> None:
+    from hpcml import config
+    from hpcml.errors import ConfigError
+
+    s = config.load(env={"HPCML_NOTIFY_ON": "failure", "HPCML_NOTIFY_WEBHOOK": "LAB_HOOK", "HPCML_CONFIG": "/nonexistent",
+                         "HPCML_SITE_CONFIG": "/nonexistent", "HOME": "/tmp"})
+    assert notify.effective(None, s) == Notify(("failure",), "LAB_HOOK", None)
+    own = Notify(("finish",), None, "a@b.c")
+    assert notify.effective(own, s) is own  # the workflow's section wins
+    assert notify.effective(None, config.load(env={"HPCML_CONFIG": "/nonexistent", "HPCML_SITE_CONFIG": "/nonexistent",
+                                                  "HOME": "/tmp"})) is None
+    for env, message in (({"HPCML_NOTIFY_WEBHOOK": "https://x/y"}, "not be the URL"), ({}, "needs notify_webhook"),
+                         ({"HPCML_NOTIFY_ON": "done", "HPCML_NOTIFY_MAIL": "a@b.c"}, "unknown event")):
+        bad = config.load(env={"HPCML_NOTIFY_ON": "finish", **env, "HPCML_CONFIG": "/nonexistent",
+                               "HPCML_SITE_CONFIG": "/nonexistent", "HOME": "/tmp"})
+        with pytest.raises(ConfigError, match=message):
+            notify.effective(None, bad)
