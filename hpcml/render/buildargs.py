@@ -129,11 +129,6 @@ def _nested(value: str, given: Mapping[str, str], stage_defaults: Mapping[str, s
     return out
 
 
-def references(text: str) -> list[str]:
-    """Every name referenced as `{{ NAME }}` in `text`, in order, without repeats."""
-    return list(dict.fromkeys(m.group(1) for m in REF_RE.finditer(text)))
-
-
 def value_problem(name: str, value: str) -> str | None:
     """Why `value` cannot be given for build argument `name`, or None."""
     if not NAME_RE.fullmatch(name):
