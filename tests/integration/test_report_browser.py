@@ -7,6 +7,7 @@ requeue, a failure and GPU-hours checked against sacct is in test_run_slurm_limi
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,30 @@ def test_runs_diff_names_exactly_the_task_whose_command_changed(
     assert [s["name"] for s in shown["steps"]] == ["prepare", "sweep", "evaluate"]
     assert shown["cached"] == 3 and shown["provenance"]["hpcml"] and "| sort" in shown["spec"]
     assert "step evaluate: image bb" in hpcml("runs", "show", "--workflow", str(wf), env=hpcml_env).stdout
+
+
+FAKE_NVIDIA_SMI = """\
+#!/bin/sh
+# fake_nvidia_smi: the testbed has no NVIDIA GPU; this prints what `nvidia-smi --query-gpu=...
+# --format=csv,noheader,nounits -l N` prints, one sample a second, until it is killed.
+while :; do echo "2026/12/02 15:00:00.000, 0, 87, 1234, 81920"; sleep 1; done
+"""
+
+
+def test_gpu_samples_while_an_attempt_runs_and_none_after(
+    tmp_path: Path, busybox_sif: Path, hpcml_env: dict[str, str]  # noqa: F811
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text(FAKE_NVIDIA_SMI)
+    fake.chmod(0o755)
+    env = {**hpcml_env, "PATH": f"{bin_dir}:{hpcml_env['PATH']}"}
+    wf = workflow(tmp_path / "wf", busybox_sif, "gpusamples",
+                  "train:\n  resources: {gpus: 1}\n  run: sleep 3\ncpu:\n  run: sleep 1\n")
+    hpcml("run", str(wf), "--executor", "local", env=env)
+    doc = json.loads(hpcml("report", "--workflow", str(wf), "--json", env=env).stdout)
+    samples = {t["step"]: t["gpu_samples"] for t in doc["tasks"]}
+    assert samples["train"] >= 1 and samples["cpu"] == 0  # only GPU steps are sampled
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(fake) not in ps  # the sampler ended with its attempt
