@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from hpcml.clients.slurm import Slurm
 from hpcml.errors import ConfigError, SubmitError
-from hpcml.model import ENV_NAME_RE, Notify
 from hpcml.fsutil import atomic_write
+from hpcml.model import ENV_NAME_RE, Notify
 from hpcml.render.notify import EVENTS, NotifySpec, dependency, render_notify_script
 from hpcml.spec.rules import MAIL_RE
 
@@ -154,7 +154,7 @@ def post_json(url: str, payload: Mapping[str, Any], timeout: float = POST_TIMEOU
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - the user's own webhook
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             if answer.status >= 300:
                 raise SubmitError(f"webhook answered HTTP {answer.status}")
     except (urllib.error.URLError, OSError) as err:

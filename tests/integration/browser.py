@@ -72,10 +72,10 @@ class ReportDom:
 def read_report(dom: str) -> ReportDom:
     """Pick the report's parts out of a DOM dump."""
     rows = re.findall(r'<tr data-task="([^"]+)" data-state="([^"]+)"', dom)
-    index = re.search(r'<pre id="timeline-index"[^>]*>(.*?)</pre>', dom, re.S)
+    index = re.search(r'<pre id="timeline-index"[^>]*>(.*?)</pre>', dom, re.DOTALL)
     bars = [tuple(line.split()[:2]) for line in unescape(index.group(1)).splitlines()] if index else []
     failures = re.findall(r'<li class="failure" data-task="([^"]+)"', dom)
-    note = re.search(r'<p class="note" id="missing">(.*?)</p>', dom, re.S)
+    note = re.search(r'<p class="note" id="missing">(.*?)</p>', dom, re.DOTALL)
     ms = re.search(r'<body[^>]*data-render-ms="(\d+)"', dom)
     return ReportDom(
         [(unescape(a), b) for a, b in rows], [(unescape(a), b) for a, b in bars],  # type: ignore[misc]

@@ -15,15 +15,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from test_run_slurm import catalog, settings, settings_env, write_workflow  # noqa: F401 - fixtures
+from testbed import Apptainer
 
 from hpcml import api
 from hpcml.config import Settings
-from test_run_slurm import catalog, settings, settings_env, write_workflow  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.testbed
 
@@ -65,7 +66,7 @@ class Hook:
         self.bodies = bodies
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 bodies.append({"path": self.path, "at": time.time(), **json.loads(self.rfile.read(length))})
                 self.send_response(200)
@@ -79,7 +80,7 @@ class Hook:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/s3cr3t-token"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def wait(self, predicate, timeout: float = 180) -> list[dict[str, object]]:  # noqa: ANN001
+    def wait(self, predicate: Callable[[list[dict[str, object]]], bool], timeout: float = 180) -> list[dict[str, object]]:
         deadline = time.monotonic() + timeout
         while not predicate(self.bodies) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -87,7 +88,7 @@ class Hook:
 
 
 @pytest.fixture
-def hook(monkeypatch: pytest.MonkeyPatch, apptainer, catalog: Path) -> Iterator[Hook]:  # noqa: ANN001, F811
+def hook(monkeypatch: pytest.MonkeyPatch, apptainer: Apptainer, catalog: Path) -> Iterator[Hook]:  # noqa: F811
     server = Hook()
     monkeypatch.setenv("HPCML_TEST_HOOK", server.url)
     for name, value in settings_env(apptainer, catalog).items():  # the notification job's settings

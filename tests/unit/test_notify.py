@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_report import small_trace
 
 from hpcml.errors import SpecError, SubmitError
 from hpcml.model import Notify
@@ -16,7 +17,6 @@ from hpcml.render.notify import NotifySpec, dependency, render_notify_script
 from hpcml.run import notify
 from hpcml.run.rundir import RunDir
 from hpcml.spec import checker
-from test_report import small_trace
 
 WF = """\
 hpcml: 1

@@ -10,7 +10,14 @@ from collections.abc import Callable
 
 from hpcml.clients.slurm import Slurm, UsageRow, parse_size, parse_tres, parse_usage
 from hpcml.render.report import compact, render
-from hpcml.run.trace import Attempt, ImageInfo, RunTrace, StepInfo, TaskTrace, parse_attempts
+from hpcml.run.trace import (
+    Attempt,
+    ImageInfo,
+    RunTrace,
+    StepInfo,
+    TaskTrace,
+    parse_attempts,
+)
 
 # sacct --duplicates --parsable2 --noheader -o USAGE_FIELDS on the testbed (SLURM 22.05),
 # for a requeued array task (two allocations) and a failed one; MaxRSS added to one step.
