@@ -24,11 +24,15 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from test_run_slurm import REPO, settings_env
 
 from hpcml import api, config
-from test_run_slurm import REPO, settings_env
+
+if TYPE_CHECKING:
+    from testbed import Apptainer, SlurmCluster
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -41,7 +45,8 @@ def system_python() -> str:
     for path in ["/usr/bin/python3", *sorted(map(str, Path("/usr/bin").glob("python3.[0-9]*")))]:
         if not re.fullmatch(r"/usr/bin/python3(\.\d+)?", path) or not os.access(path, os.X_OK):
             continue
-        out = subprocess.run([path, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True)
+        out = subprocess.run([path, "-c", "import sys; print(*sys.version_info[:2])"],
+                             capture_output=True, text=True, check=False)
         if out.returncode == 0:
             found.append((tuple(map(int, out.stdout.split())), path))  # type: ignore[arg-type]
     if any(v >= (3, 11) for v, p in found if p == "/usr/bin/python3"):
@@ -63,7 +68,7 @@ class User:
         env = [f"{k}={v}" for k, v in self.env.items()]
         return subprocess.run(
             ["runuser", "-u", self.name, "--", "env", "-i", *env, *argv],
-            cwd=cwd or self.home, capture_output=True, text=True, timeout=timeout,
+            cwd=cwd or self.home, capture_output=True, text=True, timeout=timeout, check=False,
         )
 
     def ok(self, argv: list[str], cwd: Path | None = None, timeout: float = 300) -> str:
@@ -101,7 +106,7 @@ def dist(public_dir: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def lab(apptainer, slurm_cluster, public_dir: Path) -> Path:  # noqa: ANN001 - testbed fixtures
+def lab(apptainer: Apptainer, slurm_cluster: SlurmCluster, public_dir: Path) -> Path:
     """The lab config file, and the quickstart image in the shared catalog (built by root
     once per machine, as an admin would, if it is not there yet)."""
     SHARED_CATALOG.mkdir(parents=True, exist_ok=True)
@@ -141,8 +146,8 @@ def user(public_dir: Path, lab: Path) -> Iterator[User]:
         assert not any(home.iterdir())
         yield User(name, home, env)
     finally:
-        subprocess.run(["scancel", "-u", name], capture_output=True)
-        subprocess.run(["userdel", "--force", name], capture_output=True)
+        subprocess.run(["scancel", "-u", name], capture_output=True, check=False)
+        subprocess.run(["userdel", "--force", name], capture_output=True, check=False)
 
 
 def quickstart(user: User, where: str) -> Path:
@@ -168,7 +173,7 @@ def run_quickstart(user: User, hpcml: list[str], where: str, executor: str) -> N
     assert summaries and all(p.stat().st_uid == user.home.stat().st_uid for p in summaries)
 
 
-def test_wheel_installed_with_pip_user(user: User, dist: dict[str, Path], slurm_cluster) -> None:  # noqa: ANN001
+def test_wheel_installed_with_pip_user(user: User, dist: dict[str, Path], slurm_cluster: SlurmCluster) -> None:
     python = system_python()
     # Debian marks its python "externally managed" (PEP 668): pip refuses --user installs
     # unless told they are wanted; they go to ~/.local only (docs/install.md says so).
@@ -182,7 +187,7 @@ def test_wheel_installed_with_pip_user(user: User, dist: dict[str, Path], slurm_
     run_quickstart(user, ["hpcml"], "wheel-slurm", "slurm")
 
 
-def test_zipapp_with_system_python(user: User, dist: dict[str, Path], slurm_cluster) -> None:  # noqa: ANN001
+def test_zipapp_with_system_python(user: User, dist: dict[str, Path], slurm_cluster: SlurmCluster) -> None:
     python = system_python()
     pyz = [python, str(dist["pyz"])]
     version = user.ok(pyz + ["--version"])
@@ -199,13 +204,13 @@ def test_zipapp_with_system_python(user: User, dist: dict[str, Path], slurm_clus
     run_quickstart(user, pyz, "pyz-slurm", "slurm")
 
 
-def test_sbatch_works_for_the_user(user: User, slurm_cluster) -> None:  # noqa: ANN001
+def test_sbatch_works_for_the_user(user: User, slurm_cluster: SlurmCluster) -> None:
     """The precondition the runs above rely on: munge and sbatch as a plain user."""
     out = user.ok(["sbatch", "--wait", "--parsable", "-o", "/dev/null", "--wrap", "id -u"], timeout=120)
     assert out.strip().split(";")[0].isdigit()
 
 
-def test_init_cpu_template_runs_on_slurm(apptainer, slurm_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+def test_init_cpu_template_runs_on_slurm(apptainer: Apptainer, slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     """`hpcml init` in an empty directory, as written, to completion on the testbed. Its
     base image (debootstrap + python3) is kept in the shared catalog, so only the first
     run on a machine builds it (about a minute); the app image (src/ on top) builds each

@@ -6,8 +6,8 @@ from __future__ import annotations
 import py_compile
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -88,7 +88,7 @@ def test_workflow_name_from_the_directory(directory: str, name: str) -> None:
 def test_cli_lists_templates_and_refuses_a_second_init(tmp_path: Path) -> None:
     listed = subprocess.run([*HPCML, "init", "--list"], capture_output=True, text=True, check=True)
     assert listed.stdout.split()[0] == "cpu-sweep" and "gpu-train" in listed.stdout
-    first = subprocess.run([*HPCML, "init", str(tmp_path / "p")], capture_output=True, text=True)
+    first = subprocess.run([*HPCML, "init", str(tmp_path / "p")], capture_output=True, text=True, check=False)
     assert first.returncode == 0 and f"hpcml validate {tmp_path}/p/workflow.yaml" in first.stdout
-    again = subprocess.run([*HPCML, "init", str(tmp_path / "p")], capture_output=True, text=True)
+    again = subprocess.run([*HPCML, "init", str(tmp_path / "p")], capture_output=True, text=True, check=False)
     assert again.returncode == 1 and "never overwrites" in again.stderr
