@@ -7,7 +7,8 @@ import click
 
 @click.command("init")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
-@click.option("-t", "--template", help="Starter template (default: cpu-sweep); --list shows them.")
+@click.option("-t", "--template", is_flag=False, flag_value="",
+              help="Starter template (default: cpu-sweep); without a value: list them.")
 @click.option("--list", "list_templates", is_flag=True, help="List the templates and exit.")
 def init_cmd(directory: str, template: str | None, list_templates: bool) -> None:
     """Write a starter project into DIRECTORY (default: here): workflow.yaml and src/.
@@ -18,16 +19,16 @@ def init_cmd(directory: str, template: str | None, list_templates: bool) -> None
 
     Example:
 
-        hpcml init my-sweep --template gpu-train && hpcml validate my-sweep/workflow.yaml
+        hpcml init my-sweep --template gpu-train
     """
     # start-up speed: api imports the pipeline; `--help` needs none of it
     from hpcml import api
 
-    if list_templates:
+    if list_templates or template == "":
         for name, about in api.init_templates().items():
             click.echo(f"{name:<10} {about}")
         return
-    result = api.init(directory, template)
+    result = api.init(directory, template or None)
     for path in result.files:
         click.echo(f"wrote {path}")
     if result.adopted:

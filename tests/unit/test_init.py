@@ -88,6 +88,8 @@ def test_workflow_name_from_the_directory(directory: str, name: str) -> None:
 def test_cli_lists_templates_and_refuses_a_second_init(tmp_path: Path) -> None:
     listed = subprocess.run([*HPCML, "init", "--list"], capture_output=True, text=True, check=True)
     assert listed.stdout.split()[0] == "cpu-sweep" and "gpu-train" in listed.stdout
+    bare = subprocess.run([*HPCML, "init", "--template"], capture_output=True, text=True, check=True)
+    assert bare.stdout == listed.stdout
     first = subprocess.run([*HPCML, "init", str(tmp_path / "p")], capture_output=True, text=True, check=False)
     assert first.returncode == 0 and f"hpcml validate {tmp_path}/p/workflow.yaml" in first.stdout
     again = subprocess.run([*HPCML, "init", str(tmp_path / "p")], capture_output=True, text=True, check=False)
