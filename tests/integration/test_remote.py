@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.testbed
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+REPO = Path(__file__).resolve().parents[2]
+#: The machine's catalog shared by the test sessions: the quickstart image is built there once.
+SHARED_CATALOG = Path("/var/cache/hpcml-testbed/catalog")
 HPCML = Path(sys.executable).with_name("hpcml")
 SECRET = "it's \"$HOME\"; echo pwned"
 
@@ -209,6 +212,8 @@ def lab(
         toml_remote("wrongkey", lab, host=at, port=sshd.port, user="root", identity_file=key,
                     known_hosts=[str(root / "wrong_known_hosts")]),
         toml_remote("nokey", lab, host=at, port=sshd.port, user="root", identity_file=str(root / "stranger")),
+        toml_remote("shared", lab, host=at, port=sshd.port, user="root", identity_file=key,
+                    catalogs=[str(SHARED_CATALOG / "cat")]),
         toml_remote("closed", lab, host=at, port=free_port(), user="root", identity_file=key, connect_timeout=5),
     ]
     (home / ".config" / "hpcml" / "config.toml").write_text("\n".join(remotes))
@@ -265,6 +270,23 @@ def test_run_status_logs_runs_and_sync_through_the_remote(lab: Lab) -> None:
 
     r = hpcml(lab, "testbed", "catalog", "list", "--json", cwd=wf.parent)
     assert r.returncode == 0 and [row["name"] for row in json.loads(r.stdout)] == ["bb"], r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_the_quickstart_from_a_laptop_directory(lab: Lab) -> None:
+    """The quickstart (numpy image: built on the cluster side once per machine, in the shared
+    catalog, when it is not there yet) run from the laptop and seen from both sides."""
+    SHARED_CATALOG.mkdir(parents=True, exist_ok=True)
+    work = lab.laptop / "workflows"
+    shutil.copytree(REPO / "workflows", work, ignore=shutil.ignore_patterns(".hpcml"))
+    r = hpcml(lab, "shared", "run", "quickstart.yaml", "--watch", cwd=work, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "5 completed" in r.stdout
+    r = hpcml(lab, "shared", "status", "--workflow", "quickstart.yaml", "--json", cwd=work)
+    direct = api.status(workflow=str(lab.cluster / "workflows" / "quickstart.yaml"))
+    assert r.returncode == 0 and json.loads(r.stdout)["run"] == direct.run_id and direct.ok, r.stdout + r.stderr
+    r = hpcml(lab, "shared", "logs", "evaluate", "--workflow", "quickstart.yaml", cwd=work)
+    assert r.returncode == 0 and "exited with 0" in r.stdout, r.stdout + r.stderr
 
 
 def test_cancel_through_the_remote_and_on_the_cluster(lab: Lab) -> None:
