@@ -171,6 +171,13 @@ class Slurm:
             raise SubmitError(f"sacct failed (exit {done.returncode}): {done.tail()}")
         return parse_usage(done.stdout)
 
+    def version(self) -> str:
+        """`sbatch --version` (`slurm 22.05.8`), for the run's provenance."""
+        done = self.runner.run(["sbatch", "--version"], timeout=30)
+        if not done.ok:
+            raise SubmitError(f"sbatch --version failed (exit {done.returncode}): {done.tail()}")
+        return done.stdout.strip()
+
     def scancel(self, job_ids: Sequence[str]) -> None:
         """Cancel every job in one call."""
         if not job_ids:

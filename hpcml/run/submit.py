@@ -225,7 +225,7 @@ def _open_run(
     _write_run_files(ctx.plan, ctx.path, paths, cached, adopted)
     wf = ctx.plan.workflow
     journal.append("run", run=run_id, workflow=wf.name, path=str(ctx.path.resolve()), executor=ctx.executor.name, reason=ctx.reason,
-                   provenance=provenance(ctx.settings))
+                   provenance=provenance(ctx.settings, ctx.runner, slurm=ctx.executor.name == "slurm"))
     journal.append("reconciled", cached=sorted(cached), adopted=adopted)
     ctx.say(f"run {run_id}: {len(cached)} cached, {len(adopted)} already queued, {sum(map(len, todo.values()))} to submit")
     return _Submission(run_id, paths, journal, sifs, cluster, adopted, todo)

@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcml import __version__
-from hpcml.clients.slurm import UsageRow
+from hpcml.clients.apptainer import Apptainer
+from hpcml.clients.runner import LocalRunner
+from hpcml.clients.slurm import Slurm, UsageRow
+from hpcml.errors import HpcmlError
 from hpcml.render.protocol import TASK_ATTEMPTS, TASK_GPU_SAMPLES, TASK_LOG
 from hpcml.run.journal import read_journal
 from hpcml.run.tasks import DONE_OK, FAILED
 
 if TYPE_CHECKING:
+    from hpcml.clients.runner import Runner
     from hpcml.config import Settings
     from hpcml.results import RunStatus
     from hpcml.run.planfile import PlanFile
@@ -452,10 +456,24 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
-def provenance(settings: Settings) -> dict[str, str]:
+def provenance(settings: Settings, runner: Runner | None = None, *, slurm: bool = False) -> dict[str, str]:
     """What a run records at submission about how it ran (the journal's `run` record):
-    versions, the submitting host and user, and the settings that change how a task runs."""
+    versions (hpcml, Python, Apptainer, SLURM when it runs there), the submitting host and
+    user, and the settings that change how a task runs. A version that cannot be asked for
+    is `unknown`: provenance never stops a run."""
+    run = runner or LocalRunner()
+    try:
+        apptainer = Apptainer(run, settings.apptainer).version()
+    except HpcmlError:
+        apptainer = "unknown"
+    versions = {"apptainer_version": apptainer}
+    if slurm:
+        try:
+            versions["slurm_version"] = Slurm(run).version()
+        except HpcmlError:
+            versions["slurm_version"] = "unknown"
     return {
+        **versions,
         "hpcml": __version__,
         "python": platform.python_version(),
         "host": platform.node(),
