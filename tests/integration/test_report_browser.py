@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from browser import dump_dom, read_report, screenshot
 from test_run_local import hpcml, hpcml_env, workflow  # noqa: F401 - fixture
 
