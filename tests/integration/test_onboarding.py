@@ -205,9 +205,11 @@ def test_zipapp_with_system_python(user: User, dist: dict[str, Path], slurm_clus
 
 
 def test_sbatch_works_for_the_user(user: User, slurm_cluster: SlurmCluster) -> None:
-    """The precondition the runs above rely on: munge and sbatch as a plain user."""
-    out = user.ok(["sbatch", "--wait", "--parsable", "-o", "/dev/null", "--wrap", "id -u"], timeout=120)
-    assert out.strip().split(";")[0].isdigit()
+    """The precondition the runs above rely on: munge, srun and sbatch as a plain user."""
+    uid = str(user.home.stat().st_uid)
+    assert user.ok(["srun", "--quiet", "id", "-u"], timeout=120).strip() == uid
+    job = user.ok(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "true"], timeout=60).strip()
+    assert job.split(";")[0].isdigit()
 
 
 def test_init_cpu_template_runs_on_slurm(apptainer: Apptainer, slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
