@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from hpcml.clients.ssh import CONNECTION_ERRORS, ConnectionLost, Hop, SshRunner, connect
 from hpcml.errors import RemoteDetached, RemoteError
 from hpcml.remote.settings import Endpoint, Remote, resolve
-from hpcml.remote.sync import SyncReport, put_private, sync
+from hpcml.remote.sync import SyncReport, makedirs, put_private, sync
 
 if TYPE_CHECKING:
     import paramiko
@@ -115,9 +115,7 @@ class Session:
     def work_root(self) -> str:
         """The absolute work root on the cluster (created when missing)."""
         if self._work_root is None:
-            from hpcml.remote.sync import _mkdirs  # the one mkdir -p over SFTP
-
-            _mkdirs(self.sftp, self.remote.work_root)
+            makedirs(self.sftp, self.remote.work_root)
             self._work_root = self.sftp.normalize(self.remote.work_root)
         return self._work_root
 

@@ -16,7 +16,6 @@ only parses; it opens nothing (hpcml.clients.ssh does).
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 from collections.abc import Mapping
@@ -215,10 +214,16 @@ def _endpoint(
         alias=host,
         hostname=hostname,
         port=port or int(found.get("port", 22)),
-        user=user or found.get("user") or getpass.getuser(),
+        user=user or found.get("user") or _local_user(),
         identity_files=tuple(files),
         jump=jump,
     )
+
+
+def _local_user() -> str:
+    import getpass  # start-up speed: config imports this module; only connecting needs it
+
+    return getpass.getuser()
 
 
 def _split_jump(spec: str) -> tuple[str | None, str, int | None]:

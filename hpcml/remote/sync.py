@@ -125,7 +125,8 @@ def _read_manifest(sftp: paramiko.SFTPClient, path: str) -> dict[str, list[objec
     return files if isinstance(files, dict) else {}
 
 
-def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
+def makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
+    """`mkdir -p` over SFTP."""
     parts = path.strip("/").split("/")
     current = "/" if path.startswith("/") else ""
     for part in parts:
@@ -157,8 +158,8 @@ def sync(sftp: paramiko.SFTPClient, local_dir: Path, work_root: str, name: str) 
     remote_dir = posixpath.join(work_root, name)
     manifest_path = posixpath.join(work_root, ".hpcml-sync", f"{name}.json")
     try:
-        _mkdirs(sftp, posixpath.dirname(manifest_path))
-        _mkdirs(sftp, remote_dir)
+        makedirs(sftp, posixpath.dirname(manifest_path))
+        makedirs(sftp, remote_dir)
         mine = local_files(local_dir)
         theirs, their_dirs = _remote_files(sftp, remote_dir)
         manifest = _read_manifest(sftp, manifest_path)
@@ -181,7 +182,7 @@ def sync(sftp: paramiko.SFTPClient, local_dir: Path, work_root: str, name: str) 
                 continue
             parent = posixpath.dirname(rel)
             if parent and parent not in made:
-                _mkdirs(sftp, posixpath.join(remote_dir, parent))
+                makedirs(sftp, posixpath.join(remote_dir, parent))
                 made.update(_parents(parent))
             _atomic_put(sftp, f.path, None, posixpath.join(remote_dir, rel), f.mode)
             new_manifest[rel] = [f.size, f.mtime_ns, digest]
@@ -215,7 +216,7 @@ def _parents(rel: str) -> set[str]:
 def put_private(sftp: paramiko.SFTPClient, path: str, data: bytes) -> None:
     """Write `data` to the cluster file `path`, readable by its owner only (0600) from the
     first byte: the file is created empty, chmod'ed, and only then written."""
-    _mkdirs(sftp, posixpath.dirname(path))
+    makedirs(sftp, posixpath.dirname(path))
     sftp.chmod(posixpath.dirname(path), 0o700)
     with sftp.open(path, "wx") as fh:
         fh.chmod(0o600)
