@@ -270,6 +270,41 @@ def test_run_status_logs_runs_and_sync_through_the_remote(lab: Lab) -> None:
 
     r = hpcml(lab, "testbed", "catalog", "list", "--json", cwd=wf.parent)
     assert r.returncode == 0 and [row["name"] for row in json.loads(r.stdout)] == ["bb"], r.stdout + r.stderr
+    r = hpcml(lab, "testbed", "catalog", "verify", cwd=wf.parent)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = hpcml(lab, "testbed", "build", "workflow.yaml", cwd=wf.parent)
+    assert r.returncode == 0 and "cached" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = hpcml(lab, "testbed", "logs", "hello", "-f", cwd=wf.parent)  # an ended task: prints and returns
+    assert r.returncode == 0 and "exited with 0" in r.stdout, r.stdout + r.stderr
+    # the secret is in the task's output only, never in a synced file
+    for f in remote_dir.rglob("*"):
+        if f.is_file() and ".hpcml" not in f.relative_to(remote_dir).parts:
+            assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_the_ssh_runner_passes_every_word_as_written(sshd: Sshd, tmp_path: Path) -> None:
+    from hpcml.clients.ssh import SshRunner, connect
+    from hpcml.remote.settings import Remote, resolve
+
+    remote = Remote("t", sshd.host, user=sshd.username, port=sshd.port, identity_file=str(sshd.key_path))
+    hop = connect(resolve(remote, tmp_path), [str(sshd.known_hosts)])
+    try:
+        runner = SshRunner(hop.client)
+        words = ["a b", "it's", '"q"', "$HOME", "x;y", "`id`", "*"]
+        where = tmp_path / "d i r;$x 'q'"
+        where.mkdir()
+        done = runner.run(["printf", "%s|", *words], cwd=str(where), env={"K": "v;$x"})
+        assert done.ok and done.stdout == "".join(w + "|" for w in words), done
+        assert runner.run(["sh", "-c", 'printf %s "$K"; pwd'], cwd=str(where), env={"K": "v w;$x"}).stdout == \
+            f"v w;$x{where}\n"
+        assert runner.run(["sh", "-c", "exit 7"]).returncode == 7
+        log = tmp_path / "out.log"
+        logged = runner.run_logged(["sh", "-c", "echo out; echo err >&2; exit 3"], log_path=str(log))
+        assert logged.returncode == 3 and "out" in log.read_text() and "err" in logged.stderr
+        agent = runner.run(["sh", "-c", 'echo "${SSH_AUTH_SOCK:-none}"']).stdout.strip()
+        assert agent == "none"  # no agent forwarding
+    finally:
+        hop.close()
 
 
 @pytest.mark.slow
