@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpcml import plan as _plan
 from hpcml.errors import RemoteDetached, SubmitError
 from hpcml.remote.commands import check_supported, translate
 from hpcml.remote.session import Notice, Session, Write
 from hpcml.results import RemoteOutcome
+from hpcml.spec import checker as _spec
 
 if TYPE_CHECKING:
     from hpcml.remote.settings import Remote
@@ -47,10 +49,6 @@ def invoke(
     poll_s: float = 2.0,
 ) -> RemoteOutcome:
     """Run the parsed command `path` with `params` on `remote` (see the module doc)."""
-    # start-up speed: planning is needed only by the commands that take a workflow file
-    from hpcml import plan as _plan
-    from hpcml.spec import checker as _spec
-
     check_supported(path)
     cwd = cwd or Path.cwd()
     env = os.environ if env is None else env

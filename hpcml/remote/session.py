@@ -25,17 +25,19 @@ from hpcml.clients.ssh import CONNECTION_ERRORS, ConnectionLost, Hop, SshRunner,
 from hpcml.errors import RemoteDetached, RemoteError
 from hpcml.remote.settings import Endpoint, Remote, resolve
 from hpcml.remote.sync import SyncReport, makedirs, put_private, sync
+from hpcml.results import RunStatus
+from hpcml.run.tasks import TaskState
 
 if TYPE_CHECKING:
     import paramiko
-
-    from hpcml.results import RunStatus
 
 Write = Callable[[bytes], object]
 Notice = Callable[[str], None]
 
 #: Pauses between reconnect attempts (seconds): about two minutes in all.
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0)
+#: Drops in a row under one command before giving up (each already reconnected).
+MAX_DROPS = 5
 #: The first line a started remote command writes on stderr: its process id on the cluster.
 PID_MARK = "hpcml-remote-pid"
 #: The shell prologue of a submission: say the pid, load the secrets file (if any) into the
@@ -102,12 +104,14 @@ class Session:
         return self._sftp
 
     def retrying(self, op: Callable[[], int]) -> int:
-        """`op()`, run again after a reconnect each time the connection drops under it."""
-        while True:
+        """`op()`, run again after a reconnect each time the connection drops under it
+        (MAX_DROPS times at most: a link that drops under every command is not one to trust)."""
+        for _ in range(MAX_DROPS):
             try:
                 return op()
             except ConnectionLost:
                 self.reconnect()
+        raise RemoteError(f"the connection to {self.remote.name} dropped {MAX_DROPS} times in a row; giving up")
 
     # ---- paths and files ---------------------------------------------------------------
 
@@ -162,7 +166,7 @@ class Session:
         """`hpcml run … --detach` on the cluster. When the connection drops mid-submission, wait
         for that remote process to end, then run it again: its reconcile adopts the jobs the
         first one submitted (by job name), so nothing is submitted twice."""
-        while True:
+        for _ in range(MAX_DROPS):
             pid: list[str] = []
             secrets_file = self.put_secrets(secrets) if secrets else ""
             argv = ["sh", "-c", _PROLOGUE, "sh", secrets_file, *self.hpcml_argv(args)]
@@ -175,6 +179,10 @@ class Session:
                 if pid:
                     self._wait_gone(pid[0])
                 self.notice("submitting again: jobs already submitted are found by name and not duplicated")
+        raise RemoteError(
+            f"the connection to {self.remote.name} dropped {MAX_DROPS} times during the submission; "
+            f"`hpcml -r {self.remote.name} status` shows what was submitted, a rerun submits the rest"
+        )
 
     def _wait_gone(self, pid: str) -> None:
         """Wait until the interrupted remote `hpcml run` has ended (it holds the run lock)."""
@@ -253,11 +261,6 @@ def dir_name(local_dir: Path) -> str:
 
 def status_from_json(text: str) -> RunStatus:
     """The RunStatus of a `hpcml status --json` document."""
-    from hpcml.results import (
-        RunStatus,  # start-up speed: results imports the run package
-    )
-    from hpcml.run.tasks import TaskState  # start-up speed
-
     try:
         doc = json.loads(text)
         return RunStatus(doc["run"], doc["workflow"], doc["executor"], tuple(TaskState(**t) for t in doc["tasks"]))

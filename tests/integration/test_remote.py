@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hpcml import api, config
+from hpcml.clients.ssh import SshRunner, connect
+from hpcml.remote.settings import Remote, resolve
 
 if TYPE_CHECKING:
     from testbed import Apptainer, SlurmCluster, Sshd
@@ -283,9 +285,6 @@ def test_run_status_logs_runs_and_sync_through_the_remote(lab: Lab) -> None:
 
 
 def test_the_ssh_runner_passes_every_word_as_written(sshd: Sshd, tmp_path: Path) -> None:
-    from hpcml.clients.ssh import SshRunner, connect
-    from hpcml.remote.settings import Remote, resolve
-
     remote = Remote("t", sshd.host, user=sshd.username, port=sshd.port, identity_file=str(sshd.key_path))
     hop = connect(resolve(remote, tmp_path), [str(sshd.known_hosts)])
     try:
