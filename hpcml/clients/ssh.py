@@ -44,19 +44,22 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-class _Refuse(paramiko.MissingHostKeyPolicy):
-    """RejectPolicy, with a message a user can act on."""
+class _Refuse(paramiko.RejectPolicy):
+    """paramiko's RejectPolicy, with a message a user can act on."""
 
-    def __init__(self, files: Sequence[str]):
+    def __init__(self, files: Sequence[str], endpoint: Endpoint):
         self.files = files
+        self.endpoint = endpoint
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         where = self.files[0] if self.files else "~/.ssh/known_hosts"
+        ep = self.endpoint
         raise RemoteError(
             f"host key of {hostname} is unknown: it offered {key.get_name()} {fingerprint(key)}, and no "
             f"known_hosts file trusts it ({', '.join(self.files) or 'none read'}). Check that fingerprint "
-            f"with the cluster's administrators, then add the host's line to {where} "
-            f"(e.g. `ssh-keyscan -p PORT HOST >> {where}` after checking, or connect once with ssh)"
+            f"with the cluster's administrators, then add the host to {where}: connect once with "
+            f"`ssh -p {ep.port} {ep.user}@{ep.hostname}`, or `ssh-keyscan -p {ep.port} {ep.hostname} >> {where}` "
+            "after checking"
         )
 
 
@@ -107,7 +110,7 @@ def _open(endpoint: Endpoint, known_hosts: Sequence[str], timeout: float, sock: 
     client = paramiko.SSHClient()
     for f in files:
         client.load_system_host_keys(f)  # system: never written back by paramiko
-    client.set_missing_host_key_policy(_Refuse(list(known_hosts)))
+    client.set_missing_host_key_policy(_Refuse(list(known_hosts), endpoint))
     try:
         client.connect(
             endpoint.hostname,
