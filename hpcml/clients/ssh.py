@@ -157,7 +157,10 @@ def _open(endpoint: Endpoint, known_hosts: Sequence[str], timeout: float, sock: 
         raise RemoteError(f"cannot reach {endpoint}: timed out ({err or 'no answer'}); check host, port and network") from None
     except (OSError, paramiko.SSHException, EOFError) as err:
         client.close()
-        raise RemoteError(f"cannot reach {endpoint}: {err}; check host, port and that sshd runs there") from None
+        reason = str(err)
+        if isinstance(err, paramiko.ssh_exception.NoValidConnectionsError):  # one error per address tried
+            reason = "; ".join(sorted({e.strerror or str(e) for e in err.errors.values()}))
+        raise RemoteError(f"cannot reach {endpoint}: {reason}; check host, port and that sshd runs there") from None
     transport = client.get_transport()
     if transport is not None:
         transport.set_keepalive(15)  # a dead link is noticed within a polling round or two

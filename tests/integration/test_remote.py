@@ -376,7 +376,7 @@ def test_the_same_run_through_a_jump_host(lab: Lab, jump: tuple[int, Path, Path]
         ("unknown", ["is unknown", "SHA256:", "empty_known_hosts"]),
         ("wrongkey", ["HOST KEY CHANGED", "SHA256:", "wrong_known_hosts", "ssh-keygen -R"]),
         ("nokey", ["accepted none of the keys", "never asks for a password", "ssh-keygen"]),
-        ("closed", ["cannot reach root@127.0.0.1:"]),
+        ("closed", ["cannot reach root@127.0.0.1:", "Connection refused"]),
     ],
 )
 def test_refused_connections_say_why_and_submit_nothing(lab: Lab, remote: str, message: list[str]) -> None:
