@@ -164,8 +164,12 @@ class TaskTrace:
             if u.start and u.elapsed_s > 0
         )
         if not runs and last is not None:
+            # Queued until SLURM ended the job (cancelled while pending), or still queued
+            # now: a job whose dependency can never be met stays pending a while after
+            # status already calls its task "upstream failed".
             ends = [u.end for u in self.allocations if u.end]
-            end = max(ends) if ends else (now if self.state in ("pending", "requeued") else None)
+            waiting = self.state in ("pending", "requeued") or bool(self.allocations)
+            end = max(ends) if ends else (now if waiting else None)
             return (Segment("queued", last, end),) if end is not None and end >= last else ()
         for n, a in enumerate(runs):
             if last is not None and a.start > last:

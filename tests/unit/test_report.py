@@ -134,3 +134,12 @@ def test_page_is_self_contained_and_escaped(golden: Callable[[str, str], None]) 
     assert "<boom>" not in html and "&lt;boom&gt;" in html
     assert html.count("<script") == 2 and "</script>" not in html.split('id="hpcml-data">', 1)[1].split("</script>", 1)[0]
     assert 'data-task="sweep/1"' in html  # the failure with its cause
+
+
+def test_a_job_still_pending_after_its_upstream_failed_is_queued_until_now() -> None:
+    t = 1_800_000_000.0
+    pending = UsageRow("12", None, "PENDING", 0, t, None, None, 0, 0, 0, "", None, "100M")
+    task = TaskTrace("evaluate", 0, "e" * 64, {}, "upstream_failed", "", None, "12", t + 1, (), (pending,))
+    assert [(s.kind, s.start, s.end) for s in task.segments(t + 50)] == [("queued", t + 1, t + 50)]
+    never_queued = TaskTrace("evaluate", 0, "e" * 64, {}, "upstream_failed", "", None, None, t + 1, (), ())
+    assert never_queued.segments(t + 50) == ()  # the local executor never started it
