@@ -12,18 +12,15 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hpcml import plan as _plan
-from hpcml.errors import RemoteDetached, SubmitError
+from hpcml.errors import RemoteDetached, RemoteError, SubmitError
 from hpcml.remote.commands import check_supported, translate
 from hpcml.remote.session import Notice, Session, Write
-from hpcml.results import RemoteOutcome
+from hpcml.remote.settings import Remote
+from hpcml.results import RemoteOutcome, RunStatus
 from hpcml.spec import checker as _spec
-
-if TYPE_CHECKING:
-    from hpcml.remote.settings import Remote
-    from hpcml.results import RunStatus
 
 
 @dataclass(frozen=True)
@@ -69,19 +66,29 @@ def invoke(
                 f"({synced.bytes_sent} bytes), {synced.unchanged} unchanged, {len(synced.deleted)} removed"
             )
         if cmd.name != "run":
-            return RemoteOutcome(session.hpcml(cmd.argv, streams.out, streams.err), synced)
+            return RemoteOutcome(_found(session.hpcml(cmd.argv, streams.out, streams.err), remote), synced)
         try:
             code = session.submit(cmd.argv, streams.out, streams.err, secrets)
         except KeyboardInterrupt:
             raise RemoteDetached(remote.name, None) from None
         if code != 0 or not cmd.watch:
-            return RemoteOutcome(code, synced)
+            return RemoteOutcome(_found(code, remote), synced)
         where = ["--workflow", cmd.argv[1]]
         first = session.status(where)
         final = session.watch([first.run_id, *where], streams.on_update, first.run_id, poll_s=poll_s)
         return RemoteOutcome(0 if final.ok else 1, synced, final)
     finally:
         session.close()
+
+
+def _found(code: int, remote: Remote) -> int:
+    """`code`, unless it is the shell's 127: the cluster's hpcml command was not found."""
+    if code == 127:
+        raise RemoteError(
+            f"the cluster has no command {remote.hpcml!r} (exit 127, the shell's message is above): install "
+            f"hpcml there and set `hpcml = \"/full/path/to/hpcml\"` in [remotes.{remote.name}] (docs/remote.md)"
+        )
+    return code
 
 
 def _secrets(plan: Any, env: Mapping[str, str]) -> dict[str, str]:

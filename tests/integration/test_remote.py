@@ -216,6 +216,8 @@ def lab(
         toml_remote("nokey", lab, host=at, port=sshd.port, user="root", identity_file=str(root / "stranger")),
         toml_remote("shared", lab, host=at, port=sshd.port, user="root", identity_file=key,
                     catalogs=[str(SHARED_CATALOG / "cat")]),
+        toml_remote("nohpcml", lab, host=at, port=sshd.port, user="root", identity_file=key,
+                    hpcml="/nonexistent/hpcml"),
         toml_remote("closed", lab, host=at, port=free_port(), user="root", identity_file=key, connect_timeout=5),
     ]
     (home / ".config" / "hpcml" / "config.toml").write_text("\n".join(remotes))
@@ -388,6 +390,12 @@ def test_refused_connections_say_why_and_submit_nothing(lab: Lab, remote: str, m
     assert not (lab.cluster / f"refused-{remote}").exists()
     queued = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
     assert f"hpcml.refused-{remote}." not in queued
+
+
+def test_a_cluster_without_hpcml_says_how_to_name_it(lab: Lab) -> None:
+    wf = write_workflow(lab, "nohpcml", "one:\n  run: echo never\n")
+    r = hpcml(lab, "nohpcml", "run", "workflow.yaml", "--detach", cwd=wf.parent, timeout=60)
+    assert r.returncode == 1 and "the cluster has no command '/nonexistent/hpcml'" in r.stderr, r.stderr
 
 
 def sshd_processes_of(client_pid: int, port: int) -> list[int]:
