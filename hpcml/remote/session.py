@@ -38,6 +38,8 @@ Notice = Callable[[str], None]
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0)
 #: Drops in a row under one command before giving up (each already reconnected).
 MAX_DROPS = 5
+#: A polling round with no answer for this long is taken for a dead link (seconds).
+STALL_S = 120.0
 #: The first line a started remote command writes on stderr: its process id on the cluster.
 PID_MARK = "hpcml-remote-pid"
 #: The shell prologue of a submission: say the pid, load the secrets file (if any) into the
@@ -68,10 +70,13 @@ class Session:
         self._hop = connect(self.endpoint, self.known_hosts, self.remote.connect_timeout)
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-        if self._hop is not None:
-            self._hop.close()
+        """Close the connection (quietly: it may already be dead)."""
+        for closer in (self._sftp, self._hop):
+            if closer is not None:
+                try:
+                    closer.close()
+                except CONNECTION_ERRORS:
+                    pass
         self._hop = self._sftp = None
 
     def reconnect(self) -> None:
@@ -130,13 +135,14 @@ class Session:
     def sync(self, local_dir: Path) -> SyncReport:
         """Mirror `local_dir` to its remote directory (see hpcml.remote.sync); a sync cut
         by a dropped connection is redone after reconnecting (it is idempotent)."""
-        while True:
+        for _ in range(MAX_DROPS):
             try:
                 return sync(self.sftp, local_dir, self.work_root, dir_name(local_dir))
-            except (RemoteError, EOFError, OSError, *CONNECTION_ERRORS) as err:
+            except (RemoteError, *CONNECTION_ERRORS) as err:
                 if self.alive():
                     raise RemoteError(f"sync to {self.remote.name} failed: {err}") from None
                 self.reconnect()
+        raise RemoteError(f"the connection to {self.remote.name} dropped {MAX_DROPS} times during the sync; giving up")
 
     def alive(self) -> bool:
         """Whether the connection is still up."""
@@ -201,14 +207,26 @@ class Session:
             time.sleep(1.0)
 
     def status(self, args: Sequence[str]) -> RunStatus:
-        """One polling round: the cluster's `hpcml status --json ARGS` (one squeue there)."""
-        out: list[bytes] = []
-        errs: list[bytes] = []
-        code = self.hpcml(["status", "--json", *args], out.append, errs.append)
-        if code not in (0, 1, 3):
-            raise RemoteError(f"`hpcml status` on {self.remote.name} failed (exit {code}): "
-                              f"{b''.join(errs).decode(errors='replace').strip()}")
-        return status_from_json(b"".join(out).decode())
+        """One polling round: the cluster's `hpcml status --json ARGS` (one squeue there).
+        A round cut by a drop, or with no answer in STALL_S (a link that died silently, as
+        a sleeping laptop's does), is done again on a new connection."""
+        for _ in range(MAX_DROPS):
+            out: list[bytes] = []
+            errs: list[bytes] = []
+            try:
+                code = self.runner.stream(self.hpcml_argv(["status", "--json", *args]), out.append, errs.append,
+                                          timeout=STALL_S)
+            except ConnectionLost:
+                code = 124
+            if code == 124:
+                self.reconnect()
+                continue
+            if code not in (0, 1, 3):
+                raise RemoteError(f"`hpcml status` on {self.remote.name} failed (exit {code}): "
+                                  f"{b''.join(errs).decode(errors='replace').strip()}")
+            return status_from_json(b"".join(out).decode())
+        raise RemoteError(f"no answer to `hpcml status` from {self.remote.name} in {MAX_DROPS} tries; "
+                          "the run goes on there")
 
     def watch(self, args: Sequence[str], on_update: Callable[[RunStatus], None], run_id: str,
               poll_s: float = 2.0, max_poll_s: float = 15.0) -> RunStatus:
