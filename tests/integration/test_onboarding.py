@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from test_run_slurm import REPO, settings_env
+from testbed import testbed_unavailable as unavailable
 
 from hpcml import api, config
 
@@ -91,7 +92,7 @@ def dist(public_dir: Path) -> dict[str, Path]:
     """`make dist`'s products, built here: the wheel, hpcml.pyz, and a wheelhouse of the
     wheel's dependencies so the user's install needs no index."""
     if shutil.which("runuser") is None or os.geteuid() != 0:
-        pytest.skip("needs root and runuser to create and act as an unprivileged user")
+        unavailable("creating and acting as an unprivileged user needs root and runuser")
     out = public_dir / "dist"
     subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(REPO)],
                    check=True, capture_output=True, timeout=300)
@@ -189,7 +190,9 @@ def test_wheel_installed_with_pip_user(user: User, dist: dict[str, Path], slurm_
 
 def test_zipapp_with_system_python(user: User, dist: dict[str, Path], slurm_cluster: SlurmCluster) -> None:
     python = system_python()
-    pyz = [python, str(dist["pyz"])]
+    # -s: not the user's site-packages, where the wheel test's `pip --user` put paramiko
+    # (a zipapp uses a paramiko it can import; this test shows the one without)
+    pyz = [python, "-s", str(dist["pyz"])]
     version = user.ok(pyz + ["--version"])
     assert version.startswith(f"hpcml 0.1.0 (zipapp: {dist['pyz']}") and "without paramiko" in version
     assert "yaml parser: pure Python" in version  # the bundled PyYAML has no compiled part
