@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 
 import yaml
 
+from hpcml.spec.outline import load_plain
 from hpcml.spec.rules import MAX_NAME, NAME_RE, PIP_RE
 
 #: Template name → one line describing it (`hpcml init --list`).
@@ -45,7 +46,7 @@ class Adopted:
     requirements: str | None = None
     pip: tuple[str, ...] = ()
     source: str | None = None
-    skipped: tuple[str, ...] = field(default=())
+    skipped: tuple[str, ...] = ()
 
     @property
     def uses_pip(self) -> bool:
@@ -76,9 +77,9 @@ def environment_packages(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     pip's (pytorch/torch), so conda entries are reported, not guessed at.
     """
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return (), ("(the file is not valid YAML)",)
+        doc = load_plain(text)
+    except (yaml.YAMLError, ValueError):
+        return (), ("(the file is not plain YAML: invalid, or it uses aliases)",)
     deps = doc.get("dependencies") if isinstance(doc, dict) else None
     pip: list[str] = []
     skipped: list[str] = []

@@ -94,3 +94,13 @@ def test_cli_lists_templates_and_refuses_a_second_init(tmp_path: Path) -> None:
     assert first.returncode == 0 and f"hpcml validate {tmp_path}/p/workflow.yaml" in first.stdout
     again = subprocess.run([*HPCML, "init", str(tmp_path / "p")], capture_output=True, text=True, check=False)
     assert again.returncode == 1 and "never overwrites" in again.stderr
+
+
+def test_an_environment_file_with_aliases_is_not_expanded(tmp_path: Path) -> None:
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+    )
+    (tmp_path / "environment.yml").write_text(laughs + "dependencies: [*i]\n")
+    result = api.init(tmp_path)
+    assert result.not_adopted == ("(the file is not plain YAML: invalid, or it uses aliases)",)
+    api.validate(tmp_path / "workflow.yaml")
