@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hpcml import api, config
+from hpcml.clients.runner import LocalRunner
+from hpcml.clients.slurm import Slurm
 from hpcml.clients.ssh import SshRunner, connect
 from hpcml.remote.settings import Remote, resolve
 
@@ -304,6 +306,9 @@ def test_the_ssh_runner_passes_every_word_as_written(sshd: Sshd, tmp_path: Path)
         assert logged.returncode == 3 and "out" in log.read_text() and "err" in logged.stderr
         agent = runner.run(["sh", "-c", 'echo "${SSH_AUTH_SOCK:-none}"']).stdout.strip()
         assert agent == "none"  # no agent forwarding
+        # the runner seam: the SLURM client, unchanged, over SSH
+        assert Slurm(runner).version() == Slurm(LocalRunner()).version()
+        assert Slurm(runner).show_config()["ClusterName"] == "hpcml"
     finally:
         hop.close()
 
