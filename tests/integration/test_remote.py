@@ -36,6 +36,7 @@ from hpcml.clients.runner import LocalRunner
 from hpcml.clients.slurm import Slurm
 from hpcml.clients.ssh import SshRunner, connect
 from hpcml.remote.settings import Remote, resolve
+from hpcml.remote.sync import put_private
 
 if TYPE_CHECKING:
     from testbed import Apptainer, SlurmCluster, Sshd
@@ -306,6 +307,11 @@ def test_the_ssh_runner_passes_every_word_as_written(sshd: Sshd, tmp_path: Path)
         assert logged.returncode == 3 and "out" in log.read_text() and "err" in logged.stderr
         agent = runner.run(["sh", "-c", 'echo "${SSH_AUTH_SOCK:-none}"']).stdout.strip()
         assert agent == "none"  # no agent forwarding
+        # secrets travel over SFTP into a file only its owner can read, from the first byte
+        secret_file = tmp_path / "secrets" / "x.env"
+        with hop.client.open_sftp() as sftp:
+            put_private(sftp, str(secret_file), b"K='v'\n")
+        assert secret_file.stat().st_mode & 0o777 == 0o600 and secret_file.parent.stat().st_mode & 0o777 == 0o700
         # the runner seam: the SLURM client, unchanged, over SSH
         assert Slurm(runner).version() == Slurm(LocalRunner()).version()
         assert Slurm(runner).show_config()["ClusterName"] == "hpcml"
