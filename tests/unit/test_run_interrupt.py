@@ -1,6 +1,6 @@
 """Ctrl-C during `hpcml run` raises RunInterrupted, whose fields (not the wording of earlier
 messages) say what became of the run. The local executor here is the real one; the SLURM
-case, where jobs keep running, is in tests/integration/test_run_interrupt.py."""
+case, where jobs keep running, is in tests/integration/test_run_interrupt_slurm.py."""
 
 from __future__ import annotations
 
