@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, Self
 
 from hpcml.cli.tables import counts_line
+from hpcml.spec.units import human_duration as duration
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -149,14 +150,6 @@ def live_display(enabled: bool, *, stderr: bool = False) -> Iterator[Live | None
 # ---- the live view of a run (`hpcml run`, `hpcml status --watch`) ---------------------------
 
 
-def duration(seconds: float) -> str:
-    """``3m 05s``, ``2h 10m``, ``42s``."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 def headline(p: RunProgress) -> str:

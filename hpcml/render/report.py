@@ -21,6 +21,8 @@ from html import escape
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from hpcml.spec.units import human_duration
+
 if TYPE_CHECKING:
     from hpcml.run.trace import RunTrace, StepInfo, TaskTrace
 
@@ -303,12 +305,7 @@ def _point_text(point: Mapping[str, Any]) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return human_duration(seconds)
 
 
 def _size(n: int) -> str:

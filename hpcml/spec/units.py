@@ -105,3 +105,13 @@ def format_slurm_mem(mb: int) -> str:
     if mb and mb % 1024 == 0:
         return f"{mb // 1024}G"
     return f"{mb}M"
+
+
+def human_duration(seconds: float) -> str:
+    """A duration for people to read: ``42s``, ``3m 05s``, ``2h 10m`` (report, live view)."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
