@@ -28,6 +28,7 @@ from hpcml.model import Workflow
 from hpcml.results import (
     CatalogRow,
     CompileResult,
+    DoctorReport,
     InitResult,
     RemoteOutcome,
     Report,
@@ -133,6 +134,28 @@ def build(
     cats = images.catalog_path(s)
     plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
     return images.build_images(plan_, s, names=names, jobs=jobs, progress=progress)
+
+
+def doctor(
+    workflow: str | _os.PathLike[str] | None = None,
+    *,
+    gpu: bool = False,
+    image: str | None = None,
+    partition: str | None = None,
+    settings: _Settings | None = None,
+) -> DoctorReport:
+    """`hpcml doctor`: every preflight check (docs/doctor.md). With `workflow`, its steps'
+    partitions and GPU requests are checked against the cluster; with `gpu`, a short job on
+    a GPU partition runs `image` (a SIF path, or NAME[:TAG] from a catalog) with `--nv`."""
+    from hpcml import doctor as _doctor  # start-up speed
+    from hpcml.clients.runner import LocalRunner  # start-up speed
+
+    s = settings or load_settings()
+    steps = list(_spec.load(workflow).steps.values()) if workflow is not None else []
+    sif = None
+    if gpu and image is not None:
+        sif = _os.path.abspath(image) if _os.path.isfile(image) else str(_catalogs(s).find(image).sif)
+    return _doctor.run(s, LocalRunner(), steps=steps, gpu=gpu, gpu_sif=sif, gpu_partition=partition)
 
 
 def catalog_list(s: _Settings | None = None) -> list[CatalogRow]:

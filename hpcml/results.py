@@ -231,3 +231,34 @@ class RunDiff:
             "settings": [{"name": n, "a": x, "b": y} for n, x, y in self.settings],
             "spec": self.spec,
         }
+
+
+@dataclass(frozen=True)
+class Check:
+    """One `hpcml doctor` check: "pass", "warn", "fail" or "skip", what was found, and the fix."""
+
+    id: str  # e.g. "apptainer.build", "catalog:/srv/hpcml/images"
+    title: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "title": self.title, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """`hpcml doctor`: every check in order; `ok` when none failed (warnings are allowed)."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.checks) for s in ("pass", "warn", "fail", "skip")}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "counts": self.counts(), "checks": [c.as_dict() for c in self.checks]}
