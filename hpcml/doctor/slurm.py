@@ -44,6 +44,7 @@ class Cluster:
     nodes: tuple[Node, ...] = ()
     groups: frozenset[str] = frozenset()
     root: bool = False
+    partitions_error: str | None = None  # `scontrol show partition` failed: why
 
 
 def gather(runner: Runner) -> Cluster:
@@ -60,7 +61,8 @@ def gather(runner: Runner) -> Cluster:
     parts = runner.run(list(PARTITIONS_ARGV), timeout=60)
     nodes = runner.run(list(NODES_ARGV), timeout=60)
     return Cluster(True, why, config, sacct_error, tuple(parse_partitions(parts.stdout)),
-                   tuple(parse_nodes(nodes.stdout)), _my_groups(), os.getuid() == 0)
+                   tuple(parse_nodes(nodes.stdout)), _my_groups(), os.getuid() == 0,
+                   None if parts.ok else (parts.tail(3) or f"exit {parts.returncode}"))
 
 
 def checks(cluster: Cluster, *, executor: str, gpu_request: str, steps: Sequence[Step] = ()) -> list[Check]:
@@ -114,6 +116,9 @@ def arrays_check(cluster: Cluster) -> Check:
 def partitions_check(cluster: Cluster, steps: Sequence[Step] = ()) -> Check:
     """Partitions this user can submit to; with steps, that each step's partition is one."""
     title = "SLURM partitions"
+    if cluster.partitions_error is not None:
+        return Check("slurm.partitions", title, "fail", f"`scontrol show partition` failed: {cluster.partitions_error}",
+                     "ask an administrator why scontrol cannot list the partitions")
     usable = [p for p in cluster.partitions if p.up and p.usable_by(set(cluster.groups), cluster.root)]
     names = ", ".join(p.name + ("*" if p.default else "") for p in usable) or "none"
     if not usable:

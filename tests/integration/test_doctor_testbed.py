@@ -60,6 +60,10 @@ def test_healthy_testbed_passes(env: dict[str, str], catalog: Path) -> None:
                      "space.tmp", "ca_bundle"):
         assert check_id in checks
     assert "cpu*" in checks["slurm.partitions"]["detail"] and "gpu" in checks["slurm.partitions"]["detail"]
+    text = subprocess.run([sys.executable, "-m", "hpcml.cli", "doctor"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert text.returncode == 0 and text.stdout.rstrip().endswith("12 passed, 0 warnings, 0 failed"), text.stdout
+    assert "ok    SLURM reachable: " in text.stdout
 
 
 def test_faults_are_named_with_their_fix(env: dict[str, str], catalog: Path, tmp_path: Path) -> None:

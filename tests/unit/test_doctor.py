@@ -137,6 +137,11 @@ def test_a_step_partition_that_is_missing_down_or_closed_fails() -> None:
     assert dslurm.partitions_check(_cluster(groups=frozenset({"ml"})), [_step("c", partition="gpu")]).status == "pass"
 
 
+def test_partitions_that_cannot_be_listed_fail_with_the_reason() -> None:
+    check = dslurm.partitions_check(_cluster(partitions=(), partitions_error="slurm_load_partitions: Access denied"))
+    assert check.status == "fail" and "Access denied" in check.detail
+
+
 def test_gpu_requests_of_steps_are_checked_against_nodes_and_style() -> None:
     ok = dslurm.gpus_check(_cluster(), "auto", [_step("t", partition="gpu", gpus=2, gpu_type="a100")])
     assert ok.status == "pass"
