@@ -146,7 +146,8 @@ def doctor(
 ) -> DoctorReport:
     """`hpcml doctor`: every preflight check (docs/doctor.md). With `workflow`, its steps'
     partitions and GPU requests are checked against the cluster; with `gpu`, a short job on
-    a GPU partition runs `image` (a SIF path, or NAME[:TAG] from a catalog) with `--nv`."""
+    a GPU partition runs `image` (a SIF path, or NAME[:TAG] from a catalog; default: the
+    image of the workflow's first GPU step) with `--nv`."""
     from hpcml import doctor as _doctor  # start-up speed
     from hpcml.clients.runner import LocalRunner  # start-up speed
 
@@ -155,7 +156,22 @@ def doctor(
     sif = None
     if gpu and image is not None:
         sif = _os.path.abspath(image) if _os.path.isfile(image) else str(_catalogs(s).find(image).sif)
+    elif gpu and workflow is not None:
+        sif = _gpu_step_sif(workflow, s)
     return _doctor.run(s, LocalRunner(), steps=steps, gpu=gpu, gpu_sif=sif, gpu_partition=partition)
+
+
+def _gpu_step_sif(workflow: str | _os.PathLike[str], s: _Settings) -> str | None:
+    """The SIF of the workflow's first GPU step's image, when a catalog has it."""
+    p = cached_plan(workflow, s)
+    image = next((sp.step.image for sp in p.steps.values() if sp.step.resources.gpus > 0), None)
+    if image is None:
+        return None
+    entry = _catalogs(s).lookup(p.images[image].key)
+    if entry is None:
+        raise CatalogError(f"doctor --gpu: image {image} of {workflow} is in no catalog yet; build it first "
+                           f"(`hpcml build {workflow} {image}`) or pass --image")
+    return str(entry.sif)
 
 
 def catalog_list(s: _Settings | None = None) -> list[CatalogRow]:

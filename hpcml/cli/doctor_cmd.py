@@ -14,7 +14,7 @@ _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 @click.argument("workflow", required=False, type=click.Path(dir_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.option("--gpu", is_flag=True, help="Also submit a short job on a GPU partition that runs --image with --nv.")
-@click.option("--image", metavar="REF", help="For --gpu: a SIF path or NAME[:TAG] from a catalog.")
+@click.option("--image", metavar="REF", help="For --gpu: a SIF path or NAME[:TAG] from a catalog (default: the image of WORKFLOW's first GPU step).")
 @click.option("--partition", metavar="NAME", help="For --gpu: the partition (default: the first with GPUs).")
 def doctor_cmd(workflow: str | None, as_json: bool, gpu: bool, image: str | None, partition: str | None) -> None:
     """Check that this machine and cluster can build and run hpcml workflows, and say how

@@ -39,7 +39,8 @@ def gpu_check(settings: Settings, runner: Runner, cluster: Cluster, sif: str | N
         return Check("gpu.job", TITLE, "skip", "SLURM is not reachable")
     if sif is None:
         return Check("gpu.job", TITLE, "fail", "no image to run",
-                     "pass --image NAME[:TAG] (from a catalog) or --image /path/to/image.sif")
+                     "pass --image NAME[:TAG] (from a catalog) or --image /path/to/image.sif, or a workflow "
+                     "with a GPU step whose image is built")
     gpu_parts = [p.name for p in cluster.partitions if p.gpus and p.up]
     gpu_parts += sorted({n for node in cluster.nodes if node.gpus for n in node.partitions} - set(gpu_parts))
     part = partition or (gpu_parts[0] if gpu_parts else None)
