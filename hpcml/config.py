@@ -51,6 +51,17 @@ class Settings:
     )
     exec_flags: tuple[str, ...] = _f((), "args", "extra flags for `apptainer exec`, e.g. --userns")
     build_jobs: int = _f(2, "int", "images built in parallel")
+    build_on: str = _f(
+        "login", "choice", "where missing images are built: on this machine, or as SLURM jobs that the "
+        "tasks depend on (docs/running.md)", ("login", "slurm")
+    )
+    build_partition: str | None = _f(None, "str", "build_on = slurm: the build jobs' partition (default: the cluster's)")
+    build_time: str = _f("02:00:00", "str", "build_on = slurm: the build jobs' time limit (sbatch --time)")
+    build_cpus: int = _f(4, "int", "build_on = slurm: CPUs per build job (mksquashfs uses them all)")
+    build_mem: str = _f("16G", "str", "build_on = slurm: memory per build job (sbatch --mem)")
+    build_sbatch_flags: tuple[str, ...] = _f(
+        (), "args", "build_on = slurm: more sbatch flags for build jobs, e.g. --account=lab"
+    )
     require_signatures: bool = _f(False, "bool", "refuse catalog images whose signature does not verify")
     signing_key: str | None = _f(None, "path", "private key (PEM) used to sign images on publish")
     verify_key: str | None = _f(None, "path", "public key (PEM) that signatures are verified against")
