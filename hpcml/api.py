@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from hpcml.images.ensure import BuildReport, ImageEvent
     from hpcml.images.search import CatalogPath, VerifyResult
     from hpcml.run.notify import Sent
+    from hpcml.run.buildjobs import BuildJob
     from hpcml.run.progress import ProgressTracker
     from hpcml.run.trace import ImageInfo
 
@@ -134,6 +135,57 @@ def build(
     cats = images.catalog_path(s)
     plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
     return images.build_images(plan_, s, names=names, jobs=jobs, progress=progress)
+
+
+def build_jobs(
+    path: str | _os.PathLike[str],
+    names: list[str] | None = None,
+    *,
+    on_message: Callable[[str], None] | None = None,
+    settings: _Settings | None = None,
+) -> list[BuildJob]:
+    """`hpcml build --build-on slurm`: one SLURM build job per missing image (of `names`
+    and their parents; all by default), chained parent first; returns at once. Images a
+    live job already builds are not submitted again (that job is returned, `adopted`)."""
+    from hpcml import plan as _plan_mod  # start-up speed
+    from hpcml.images import ensure as images  # start-up speed
+    from hpcml.run.buildjobs import submit_builds  # start-up speed
+
+    s = settings or load_settings()
+    cats = images.catalog_path(s)
+    plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
+    wanted = names if names is not None else list(plan_.image_order)
+    images.select(plan_, wanted)  # unknown names: the error that lists the images
+    builds = submit_builds(plan_, s, wanted, runner=None, say=on_message or (lambda _m: None),
+                           workflow_path=_Path(path))
+    return list(builds.jobs.values())
+
+
+def build_image_job(
+    path: str | _os.PathLike[str],
+    image: str,
+    key: str,
+    *,
+    progress: Callable[[ImageEvent], None] | None = None,
+    settings: _Settings | None = None,
+) -> BuildReport:
+    """What a SLURM build job does (`hpcml _build-image`, build_on = "slurm"): build and
+    publish `image` of the workflow at `path` with the login node's build code, unless a
+    catalog has it. Raises BuildError when the workflow no longer gives the image `key`
+    (edited since the job was submitted: the tasks waiting for that key must not get another).
+    """
+    from hpcml import plan as _plan_mod  # start-up speed
+    from hpcml.images import ensure as images  # start-up speed
+
+    s = settings or load_settings()
+    cats = images.catalog_path(s)
+    plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
+    if image not in plan_.images:
+        raise BuildError(f"{path} has no image {image!r} any more; rerun `hpcml run`")
+    if plan_.images[image].key != key:
+        raise BuildError(f"image {image} of {path} changed since this build job was submitted (key {key[:12]}, "
+                         f"now {plan_.images[image].key[:12]}); rerun `hpcml run` to build the new one")
+    return images.build_images(plan_, s, names=[image], jobs=1, progress=progress)
 
 
 def doctor(
@@ -347,7 +399,8 @@ def run_progress(*, directory: str | None = None, workflow: str | None = None) -
 
 
 def logs(target: str, *, run: str | None = None, directory: str | None = None, workflow: str | None = None) -> list[tuple[str, str]]:
-    """(task, log path) for `STEP` (every task) or `STEP/INDEX` of a run (default: latest)."""
+    """(task, log path) for `STEP` (every task) or `STEP/INDEX` of a run (default: latest),
+    or ("image:NAME", its build job's output) for `image:NAME`."""
     from hpcml.run import control  # start-up speed
 
     return [(label, str(p)) for label, p in control.task_logs(run_dir(directory, workflow), target, run)]

@@ -55,14 +55,34 @@ class CatalogRow:
 
 
 @dataclass(frozen=True)
+class ImageJobState:
+    """One SLURM build job a run's tasks wait for (build_on = "slurm"): pending, building,
+    done or failed; `log` is the job's output, `detail` its last lines when it failed."""
+
+    image: str
+    key: str
+    job: str
+    state: str
+    log: str
+    elapsed_s: float | None = None  # while building
+    detail: str = ""
+    adopted: bool = False  # another run's job
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "key": self.key, "job": self.job, "state": self.state, "log": self.log,
+                "elapsed_s": self.elapsed_s, "detail": self.detail, "adopted": self.adopted}
+
+
+@dataclass(frozen=True)
 class RunStatus:
-    """Every task of one run, in DAG order, with its state."""
+    """Every task of one run, in DAG order, with its state (and its image build jobs)."""
 
     run_id: str
     workflow: str
     executor: str
     tasks: tuple[TaskState, ...]
     accounting: bool = True
+    images: tuple[ImageJobState, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -96,6 +116,7 @@ class RunStatus:
             "ok": self.ok,
             "counts": self.counts,
             "tasks": [t.as_dict() for t in self.tasks],
+            "images": [i.as_dict() for i in self.images],
         }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from hpcml.cli import doctor_cmd, export, image_cmds, init_cmd, report_cmds, run_cmds, spec_cmds
+from hpcml.cli import buildjob_cmd, doctor_cmd, export, image_cmds, init_cmd, report_cmds, run_cmds, spec_cmds
 from hpcml.cli.messages import error_text
 from hpcml.errors import HpcmlError
 
@@ -86,6 +86,7 @@ main.add_command(report_cmds.report_cmd)
 main.add_command(report_cmds.notify_cmd)
 main.add_command(init_cmd.init_cmd)
 main.add_command(doctor_cmd.doctor_cmd)
+main.add_command(buildjob_cmd.build_image_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

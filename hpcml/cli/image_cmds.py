@@ -30,7 +30,9 @@ def _settings(**flags: object) -> Settings:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, shell_complete=complete.images)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Images built in parallel (config: build_jobs).")
-def build_cmd(file: str, images: tuple[str, ...], jobs: int | None) -> None:
+@click.option("--build-on", type=click.Choice(["login", "slurm"]),
+              help="Build here, or submit one SLURM build job per missing image and return (config: build_on).")
+def build_cmd(file: str, images: tuple[str, ...], jobs: int | None, build_on: str | None) -> None:
     """Build the images of FILE that no catalog has yet (IMAGE…: only those and their parents).
 
     Parents build before children, independent images in parallel. A failed build shows
@@ -42,7 +44,11 @@ def build_cmd(file: str, images: tuple[str, ...], jobs: int | None) -> None:
     """
     from hpcml import api  # start-up speed: see _settings
 
-    s = _settings(build_jobs=jobs)
+    s = _settings(build_jobs=jobs, build_on=build_on)
+    if s.build_on == "slurm":
+        for job in api.build_jobs(file, list(images) or None, on_message=say, settings=s):
+            click.echo(f"{job.image}\tjob {job.job_id}\t{job.sif}")
+        return
     with live_display(sys.stderr.isatty(), stderr=True) as live, ImageProgress(say, live=live) as progress:
         report = api.build(file, list(images) or None, jobs=jobs, progress=progress, settings=s)
     for r in report.results.values():

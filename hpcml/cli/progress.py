@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, Self
 
-from hpcml.cli.tables import counts_line
+from hpcml.cli.tables import counts_line, image_label, image_lines
 from hpcml.spec.units import human_duration as duration
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from hpcml.images.ensure import ImageEvent
-    from hpcml.results import RunStatus
+    from hpcml.results import ImageJobState, RunStatus
     from hpcml.run.progress import ProgressTracker, RunProgress
     from hpcml.run.tasks import TaskState
 
@@ -166,8 +166,9 @@ def failure_line(t: TaskState) -> str:
     return f"{t.step}/{t.index}: {t.label}{detail}{job} · hpcml logs {t.step}/{t.index}"
 
 
-def run_view(p: RunProgress) -> RenderableType:
-    """The live view: the headline, then a bar per step with done/total, running and failed."""
+def run_view(p: RunProgress, images: Sequence[ImageJobState] = ()) -> RenderableType:
+    """The live view: the headline, a row per image build job, then a bar per step with
+    done/total, running and failed."""
     # start-up speed: rich is loaded only when a live display shows
     from rich.console import Group
     from rich.progress_bar import ProgressBar
@@ -175,6 +176,9 @@ def run_view(p: RunProgress) -> RenderableType:
     from rich.text import Text
 
     table = Table.grid(padding=(0, 2))
+    for image in images:
+        style = {"building": "cyan", "done": "green", "failed": "red"}.get(image.state, "dim")
+        table.add_row(f"image {image.image}", Text(image_label(image), style=style), "", "", "")
     for s in p.steps:
         table.add_row(
             s.step, ProgressBar(total=max(s.total, 1), completed=s.done, width=30),
@@ -192,13 +196,24 @@ class RunView:
                  *, clock: Callable[[], float] = time.time) -> None:
         self.tracker, self.say, self.live, self.clock = tracker, say, live, clock
         self.last: dict[str, int] | None = None
+        self.images: dict[str, str] = {}  # image → its build job's last state said
+        self.said_failed = False
 
     def __call__(self, st: RunStatus) -> None:
         p = self.tracker.update(st, self.clock())
+        for image in st.images:
+            if self.images.get(image.image) != image.state:
+                self.images[image.image] = image.state
+                if image.state != "failed":
+                    self.say(f"image {image.image}: {image_label(image)}")
+        if any(i.state == "failed" for i in st.images) and not self.said_failed:
+            self.said_failed = True
+            for line in image_lines(st):
+                self.say(line)
         for t in p.new_failures:
             self.say(failure_line(t))
         if self.live is not None:
-            self.live.update(run_view(p))
+            self.live.update(run_view(p, st.images))
         elif st.counts != self.last:
             self.say(counts_line(st.counts))
         self.last = st.counts

@@ -31,7 +31,9 @@ def _where(f: _Command) -> _Command:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--executor", type=click.Choice(["slurm", "local"]), help="Where tasks run (default: config, else SLURM if sbatch works, else local).")
 @click.option("--watch/--detach", default=None, help="Follow the run until it ends (default on a terminal), or return once submitted.")
-def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
+@click.option("--build-on", type=click.Choice(["login", "slurm"]),
+              help="Build missing images here or as SLURM jobs the tasks wait for (config: build_on).")
+def run_cmd(file: str, executor: str | None, watch: bool | None, build_on: str | None) -> None:
     """Build or reuse the images, then submit every task of FILE not already complete.
 
     Tasks whose key already completed are skipped (resume by default); tasks still queued
@@ -42,7 +44,7 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
 
         hpcml run workflow.yaml --detach && hpcml status
     """
-    outcome = _run(file, executor, watch)
+    outcome = _run(file, executor, watch, build_on)
     if outcome.status is None:
         ids = ", ".join(f"{s}={','.join(j)}" for s, j in outcome.jobs.items()) or "nothing to submit"
         click.echo(f"run {outcome.run_id}: {ids}; follow with `hpcml status`")
@@ -52,7 +54,7 @@ def run_cmd(file: str, executor: str | None, watch: bool | None) -> None:
         raise SystemExit(1)
 
 
-def _run(file: str, executor: str | None, watch: bool | None) -> RunOutcome:
+def _run(file: str, executor: str | None, watch: bool | None, build_on: str | None = None) -> RunOutcome:
     # start-up speed: api imports the pipeline; `--help` needs none of it
     from hpcml import api
 
@@ -62,8 +64,9 @@ def _run(file: str, executor: str | None, watch: bool | None) -> RunOutcome:
     # (also where a local run is watched anyway) one line per change.
     with live_display(watch and sys.stdout.isatty()) as live, ImageProgress(say, live=live) as images:
         on_update = RunView(api.run_progress(workflow=file), click.echo, live)
+        settings = api.load_settings({"build_on": build_on}) if build_on else None
         return api.run(file, executor=executor, watch=watch, detach=detach, on_message=say,
-                       on_update=on_update, on_image=images)
+                       on_update=on_update, on_image=images, settings=settings)
 
 
 @click.command("status")
@@ -104,7 +107,8 @@ def status_cmd(run: str | None, as_json: bool, watch: bool, directory: str | Non
 @click.option("--run", help="Run id (default: the latest).", shell_complete=complete.runs)
 @_where
 def logs_cmd(target: str, follow: bool, run: str | None, directory: str | None, workflow: str | None) -> None:
-    """Print the log of a task (STEP/INDEX), or of every task of STEP.
+    """Print the log of a task (STEP/INDEX), of every task of STEP, or of the SLURM build
+    job of an image (image:NAME, with build_on = "slurm").
 
     Example:
 
@@ -123,7 +127,8 @@ def logs_cmd(target: str, follow: bool, run: str | None, directory: str | None, 
         try:
             click.echo(Path(path).read_text(errors="replace"), nl=False)
         except FileNotFoundError:
-            click.echo("(no log yet: the task has not started)")
+            click.echo("(no log yet: the job has not started)" if label.startswith("image:")
+                       else "(no log yet: the task has not started)")
 
 
 @click.command("cancel")

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from hpcml.model import Plan
-    from hpcml.results import RunDiff, RunRecordView, RunStatus
+    from hpcml.results import ImageJobState, RunDiff, RunRecordView, RunStatus
 
 #: Colour of a task state in the status table; anything else (failed, cancelled…) is red.
 _STATE_STYLE = {
@@ -24,6 +24,8 @@ _STATE_STYLE = {
     "running": "cyan",
     "pending": "white",
     "requeued": "yellow",
+    "building": "cyan",
+    "done": "green",
 }
 
 #: squeue reasons of a job that is simply waiting its turn (not worth a line of its own).
@@ -88,6 +90,9 @@ def status_table(st: RunStatus) -> RenderableType:
     table = Table()
     for col in ("step", "tasks", "states"):
         table.add_column(col)
+    for image in st.images:
+        style = _STATE_STYLE.get(image.state, "red")
+        table.add_row(f"image {image.image}", "build", f"[{style}]{image_label(image)}[/{style}]")
     for step, tasks in st.steps().items():
         counts: dict[str, int] = {}
         for t in tasks:
@@ -98,6 +103,28 @@ def status_table(st: RunStatus) -> RenderableType:
             parts.append(f"[{style}]{n} {label}[/{style}]")
         table.add_row(step, str(len(tasks)), ", ".join(parts))
     return Group(title, table)
+
+
+def image_label(image: ImageJobState) -> str:
+    """`building 2m 5s (job 812)`, `done (job 812)`, `pending (job 812, another run's)`."""
+    elapsed = f" {_duration(image.elapsed_s)}" if image.state == "building" and image.elapsed_s is not None else ""
+    whose = ", another run's" if image.adopted else ""
+    return f"{image.state}{elapsed} (job {image.job}{whose})"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def image_lines(st: RunStatus) -> list[str]:
+    """What to say of each failed build job: the image, why, the log's last lines."""
+    out = []
+    for image in st.images:
+        if image.state == "failed":
+            out.append(f"image {image.image}: build job {image.job} failed · hpcml logs image:{image.image}")
+            out += [f"    {line}" for line in image.detail.splitlines()]
+    return out
 
 
 def counts_line(counts: dict[str, int]) -> str:
@@ -114,6 +141,8 @@ def print_status(st: RunStatus, as_json: bool = False) -> None:
         return
     console = Console(highlight=False)
     console.print(status_table(st))
+    for line in image_lines(st):
+        console.print(line, markup=False)
     for t in st.tasks:
         if t.state == "pending" and t.detail and t.detail not in _USUAL_PENDING:
             # A job that may never start (bad partition limits, nodes down…) must not hide.

@@ -178,6 +178,12 @@ class Slurm:
             raise SubmitError(f"sbatch --version failed (exit {done.returncode}): {done.tail()}")
         return done.stdout.strip()
 
+    def job_live(self, job_id: str) -> bool:
+        """Whether job `job_id` (anyone's) is still queued or running: `squeue -j`, which
+        fails for a job slurmctld no longer knows."""
+        done = self.runner.run(["squeue", "-h", "-j", job_id, "-o", "%T"], timeout=60)
+        return done.ok and any(line.strip() in LIVE_STATES for line in done.stdout.splitlines())
+
     def scancel(self, job_ids: Sequence[str]) -> None:
         """Cancel every job in one call."""
         if not job_ids:

@@ -10,6 +10,10 @@ One catalog is a directory, usually on a shared filesystem:
     tags/<name>/<tag>       a file holding a key
     logs/<key>.log          the build log (failed builds: logs/failed/)
     locks/<key>.lock        held while one process builds <key> (see locking.py)
+    builds/<key>.json       the SLURM build job of <key> (build_on = "slurm"): its job id,
+                            so a second run depends on it instead of building again
+    builds/<name>-<key12>.sbatch, logs/jobs/<name>-<key12>.<jobid>.out
+                            that job's script and output
     used/<key>              touched when an image is used: gc's "last used"
 
 Reads take no lock. Publishing writes a temporary file in the destination directory,
@@ -102,6 +106,16 @@ class Catalog:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         return self.root / "logs" / "failed" / f"{name}-{key[:12]}-{stamp}-{os.getpid()}.log"
 
+    def build_marker_path(self, key: str) -> Path:
+        return self.root / "builds" / f"{check_key(key)}.json"
+
+    def build_script_path(self, name: str, key: str) -> Path:
+        return self.root / "builds" / f"{check_name('image name', name)}-{check_key(key)[:12]}.sbatch"
+
+    def build_output_pattern(self, name: str, key: str) -> str:
+        """The build job's `--output` (`%j`: the job id)."""
+        return str(self.root / "logs" / "jobs" / f"{check_name('image name', name)}-{check_key(key)[:12]}.%j.out")
+
     def exists(self) -> bool:
         return (self.root / "meta").is_dir()
 
@@ -123,7 +137,7 @@ class Catalog:
         # The root's owner sets the sharing: created by hpcml (a personal cache) it is
         # private to the umask; made 2775 by a lab admin, every sub-directory is too.
         self.root.mkdir(parents=True, exist_ok=True)
-        for sub in ("sif", "meta", "tags", "logs", "logs/failed", "locks", "used", "tmp"):
+        for sub in ("sif", "meta", "tags", "logs", "logs/failed", "logs/jobs", "locks", "used", "tmp", "builds"):
             _mkdir_shared(self.root / sub, self.dir_mode())
         marker = self.root / "catalog.json"
         if not marker.exists():
@@ -277,6 +291,21 @@ class Catalog:
             pass
         finally:
             os.close(fd)
+
+    def write_build_marker(self, key: str, job_id: str, name: str) -> None:
+        """Record that SLURM job `job_id` builds `key` (under the key's lock)."""
+        self.init()
+        marker = {"key": key, "image": name, "job_id": job_id, "host": os.uname().nodename,
+                  "user": os.environ.get("USER", str(os.getuid())), "submitted": time.time()}
+        _write_atomic(self.build_marker_path(key), json.dumps(marker) + "\n", self._stamp_mode())
+
+    def read_build_marker(self, key: str) -> dict[str, object] | None:
+        """The marker of `key`'s build job, or None (none, or unreadable: treated as none)."""
+        try:
+            data = json.loads(self.build_marker_path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and str(data.get("job_id", "")).isdigit() else None
 
     def lock(self, key: str, on_wait: Callable[[Owner | None], None] | None = None) -> FileLock:
         self.require_writable()

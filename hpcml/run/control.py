@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,9 @@ def cancel(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
     # run with nothing left is not marked cancelled (its failures stay failures).
     task_dirs = {t.key: run_dir.task(step.name, t.key) for step, t in rec.plan.tasks()}
     job_ids = sorted({ref for key, ref in rec.refs.items() if read_exit_code(task_dirs[key]) is None})
+    # Its own build jobs of images not yet published; not another run's (adopted), which
+    # that run still waits for.
+    job_ids += [str(b["job_id"]) for b in rec.builds if not b.get("adopted") and not os.path.exists(str(b.get("sif", "")))]
     if not job_ids:
         return run_id, []
     atomic_write(run_dir.run(run_id).root / "cancelled", time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
@@ -50,10 +54,22 @@ def interrupted(run_dir: RunDir, run_id: str | None, ex: Executor, jobs: int) ->
     return RunInterrupted(submitted=jobs, executor=ex.name, tasks_cancelled=cancelled, run_id=run_id)
 
 
+#: `hpcml logs image:NAME`: the build job's output instead of a task's log.
+IMAGE_PREFIX = "image:"
+
+
 def task_logs(run_dir: RunDir, target: str, run: str | None = None) -> list[tuple[str, Path]]:
-    """(label, log path) of `STEP` (all its tasks) or `STEP/INDEX` in a run (default latest)."""
+    """(label, log path) of `STEP` (all its tasks) or `STEP/INDEX` in a run (default latest),
+    or of the build job of `image:NAME` (build_on = "slurm")."""
     run_id = resolve_run(run_dir, run)
     rec = load_run(run_dir, run_id)
+    if target.startswith(IMAGE_PREFIX):
+        image = target[len(IMAGE_PREFIX):]
+        found = [b for b in rec.builds if b["image"] == image]
+        if not found:
+            built = ", ".join(str(b["image"]) for b in rec.builds) or "none (its images were in a catalog, or built here)"
+            raise StateError(f"run {run_id} has no build job of image {image!r}; build jobs: {built}")
+        return [(target, Path(str(found[-1]["output"])))]
     name, _, index = target.partition("/")
     step = rec.plan.step(name)
     if step is None:
@@ -111,6 +127,8 @@ def follow_task_log(
 
     def done() -> bool:
         st = status(run_dir, run_id, executor)
+        if label.startswith(IMAGE_PREFIX):
+            return any(i.state not in ("pending", "building") for i in st.images if f"{IMAGE_PREFIX}{i.image}" == label)
         return any(t.state not in ACTIVE for t in st.tasks if f"{t.step}/{t.index}" == label)
 
     follow(path, done, write, sleep)

@@ -9,22 +9,24 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpcml import config
 from hpcml.config import Settings
 from hpcml.errors import StateError
 from hpcml.executors.base import Executor
 from hpcml.executors.choose import make_executor
-from hpcml.results import RunStatus
+from hpcml.render.buildjob import STARTED
+from hpcml.results import ImageJobState, RunStatus
 from hpcml.run import planfile
 from hpcml.run.journal import Journal, read_journal
 from hpcml.run.planfile import PlanFile
 from hpcml.run.rundir import RunDir
-from hpcml.run.tasks import FAILED, TaskState, derive_state, read_task_files
+from hpcml.run.tasks import DONE_OK, FAILED, RUNNING_STATES, JobRecord, TaskState, derive_state, read_task_files
 
 if TYPE_CHECKING:
     from hpcml.run.submit import RunStarted
@@ -58,6 +60,7 @@ class RunRecord:
     executor: str
     refs: dict[str, str]  # task key → job ref
     cancelled: bool
+    builds: tuple[dict[str, Any], ...] = ()  # the journal's `build` records (run/buildjobs.py)
 
 
 def load_run(run_dir: RunDir, run_id: str) -> RunRecord:
@@ -70,8 +73,11 @@ def load_run(run_dir: RunDir, run_id: str) -> RunRecord:
     refs: dict[str, str] = dict(plan.adopted)
     executor = "slurm"
     intents: dict[tuple[str, int | None], list[int]] = {}  # (step, chunk) → task indices
+    builds: list[dict[str, Any]] = []
     for r in read_journal(paths.journal):
-        if r["event"] == "run":
+        if r["event"] == "build":
+            builds.append(r)
+        elif r["event"] == "run":
             executor = r.get("executor", executor)
         elif r["event"] == "intent":
             intents[(r["step"], r.get("chunk"))] = list(r.get("indices", []))
@@ -79,7 +85,7 @@ def load_run(run_dir: RunDir, run_id: str) -> RunRecord:
             for index in intents.get((r["step"], r.get("chunk")), []):
                 key = keys_by_step[r["step"]][index]
                 refs[key] = f"{r['job_id']}_{index - int(r.get('offset', 0))}" if array[r["step"]] else r["job_id"]
-    return RunRecord(plan, executor, refs, (paths.root / "cancelled").exists())
+    return RunRecord(plan, executor, refs, (paths.root / "cancelled").exists(), tuple(builds))
 
 
 def executor_of(rec: RunRecord, settings: Settings | None) -> Executor:
@@ -92,8 +98,11 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
     run_id = resolve_run(run_dir, run)
     rec = load_run(run_dir, run_id)
     executor = executor or executor_of(rec, settings)
-    seen = executor.observe(sorted(set(rec.refs.values()))) if rec.refs else None
+    build_ids = {str(b["job_id"]) for b in rec.builds}
+    seen = executor.observe(sorted(set(rec.refs.values()) | build_ids)) if rec.refs or build_ids else None
     records = dict(seen.records) if seen else {}
+    images = image_states(rec.builds, records)
+    failed_images = {i.image: i for i in images if i.state == "failed"}
     cached = rec.plan.cached
     states: dict[str, TaskState] = {}
     for step, t in rec.plan.tasks():
@@ -111,8 +120,69 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
             upstream_failed=up_failed,
             cancelled_by_user=rec.cancelled,
         )
+        if step.image in failed_images and state not in DONE_OK and state != "running":
+            # Its image was never built: SLURM cancels (or holds) the task; say why.
+            bad = failed_images[step.image]
+            state, detail = "image_failed", f"image {bad.image}: build job {bad.job} failed · hpcml logs image:{bad.image}"
         states[t.key] = TaskState(step.name, t.index, t.key, state, files.exit_code, ref, detail, files.attempt)
-    return RunStatus(run_id, rec.plan.workflow, rec.executor, tuple(states.values()), seen.accounting if seen else True)
+    return RunStatus(run_id, rec.plan.workflow, rec.executor, tuple(states.values()), seen.accounting if seen else True,
+                     images)
+
+
+def image_states(builds: Sequence[Mapping[str, Any]], records: Mapping[str, JobRecord],
+                 now: float | None = None) -> tuple[ImageJobState, ...]:
+    """Each build job's state: pending, building (with the time since it started), done, or
+    failed (its own failure or its parent's; with the last lines of its output). Builds
+    are journaled parents first, so a parent's state is known before its child's."""
+    now = time.time() if now is None else now
+    out: dict[str, ImageJobState] = {}
+    for b in builds:
+        name, job, log = str(b["image"]), str(b["job_id"]), str(b.get("output", ""))
+        record = records.get(job)
+        published = os.path.exists(str(b.get("sif", "")))
+        elapsed = None
+        if record is not None and record.state == "PENDING" and not published:
+            state, detail = "pending", record.reason
+        elif record is not None and record.state in RUNNING_STATES:
+            state, detail = "building", ""
+            started = build_started(log)
+            elapsed = None if started is None else max(0.0, now - started)
+        elif published:
+            state, detail = "done", ""
+        else:
+            state = "failed"
+            parent = out.get(str(b.get("parent") or ""))
+            if parent is not None and parent.state == "failed":
+                detail = f"its parent image {parent.image} failed to build"
+            else:
+                why = f"job state {record.state}" if record is not None else "the job ended without publishing it"
+                detail = f"{why}\n{log_tail(log)}".rstrip()
+        out[name] = ImageJobState(name, str(b["key"]), job, state, log, elapsed, detail, bool(b.get("adopted")))
+    return tuple(out.values())
+
+
+def build_started(log: str) -> float | None:
+    try:
+        with open(log, encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+    except OSError:
+        return None
+    try:
+        return float(first[len(STARTED):]) if first.startswith(STARTED) else None
+    except ValueError:
+        return None
+
+
+def log_tail(log: str, lines: int = 15) -> str:
+    """The last lines of a build job's output ("" when there is none yet)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def watch(

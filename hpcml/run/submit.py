@@ -43,6 +43,7 @@ from hpcml.render.gpus import GpuStyle, style_from_config
 from hpcml.run.control import interrupted
 from hpcml.run.durable import DurableBatch, atomic_write
 from hpcml.run import planfile
+from hpcml.run.buildjobs import Builds, build_journal_fields, submit_builds
 from hpcml.run.journal import Journal
 from hpcml.run.reconcile import live_tasks, refuse_if_queued_on_slurm
 from hpcml.run import notify as _notify
@@ -111,6 +112,7 @@ class _Submission:
     cluster: _Cluster
     adopted: Mapping[str, str]  # task key → job ref of an earlier run
     todo: Mapping[str, Sequence[Task]]  # step → tasks to submit
+    builds: Builds  # the image build jobs the tasks wait for (build_on = "slurm")
 
 
 @dataclass
@@ -175,13 +177,13 @@ def _start_locked(ctx: _Context, lock: RunLock, progress: _Progress) -> RunStart
     wf = ctx.plan.workflow
     if ctx.executor.name != "slurm":
         refuse_if_queued_on_slurm(ctx.run_dir, wf.name, ctx.settings, ctx.runner)
-    sifs = _ensure_busy_images(ctx)
+    sifs, builds = _ensure_busy_images(ctx)
     adopted = live_tasks(ctx.executor, ctx.run_dir, wf.name)
     cached = _complete(ctx)
     todo = {
         step: [t for t in sp.tasks if t.key not in cached and t.key not in adopted] for step, sp in ctx.plan.steps.items()
     }
-    sub = _open_run(ctx, sifs, cached, adopted, todo)
+    sub = _open_run(ctx, sifs, cached, adopted, todo, builds)
     progress.run_id = sub.run_id
     jobs = _submit_steps(ctx, sub, progress)
     _submit_notify(ctx, sub, jobs)
@@ -195,8 +197,9 @@ def _complete(ctx: _Context) -> set[str]:
             if read_exit_code(ctx.run_dir.task(t.step, t.key)) == 0}
 
 
-def _ensure_busy_images(ctx: _Context) -> dict[str, str]:
-    """The SIF of every image of a step with unfinished tasks.
+def _ensure_busy_images(ctx: _Context) -> tuple[dict[str, str], Builds]:
+    """The SIF of every image of a step with unfinished tasks (with build_on = "slurm" on
+    SLURM: where its build job will publish it), and the build jobs submitted or found.
 
     Images come first; only then is it asked which of those tasks are still queued: an
     image build can take an hour, and a job adopted before it could fail and be forgotten
@@ -206,16 +209,25 @@ def _ensure_busy_images(ctx: _Context) -> dict[str, str]:
     done = _complete(ctx)
     busy = sorted({sp.step.image for sp in ctx.plan.steps.values() if any(t.key not in done for t in sp.tasks)})
     if not busy:
-        return {}
-    ctx.say(f"images: {', '.join(busy)} (reused from the catalog, or built now)")
-    sifs = ctx.ensure_images(ctx.plan, ctx.settings, busy)
+        return {}, Builds()
+    builds = Builds()
+    if ctx.settings.build_on == "slurm" and ctx.executor.name == "slurm":
+        ctx.say(f"images: {', '.join(busy)} (reused from the catalog, or built by SLURM jobs)")
+        builds = submit_builds(ctx.plan, ctx.settings, busy, runner=ctx.runner, say=ctx.say, workflow_path=ctx.path)
+        sifs = {name: builds.sifs[name] for name in busy}
+    else:
+        if ctx.settings.build_on == "slurm":
+            ctx.say(f"images: build_on = slurm, but the {ctx.executor.name} executor builds on this machine")
+        ctx.say(f"images: {', '.join(busy)} (reused from the catalog, or built now)")
+        sifs = ctx.ensure_images(ctx.plan, ctx.settings, busy)
     for image, sif in sorted(sifs.items()):
         _jobs.check_path(sif, f"image {image}")
-    return sifs
+    return sifs, builds
 
 
 def _open_run(
-    ctx: _Context, sifs: Mapping[str, str], cached: set[str], adopted: Mapping[str, str], todo: Mapping[str, Sequence[Task]]
+    ctx: _Context, sifs: Mapping[str, str], cached: set[str], adopted: Mapping[str, str], todo: Mapping[str, Sequence[Task]],
+    builds: Builds,
 ) -> _Submission:
     """Create runs/<id>/ and journal the run and its reconciliation."""
     cluster = _cluster_facts(ctx) if any(todo.values()) else _Cluster("gres", 1001)
@@ -227,8 +239,10 @@ def _open_run(
     journal.append("run", run=run_id, workflow=wf.name, path=str(ctx.path.resolve()), executor=ctx.executor.name, reason=ctx.reason,
                    provenance=provenance(ctx.settings, ctx.runner, slurm=ctx.executor.name == "slurm"))
     journal.append("reconciled", cached=sorted(cached), adopted=adopted)
+    for job in builds.jobs.values():
+        journal.append("build", **build_journal_fields(job))
     ctx.say(f"run {run_id}: {len(cached)} cached, {len(adopted)} already queued, {sum(map(len, todo.values()))} to submit")
-    return _Submission(run_id, paths, journal, sifs, cluster, adopted, todo)
+    return _Submission(run_id, paths, journal, sifs, cluster, adopted, todo, builds)
 
 
 def _submit_steps(ctx: _Context, sub: _Submission, progress: _Progress) -> dict[str, list[str]]:
@@ -245,7 +259,7 @@ def _submit_steps(ctx: _Context, sub: _Submission, progress: _Progress) -> dict[
             prepare_task(ctx.run_dir, ctx.plan, task, batch)
         batch.flush()  # on disk before any job can read them
         key_by_index = {t.index: t.key for t in sp.tasks}
-        deps = _dependencies(ctx.plan, sp, submitted_refs, sub.adopted)
+        deps = _dependencies(ctx.plan, sp, submitted_refs, sub.adopted) + sub.builds.chain_jobs(ctx.plan, sp.step.image)
         for job in _step_jobs(ctx, sub, sp):
             job_id = _submit_job(ctx, sub, job, deps, progress)
             jobs_by_step.setdefault(step, []).append(job_id)
@@ -262,7 +276,8 @@ def _submit_notify(ctx: _Context, sub: _Submission, jobs: Mapping[str, Sequence[
     if ctx.executor.name != "slurm":
         ctx.say("notify: notifications are sent by a SLURM job; this run is not on SLURM, so none is sent")
         return
-    ids = sorted({j for ids in jobs.values() for j in ids} | {ref.split("_", 1)[0] for ref in sub.adopted.values()}, key=int)
+    ids = sorted({j for ids in jobs.values() for j in ids} | {ref.split("_", 1)[0] for ref in sub.adopted.values()}
+                 | {b.job_id for b in sub.builds.jobs.values()}, key=int)
     queued = _notify.submit_jobs(
         notify, workflow=ctx.plan.workflow.name, run_dir=ctx.run_dir, paths=sub.paths, journal=sub.journal, job_ids=ids,
         webhook_url=ctx.secrets.get(notify.webhook) if notify.webhook else None, python=sys.executable, runner=ctx.runner,

@@ -29,6 +29,7 @@ STATES = (
     "node_fail",
     "preempted",
     "cancelled",
+    "image_failed",
     "upstream_failed",
     "not_submitted",
     "lost",
