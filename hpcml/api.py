@@ -168,16 +168,19 @@ def build_image_job(
     *,
     progress: Callable[[ImageEvent], None] | None = None,
     settings: _Settings | None = None,
+    settings_json: str | None = None,
 ) -> BuildReport:
     """What a SLURM build job does (`hpcml _build-image`, build_on = "slurm"): build and
     publish `image` of the workflow at `path` with the login node's build code, unless a
     catalog has it. Raises BuildError when the workflow no longer gives the image `key`
     (edited since the job was submitted: the tasks waiting for that key must not get another).
+    `settings_json`: the submitter's build settings (run/buildjobs.settings_json), used as given.
     """
     from hpcml import plan as _plan_mod  # start-up speed
     from hpcml.images import ensure as images  # start-up speed
+    from hpcml.run.buildjobs import settings_from_json  # start-up speed
 
-    s = settings or load_settings()
+    s = settings_from_json(settings_json) if settings_json is not None else settings or load_settings()
     cats = images.catalog_path(s)
     plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
     if image not in plan_.images:

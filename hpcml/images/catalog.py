@@ -12,8 +12,8 @@ One catalog is a directory, usually on a shared filesystem:
     locks/<key>.lock        held while one process builds <key> (see locking.py)
     builds/<key>.json       the SLURM build job of <key> (build_on = "slurm"): its job id,
                             so a second run depends on it instead of building again
-    builds/<name>-<key12>.sbatch, logs/jobs/<name>-<key12>.<jobid>.out
-                            that job's script and output
+    logs/jobs/<name>-<key12>.<jobid>.out
+                            that job's output
     used/<key>              touched when an image is used: gc's "last used"
 
 Reads take no lock. Publishing writes a temporary file in the destination directory,
@@ -108,9 +108,6 @@ class Catalog:
 
     def build_marker_path(self, key: str) -> Path:
         return self.root / "builds" / f"{check_key(key)}.json"
-
-    def build_script_path(self, name: str, key: str) -> Path:
-        return self.root / "builds" / f"{check_name('image name', name)}-{check_key(key)[:12]}.sbatch"
 
     def build_output_pattern(self, name: str, key: str) -> str:
         """The build job's `--output` (`%j`: the job id)."""

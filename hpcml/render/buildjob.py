@@ -9,7 +9,7 @@ Example:
 
     render_build_script(BuildJobSpec("cifar", "torch", "3f…e1", "/p/workflow.yaml", "/p",
                                      "/usr/bin/python3", "/p/.venv/lib/python3.11/site-packages",
-                                     "/c/logs/jobs/torch-3f.%j.out"))
+                                     "/c/logs/jobs/torch-3f.%j.out", '{"catalogs": ["/c"]}'))
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class BuildJobSpec:
     python: str  # the interpreter of the submitting hpcml (absolute)
     package_root: str  # the directory (or zipapp) holding that hpcml's `hpcml/` package
     output: str  # the job's output file; `%j` is the job id
+    settings: str  # the submitter's resolved build settings, JSON (run/buildjobs.py)
     partition: str | None = None
     time: str = "02:00:00"
     cpus: int = 4
@@ -91,7 +92,10 @@ def render_build_script(spec: BuildJobSpec) -> str:
         f"cd {q(spec.workflow_root)}",
         "# The same hpcml as the one that submitted this job (a checkout, a venv, the zipapp).",
         f"export PYTHONPATH={q(spec.package_root)}${{PYTHONPATH:+:$PYTHONPATH}}",
-        f"exec {q(spec.python)} -m hpcml.cli _build-image {q(spec.workflow_path)} {q(spec.image)} --key {q(spec.key)}",
+        "# The settings of the hpcml that submitted it (catalogs, flags, CA bundle, keys), as",
+        "# resolved there: the job builds what the waiting tasks were promised.",
+        f"exec {q(spec.python)} -m hpcml.cli _build-image {q(spec.workflow_path)} {q(spec.image)} --key {q(spec.key)} \\",
+        f"    --settings {q(spec.settings)}",
         "",
     ]
     return "\n".join(lines)

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,9 +117,11 @@ def _submit(plan: Plan, settings: Settings, slurm: Slurm, path: CatalogPath, tar
         workflow=plan.workflow.name, image=name, key=image.key, workflow_path=str(workflow_path.resolve()),
         workflow_root=plan.workflow.root, python=sys.executable, package_root=package_root(), output=output,
         partition=settings.build_partition, time=settings.build_time, cpus=settings.build_cpus,
-        mem=settings.build_mem, extra=settings.build_sbatch_flags,
+        mem=settings.build_mem, extra=settings.build_sbatch_flags, settings=settings_json(settings),
     )
-    script = target.build_script_path(name, image.key)
+    # In the user's own cache, not the (group-writable) catalog: nobody else may edit it.
+    script = Path(settings.cache_dir) / "builds" / f"{name}-{image.key[:12]}.sbatch"
+    script.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     atomic_write(script, render_build_script(spec), mode=0o755)
     parent = image.parent
     deps = [builds.jobs[parent].job_id] if parent is not None and parent in builds.jobs else []  # afterok
@@ -135,6 +139,27 @@ def _parent_with_job(plan: Plan, name: str, builds: Builds) -> str | None:
 def package_root() -> str:
     """The directory (or zipapp) holding the running `hpcml` package, for the build job."""
     return str(Path(hpcml.__file__).resolve().parent.parent)
+
+
+#: The settings a build reads (images/ensure.py), handed to the build job as resolved here.
+BUILD_SETTINGS = ("catalogs", "cache_dir", "apptainer", "build_flags", "build_binds", "ca_bundle", "require_signatures",
+                  "signing_key", "verify_key", "allow_setup")
+
+
+def settings_json(settings: Settings) -> str:
+    return json.dumps({k: getattr(settings, k) for k in BUILD_SETTINGS}, sort_keys=True)
+
+
+def settings_from_json(text: str) -> Settings:
+    """The build settings `settings_json` wrote; the rest are defaults (a build reads no other)."""
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise BuildError(f"unreadable build settings ({err})") from None
+    if not isinstance(data, dict) or set(data) - set(BUILD_SETTINGS):
+        raise BuildError(f"unexpected build settings: {sorted(set(data) - set(BUILD_SETTINGS)) if isinstance(data, dict) else data!r}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return dataclasses.replace(Settings(), **values)
 
 
 def build_journal_fields(job: BuildJob) -> Mapping[str, object]:

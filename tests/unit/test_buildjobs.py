@@ -22,7 +22,7 @@ from hpcml.run.tasks import JobRecord
 KEY = "3f" * 32
 SPEC = BuildJobSpec("cifar", "torch", KEY, "/home/ana/cifar/workflow.yaml", "/home/ana/cifar", "/usr/bin/python3",
                     "/home/ana/.venv/lib/python3.11/site-packages", "/srv/hpcml/logs/jobs/torch-3f3f3f3f3f3f.%j.out",
-                    partition="cpu", extra=("--account=lab",))
+                    '{"catalogs": ["/srv/hpcml"], "build_flags": ["--fakeroot"]}', partition="cpu", extra=("--account=lab",))
 
 
 def test_build_script_golden_bash_n_and_shellcheck(golden: Callable[[str, str], None], tmp_path: Path) -> None:
@@ -45,6 +45,19 @@ def test_build_script_golden_bash_n_and_shellcheck(golden: Callable[[str, str], 
 def test_build_script_refuses_unsafe_values(change: dict[str, object]) -> None:
     with pytest.raises(SubmitError):
         render_build_script(dataclasses.replace(SPEC, **change))  # type: ignore[arg-type]
+
+
+def test_build_settings_round_trip() -> None:
+    from hpcml.config import Settings
+    from hpcml.run.buildjobs import settings_from_json, settings_json
+
+    s = Settings(catalogs=("/a", "/b"), build_flags=("--fakeroot",), ca_bundle=None, signing_key="/k.pem",
+                 build_on="slurm", executor="slurm")
+    back = settings_from_json(settings_json(s))
+    assert back.catalogs == ("/a", "/b") and back.build_flags == ("--fakeroot",) and back.signing_key == "/k.pem"
+    assert back.ca_bundle is None and back.build_on == "login"  # the job builds where it runs
+    with pytest.raises(Exception, match="unexpected build settings"):
+        settings_from_json('{"exec_flags": ["--x"]}')
 
 
 def test_build_marker_round_trip(tmp_path: Path) -> None:
