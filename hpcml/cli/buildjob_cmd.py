@@ -3,9 +3,14 @@ render/buildjob.py). Not for people: hidden from `--help`. Its output is the job
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from hpcml.errors import BuildError
+
+if TYPE_CHECKING:
+    from hpcml.images.ensure import ImageEvent
 
 
 @click.command("_build-image", hidden=True)
@@ -17,12 +22,14 @@ def build_image_cmd(workflow: str, image: str, key: str, settings_json: str) -> 
     """Build and publish IMAGE of WORKFLOW (key KEY) unless a catalog has it; exit 0 when published."""
     from hpcml import api  # start-up speed
 
-    def show(event: object) -> None:
-        name, state = getattr(event, "name", ""), getattr(event, "state", "")
-        extra = getattr(event, "message", "") or getattr(event, "sif", "") or getattr(event, "log", "") or ""
-        click.echo(f"hpcml: image {name}: {state}{': ' + str(extra) if extra else ''}", nl=True)
+    def show(event: ImageEvent) -> None:
+        extra = event.message or event.sif or event.log or ""
+        click.echo(f"hpcml: image {event.name}: {event.state}{': ' + extra if extra else ''}")
 
     report = api.build_image_job(workflow, image, key, progress=show, settings_json=settings_json)
     if report.failed:
         click.echo(report.failure_message, err=True)
+        # Last, so that the tail `hpcml status` shows always names what failed.
+        for r in report.failed:
+            click.echo(f"hpcml: image {r.name}: build {r.state}" + (f"; log: {r.log}" if r.log else ""), err=True)
         raise click.exceptions.Exit(BuildError.exit_code)
