@@ -40,7 +40,8 @@ def run(
     facts = _apptainer.gather(settings, runner)
     checks: list[Check] = [_apptainer.version_check(facts), _apptainer.build_check(facts), _apptainer.run_check(facts)]
     cluster = _slurm.gather(runner)
-    checks += _slurm.checks(cluster, executor=settings.executor, gpu_request=settings.gpu_request, steps=steps)
+    checks += _slurm.checks(cluster, executor=settings.executor, gpu_request=settings.gpu_request, steps=steps,
+                            build_partition=settings.build_partition if settings.build_on == "slurm" else None)
     checks += _storage.catalog_checks(settings)
     checks += _storage.space_checks(env)
     checks.append(_storage.ca_check(settings))

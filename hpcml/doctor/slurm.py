@@ -65,14 +65,15 @@ def gather(runner: Runner) -> Cluster:
                    None if parts.ok else (parts.tail(3) or f"exit {parts.returncode}"))
 
 
-def checks(cluster: Cluster, *, executor: str, gpu_request: str, steps: Sequence[Step] = ()) -> list[Check]:
+def checks(cluster: Cluster, *, executor: str, gpu_request: str, steps: Sequence[Step] = (),
+           build_partition: str | None = None) -> list[Check]:
     """Every SLURM check, in order; all but the first are skipped when slurmctld is not reached."""
     first = controller_check(cluster, executor)
     if not cluster.reachable:
         skipped = [("slurm.accounting", "SLURM accounting"), ("slurm.arrays", "SLURM job arrays"),
                    ("slurm.partitions", "SLURM partitions"), ("slurm.gpus", "SLURM GPUs")]
         return [first, *(Check(i, t, "skip", "SLURM is not reachable") for i, t in skipped)]
-    return [first, accounting_check(cluster), arrays_check(cluster), partitions_check(cluster, steps),
+    return [first, accounting_check(cluster), arrays_check(cluster), partitions_check(cluster, steps, build_partition),
             gpus_check(cluster, gpu_request, steps)]
 
 
@@ -113,8 +114,9 @@ def arrays_check(cluster: Cluster) -> Check:
                  f"MaxArraySize={size}: a step of more than {size} tasks is submitted as several arrays")
 
 
-def partitions_check(cluster: Cluster, steps: Sequence[Step] = ()) -> Check:
-    """Partitions this user can submit to; with steps, that each step's partition is one."""
+def partitions_check(cluster: Cluster, steps: Sequence[Step] = (), build_partition: str | None = None) -> Check:
+    """Partitions this user can submit to; with steps, that each step's partition is one
+    (and the build jobs' `build_partition`, when set)."""
     title = "SLURM partitions"
     if cluster.partitions_error is not None:
         return Check("slurm.partitions", title, "fail", f"`scontrol show partition` failed: {cluster.partitions_error}",
@@ -126,23 +128,25 @@ def partitions_check(cluster: Cluster, steps: Sequence[Step] = ()) -> Check:
                      "ask an administrator which partition (and account) to use")
     by_name = {p.name: p for p in cluster.partitions}
     problems = []
-    for step in steps:
-        wanted = step.resources.partition
+    asks = [(f"step {s.name}", s.resources.partition) for s in steps]
+    if build_partition:
+        asks.append(("the setting build_partition", build_partition))
+    for who, wanted in asks:
         if wanted is None:
             if not any(p.default for p in usable):
-                problems.append(f"step {step.name} names no partition and this cluster has no default one you can use")
+                problems.append(f"{who} names no partition and this cluster has no default one you can use")
             continue
         for name in wanted.split(","):
             part = by_name.get(name)
             if part is None:
-                problems.append(f"step {step.name} asks for partition {name!r}, which this cluster does not have")
+                problems.append(f"{who} asks for partition {name!r}, which this cluster does not have")
             elif part not in usable:
                 why = "is down" if not part.up else "is not open to you (AllowGroups/RootOnly)"
-                problems.append(f"step {step.name} asks for partition {name!r}, which {why}")
+                problems.append(f"{who} asks for partition {name!r}, which {why}")
     if problems:
         return Check("slurm.partitions", title, "fail", "; ".join(problems) + f" (yours: {names}; * default)",
-                     f"set `partition:` of those steps to one of: {', '.join(p.name for p in usable)} "
-                     "(or leave it out for the default)")
+                     f"set `partition:` of those steps (or build_partition) to one of: "
+                     f"{', '.join(p.name for p in usable)} (or leave it out for the default)")
     return Check("slurm.partitions", title, "pass", f"you can use: {names} (* default)")
 
 

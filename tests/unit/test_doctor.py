@@ -133,7 +133,9 @@ def test_a_step_partition_that_is_missing_down_or_closed_fails() -> None:
     assert "step a asks for partition 'nosuch', which this cluster does not have" in check.detail
     assert "'old', which is down" in check.detail and "'gpu', which is not open to you" in check.detail
     assert "step d" not in check.detail
-    assert check.fix.startswith("set `partition:` of those steps to one of: cpu")
+    assert check.fix.startswith("set `partition:` of those steps (or build_partition) to one of: cpu")
+    build = dslurm.partitions_check(_cluster(), (), build_partition="big")
+    assert build.status == "fail" and "the setting build_partition asks for partition 'big'" in build.detail
     assert dslurm.partitions_check(_cluster(groups=frozenset({"ml"})), [_step("c", partition="gpu")]).status == "pass"
 
 
