@@ -101,7 +101,7 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
     build_ids = {str(b["job_id"]) for b in rec.builds}
     seen = executor.observe(sorted(set(rec.refs.values()) | build_ids)) if rec.refs or build_ids else None
     records = dict(seen.records) if seen else {}
-    images = image_states(rec.builds, records)
+    images = image_states(rec.builds, records, cancelled=rec.cancelled)
     failed_images = {i.image: i for i in images if i.state == "failed"}
     cached = rec.plan.cached
     states: dict[str, TaskState] = {}
@@ -120,7 +120,7 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
             upstream_failed=up_failed,
             cancelled_by_user=rec.cancelled,
         )
-        if step.image in failed_images and state not in DONE_OK and state != "running":
+        if step.image in failed_images and state not in DONE_OK and state != "running" and not rec.cancelled:
             # Its image was never built: SLURM cancels (or holds) the task; say why.
             bad = failed_images[step.image]
             state, detail = "image_failed", f"image {bad.image}: build job {bad.job} failed · hpcml logs image:{bad.image}"
@@ -130,10 +130,11 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
 
 
 def image_states(builds: Sequence[Mapping[str, Any]], records: Mapping[str, JobRecord],
-                 now: float | None = None) -> tuple[ImageJobState, ...]:
+                 now: float | None = None, cancelled: bool = False) -> tuple[ImageJobState, ...]:
     """Each build job's state: pending, building (with the time since it started), done, or
-    failed (its own failure or its parent's; with the last lines of its output). Builds
-    are journaled parents first, so a parent's state is known before its child's."""
+    failed (its own failure or its parent's; with the last lines of its output), or
+    cancelled when the user cancelled the run. Builds are journaled parents first, so a
+    parent's state is known before its child's."""
     now = time.time() if now is None else now
     out: dict[str, ImageJobState] = {}
     for b in builds:
@@ -149,6 +150,8 @@ def image_states(builds: Sequence[Mapping[str, Any]], records: Mapping[str, JobR
             elapsed = None if started is None else max(0.0, now - started)
         elif published:
             state, detail = "done", ""
+        elif cancelled and not b.get("adopted"):
+            state, detail = "cancelled", "hpcml cancel"
         else:
             state = "failed"
             parent = out.get(str(b.get("parent") or ""))

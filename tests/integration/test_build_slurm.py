@@ -187,4 +187,5 @@ def test_cancel_cancels_the_build_job(scenario: Scenario) -> None:
     (build,) = builds_of(scenario.cancelled, scenario.cancelled_run.run_id)
     assert str(build["job_id"]) in scenario.cancelled_jobs
     st = wait(scenario.cancelled, timeout=120)
-    assert st.finished and [i.state for i in st.images] == ["failed"]
+    assert st.finished and [i.state for i in st.images] == ["cancelled"]
+    assert {t.state for t in st.tasks} == {"cancelled"}

@@ -98,6 +98,7 @@ def test_image_states_from_slurm_and_the_catalog(tmp_path: Path) -> None:
     records = {"10": JobRecord("FAILED"), "11": JobRecord("CANCELLED", "DependencyNeverSatisfied")}
     states = {s.image: s for s in image_states(builds[:2], records)}
     assert states["torch"].state == "failed" and states["torch"].detail == "its parent image base failed to build"
+    assert image_states(builds[:1], {"10": JobRecord("CANCELLED")}, cancelled=True)[0].state == "cancelled"
     gone = image_states([_build(tmp_path, "late", "13")], {})  # not in squeue nor sacct, not published
     assert gone[0].state == "failed" and "ended without publishing" in gone[0].detail
 
