@@ -10,7 +10,8 @@ for together (the tests only read what happened):
 - broken: a build whose %post exits 1: its tasks are `image failed` with the image's name
   and the build log's tail, `logs image:bb` shows the job's output, and the fixed
   workflow's rerun completes;
-- cancelled: `hpcml cancel` right after submission cancels the build job too.
+- cancelled: `hpcml cancel` right after submission cancels the build job too;
+- built: `hpcml build --build-on slurm` submits the build job, prints it and returns.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class Scenario:
     cancelled: Path
     cancelled_jobs: list[str]
     cancelled_run: RunOutcome
+    built: str  # `hpcml build --build-on slurm`'s output
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +132,12 @@ def scenario(apptainer, catalog: Path, slurm_cluster, tmp_path_factory: pytest.T
     cancelled = workflow(root / "cancel", "bcancel", uuid.uuid4().hex)
     cancelled_run = run(cancelled)
     _, jobs = api.cancel(workflow=str(cancelled))
+
+    only_built = workflow(root / "built", "bbuilt", uuid.uuid4().hex)
+    built = subprocess.run([sys.executable, "-m", "hpcml.cli", "build", str(only_built), "--build-on", "slurm"],
+                           cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=120, check=True).stdout
     yield Scenario(settings, new, new_run, rows, pair, pair_runs, broken, broken_run,
-                   cancelled, jobs, cancelled_run)
+                   cancelled, jobs, cancelled_run, built)
 
 
 def test_a_new_image_is_built_by_a_job_the_tasks_wait_for(scenario: Scenario, tmp_path: Path) -> None:
@@ -189,3 +195,12 @@ def test_cancel_cancels_the_build_job(scenario: Scenario) -> None:
     st = wait(scenario.cancelled, timeout=120)
     assert st.finished and [i.state for i in st.images] == ["cancelled"]
     assert {t.state for t in st.tasks} == {"cancelled"}
+
+
+def test_build_on_slurm_submits_and_returns(scenario: Scenario) -> None:
+    ((image, job, sif),) = [line.split("\t") for line in scenario.built.splitlines()]
+    assert image == "bb" and job.startswith("job ")
+    deadline = time.monotonic() + 240
+    while Slurm().job_live(job.split()[1]) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert Path(sif).is_file()
