@@ -32,6 +32,7 @@ from hpcml import api, config
 from hpcml.clients.slurm import Slurm
 from hpcml.config import Settings
 from hpcml.results import RunOutcome, RunStatus
+from hpcml.run.buildjobs import settings_json
 from hpcml.run.journal import read_journal
 from hpcml.run.rundir import RunDir
 
@@ -152,6 +153,11 @@ def test_a_new_image_is_built_by_a_job_the_tasks_wait_for(scenario: Scenario, tm
     assert st.ok, st.as_dict()
     assert [(i.image, i.state) for i in st.images] == [("bb", "done")]
     assert Path(str(build["sif"])).is_file()
+    # What a second build job of that key would do: find it published and exit 0 at once.
+    again_job = subprocess.run([sys.executable, "-m", "hpcml.cli", "_build-image", str(scenario.new), "bb", "--key",
+                                str(build["key"]), "--settings", settings_json(scenario.settings)],
+                               cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert again_job.returncode == 0 and "hpcml: image bb: cached" in again_job.stdout, again_job.stderr
 
     again = workflow(tmp_path / "again", "bagain", "unused")
     again.write_text(scenario.new.read_text().replace("echo one", "echo two").replace("name: bnew", "name: bagain"))
