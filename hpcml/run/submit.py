@@ -5,10 +5,11 @@ live, step by step in DAG order.
 
 1. classify every task: complete (exit code 0: cached), live in an earlier run's job
    (adopted: found with one squeue by job name and that run's manifest), or to submit;
-2. ensure the images of the steps that have work, render one job script per step (per
+2. ensure the images of the steps that have work (or, with build_on = "slurm", submit
+   a build job per missing image: run/buildjobs.py), render one job script per step (per
    chunk at MaxArraySize), write task directories, manifests and the secrets file;
 3. per step in DAG order: journal an intent, sbatch with `afterok` on the live jobs of the
-   upstream tasks, journal the job id.
+   upstream tasks and on the build jobs of the step's image, journal the job id.
 
 A rerun after a crash (even `kill -9` between sbatch and the journal) finds the jobs of
 the dead run by name and depends on them instead of submitting them again. Following the
