@@ -41,9 +41,7 @@ def gpu_check(settings: Settings, runner: Runner, cluster: Cluster, sif: str | N
         return Check("gpu.job", TITLE, "fail", "no image to run",
                      "pass --image NAME[:TAG] (from a catalog) or --image /path/to/image.sif, or a workflow "
                      "with a GPU step whose image is built")
-    gpu_parts = [p.name for p in cluster.partitions if p.gpus and p.up]
-    gpu_parts += sorted({n for node in cluster.nodes if node.gpus for n in node.partitions} - set(gpu_parts))
-    part = partition or (gpu_parts[0] if gpu_parts else None)
+    part = partition or pick_gpu_partition(cluster)
     if part is None:
         return Check("gpu.job", TITLE, "fail", "no partition of this cluster has GPUs",
                      "ask an administrator which partition has GPUs, then pass --partition NAME")
@@ -69,6 +67,16 @@ def gpu_check(settings: Settings, runner: Runner, cluster: Cluster, sif: str | N
                      "check the partition and your account (`sacctmgr show assoc user=$USER`)")
     report = parse_gpu_output(_read(output))
     return judge(report, part, job, _image_cuda(settings, runner, sif, report))
+
+
+def pick_gpu_partition(cluster: Cluster) -> str | None:
+    """A partition with GPUs: one named like it (`gpu`, `a100-gpu`) before the default
+    partition, which on most clusters is the CPU one even where its nodes have GPUs."""
+    with_gpus = {p.name for p in cluster.partitions if p.gpus and p.up}
+    with_gpus |= {n for node in cluster.nodes if node.gpus for n in node.partitions}
+    default = {p.name for p in cluster.partitions if p.default}
+    ranked = sorted(with_gpus, key=lambda n: ("gpu" not in n.lower(), n in default, n))
+    return ranked[0] if ranked else None
 
 
 def judge(report: GpuReport, partition: str, job: str, image_cuda: str | None) -> Check:

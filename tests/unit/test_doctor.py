@@ -250,6 +250,16 @@ def test_gpu_output_and_the_cuda_judgement() -> None:
     assert check.status == "fail" and "saw no GPU" in check.detail and "nvidia-smi is not installed" in check.detail
 
 
+def test_the_gpu_job_prefers_a_gpu_partition_to_the_default() -> None:
+    from hpcml.clients.slurminfo import Partition
+    from hpcml.doctor.gpu import pick_gpu_partition
+
+    both = [Partition(n, True, n == "batch", False, False, ("ALL",), (), ("ALL",), "vm", 2) for n in ("batch", "long", "gpu")]
+    assert pick_gpu_partition(_cluster(partitions=tuple(both), nodes=())) == "gpu"
+    assert pick_gpu_partition(_cluster(partitions=tuple(both[:2]), nodes=())) == "long"
+    assert pick_gpu_partition(_cluster(partitions=(), nodes=())) is None
+
+
 def test_cuda_versions_from_json_and_labels() -> None:
     assert cuda_from_json('{"cuda": {"version": "11.8.0"}}') == "11.8.0"
     assert cuda_from_json("garbage") is None
