@@ -123,7 +123,7 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
         if step.image in failed_images and state not in DONE_OK and state != "running" and not rec.cancelled:
             # Its image was never built: SLURM cancels (or holds) the task; say why.
             bad = failed_images[step.image]
-            state, detail = "image_failed", f"image {bad.image}: build job {bad.job} failed · hpcml logs image:{bad.image}"
+            state, detail = "image_failed", f"image {bad.image}, build job {bad.job}"
         states[t.key] = TaskState(step.name, t.index, t.key, state, files.exit_code, ref, detail, files.attempt)
     return RunStatus(run_id, rec.plan.workflow, rec.executor, tuple(states.values()), seen.accounting if seen else True,
                      images)

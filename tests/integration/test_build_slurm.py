@@ -185,7 +185,7 @@ def test_a_failed_build_fails_its_tasks_with_the_log_then_the_fix_runs(scenario:
     (image,) = st.images
     assert image.state == "failed" and "build failed" in image.detail, image
     assert {t.state for t in st.tasks} == {"image_failed"}
-    assert all("image bb: build job" in t.detail for t in st.tasks)
+    assert all(t.detail == f"image bb, build job {image.job}" for t in st.tasks)
     ((label, log),) = api.logs("image:bb", workflow=str(scenario.broken))
     assert label == "image:bb" and "exit" in Path(log).read_text()
 
