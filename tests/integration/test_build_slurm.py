@@ -6,6 +6,8 @@ for together (the tests only read what happened):
 - new: an image no catalog has; the run returns once submitted, squeue shows the build
   job and the task jobs waiting on it, the run completes, the image is then in the
   catalog, and a second workflow using it submits no build job;
+- chain: a child image and its parent both missing: the child's build job waits for the
+  parent's, the tasks for both;
 - pair: two runs started together need the same new image: one build job (sacct);
 - broken: a build whose %post exits 1: its tasks are `image failed` with the image's name
   and the build log's tail, `logs image:bb` shows the job's output, and the fixed
@@ -63,6 +65,15 @@ steps:
 """
 
 
+CHILD = """\
+  kid:
+    from: bb
+    shell: sh
+    post: echo kid > /kid
+defaults:
+  image: kid"""
+
+
 def workflow(root: Path, name: str, token: str, fail: bool = False) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "busybox").write_bytes(Path(BUSYBOX).read_bytes())
@@ -91,6 +102,8 @@ class Scenario:
     new: Path
     new_run: RunOutcome
     squeue_after_submit: list[tuple[str, str, str]]  # (job id, name, reason)
+    chain: Path
+    chain_run: RunOutcome
     pair: tuple[Path, Path]
     pair_runs: tuple[str, ...]  # run ids
     broken: Path
@@ -113,6 +126,9 @@ def scenario(apptainer, catalog: Path, slurm_cluster, tmp_path_factory: pytest.T
 
     new = workflow(root / "new", "bnew", uuid.uuid4().hex)
     new_run = run(new)
+    chain = workflow(root / "chain", "bchain", uuid.uuid4().hex)
+    chain.write_text(chain.read_text().replace("defaults:\n  image: bb", CHILD))
+    chain_run = run(chain)
     rows = [(r.job_id, r.name, r.reason) for r in Slurm().squeue() if r.live]
 
     # Two processes at once, through the CLI and its --build-on flag.
@@ -137,7 +153,7 @@ def scenario(apptainer, catalog: Path, slurm_cluster, tmp_path_factory: pytest.T
     only_built = workflow(root / "built", "bbuilt", uuid.uuid4().hex)
     built = subprocess.run([sys.executable, "-m", "hpcml.cli", "build", str(only_built), "--build-on", "slurm"],
                            cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=120, check=True).stdout
-    yield Scenario(settings, new, new_run, rows, pair, pair_runs, broken, broken_run,
+    yield Scenario(settings, new, new_run, rows, chain, chain_run, pair, pair_runs, broken, broken_run,
                    cancelled, jobs, cancelled_run, built)
 
 
@@ -164,6 +180,15 @@ def test_a_new_image_is_built_by_a_job_the_tasks_wait_for(scenario: Scenario, tm
     outcome = api.run(again, executor="slurm", settings=scenario.settings, watch=False, detach=True)
     assert builds_of(again, outcome.run_id) == []  # the image is in the catalog: no build job
     assert wait(again).ok
+
+
+def test_a_child_image_waits_for_its_parent(scenario: Scenario) -> None:
+    parent, child = builds_of(scenario.chain, scenario.chain_run.run_id)
+    assert (parent["image"], child["image"], child["parent"]) == ("bb", "kid", "bb")
+    by_id = {job: reason for job, _, reason in scenario.squeue_after_submit}
+    assert by_id[str(child["job_id"])] == "Dependency"
+    st = wait(scenario.chain)
+    assert st.ok and [(i.image, i.state) for i in st.images] == [("bb", "done"), ("kid", "done")]
 
 
 def test_two_runs_at_once_share_one_build_job(scenario: Scenario) -> None:
