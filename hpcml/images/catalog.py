@@ -335,6 +335,13 @@ class Catalog:
         for log in sorted((self.root / "logs" / "failed").glob("*.log")):
             if log.stat().st_mtime < cutoff:
                 doomed.append(GcItem(str(log), "old failed-build log", log.stat().st_size))
+        for out in sorted((self.root / "logs" / "jobs").glob("*.out")):
+            if out.stat().st_mtime < cutoff:
+                doomed.append(GcItem(str(out), "old build job output", out.stat().st_size))
+        for marker in sorted((self.root / "builds").glob("*.json")):
+            # A marker only matters while its job is queued; a week is longer than any build.
+            if now - marker.stat().st_mtime > 7 * 86400:
+                doomed.append(GcItem(str(marker), "marker of a build job long ended", marker.stat().st_size))
         if not dry_run:
             self.require_writable()
             for item in doomed:

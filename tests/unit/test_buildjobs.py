@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,6 +71,12 @@ def test_build_marker_round_trip(tmp_path: Path) -> None:
     assert cat.read_build_marker(KEY) is None  # unreadable: as if none (a new job is submitted)
     assert cat.build_output_pattern("torch", KEY).endswith("/logs/jobs/torch-3f3f3f3f3f3f.%j.out")
     assert (tmp_path / "cat" / "logs" / "jobs").is_dir()
+    out = tmp_path / "cat" / "logs" / "jobs" / "torch-3f3f3f3f3f3f.812.out"
+    out.write_text("log")
+    later = time.time() + 8 * 86400
+    assert {g.reason for g in cat.gc(3, dry_run=True, now=later)} >= {"old build job output",
+                                                                      "marker of a build job long ended"}
+    assert cat.gc(3, dry_run=True) == []  # fresh: kept
 
 
 def _build(tmp_path: Path, image: str, job: str, parent: str | None = None) -> dict[str, object]:
