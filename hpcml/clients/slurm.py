@@ -5,8 +5,8 @@ same code works over SSH later) and turns their output into small dataclasses. T
 parsers are pure and tested on output pasted from a real cluster (22.05):
 
 - `sbatch --parsable` prints `123` or `123;cluster`.
-- `squeue -h -t all --me -o '%i|%j|%T|%r'`: one row per job; a pending job array is one
-  row `123_[0-5%2]`, a started array task `123_4`. `-t all` keeps recently finished jobs
+- `squeue -h -r -t all --me -o '%i|%j|%T|%r'`: one row per job or array task (`123_4`);
+  without `-r` a pending array is one row `123_[0-5%2]`, which squeue truncates when long. `-t all` keeps recently finished jobs
   (for MinJobAge seconds), which gives causes such as TIMEOUT on a cluster without sacct.
 - `sacct -X --duplicates --parsable2 --noheader -o JobID,JobName,State,ExitCode,Reason`:
   `CANCELLED by 0`, `3:0` exit codes, REQUEUED rows before the newest one.
@@ -14,6 +14,7 @@ parsers are pure and tested on output pasted from a real cluster (22.05):
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, replace
@@ -21,6 +22,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from hpcml.errors import SubmitError
 from hpcml.clients.runner import Completed, LocalRunner, Runner
+
+log = logging.getLogger(__name__)
 
 ACCOUNTING_DISABLED = "accounting storage is disabled"
 
@@ -120,7 +123,9 @@ class Slurm:
     def squeue_argv() -> list[str]:
         # One RPC for every job of this user, finished ones included (-t all): the caller
         # filters by name or id. Asking with -j for purged ids would fail the whole call.
-        return ["squeue", "-h", "-t", "all", "--me", "-o", "%i|%j|%T|%r"]
+        # -r: one row per array task (`123_4`), never a range: squeue cuts %i at its column
+        # width, and a fragmented range (`1559_[2-9,12-99,116-999,1152-11`) cannot be read.
+        return ["squeue", "-h", "-r", "-t", "all", "--me", "-o", "%i|%j|%T|%r"]
 
     def squeue(self) -> list[JobRow]:
         """All of this user's jobs slurmctld still knows."""
@@ -246,6 +251,17 @@ def split_job_id(text: str) -> list[tuple[str, int | None]]:
     return [(m.group("job"), None)]
 
 
+def job_ids_of(text: str) -> list[tuple[str, int | None]]:
+    """`split_job_id` for a row of someone else's output: an id of a shape this parser does
+    not know (a truncated array range, a future format) is skipped, not a crash of every
+    `run` and `status` until SLURM forgets that job."""
+    try:
+        return split_job_id(text)
+    except ValueError:
+        log.debug("skipped an unreadable job id %r", text)
+        return []
+
+
 def parse_array_spec(spec: str) -> list[int]:
     """`0-5%2` → 0..5; `1,3-7:2` → 1,3,5,7 (the throttle after % is dropped)."""
     spec = spec.split("%", 1)[0]
@@ -264,7 +280,7 @@ def parse_squeue(text: str) -> list[JobRow]:
         if not line.strip():
             continue
         job_id, name, state, reason = (line.split("|") + ["", "", ""])[:4]
-        for job, task in split_job_id(job_id):
+        for job, task in job_ids_of(job_id):
             rows.append(JobRow(job, task, name.strip(), state.strip(), reason.strip()))
     return rows
 
@@ -282,7 +298,7 @@ def parse_sacct(text: str) -> list[JobRow]:
         job_id, name, state, exit_code, reason = (line.split("|") + ["", "", "", ""])[:5]
         state = state.split(" ", 1)[0].strip()
         code, sig = _exit_code(exit_code)
-        for job, task in split_job_id(job_id):
+        for job, task in job_ids_of(job_id):
             newest[(job, task)] = JobRow(job, task, name.strip(), state, reason.strip(), code, sig)
     return list(newest.values())
 
@@ -362,7 +378,7 @@ def parse_usage(text: str) -> list[UsageRow]:
             continue
         trs = parse_tres(tres)
         code, _sig = _exit_code(exit_code)
-        for job, task in split_job_id(job_id):
+        for job, task in job_ids_of(job_id):
             rows.append(
                 UsageRow(
                     job, task, state.split(" ", 1)[0].strip(), code, _time(submit), _time(start), _time(end),

@@ -33,7 +33,12 @@ def cancel(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
     # A task with an exit code has ended (failed ones too): its job is not cancelled, and a
     # run with nothing left is not marked cancelled (its failures stay failures).
     task_dirs = {t.key: run_dir.task(step.name, t.key) for step, t in rec.plan.tasks()}
-    job_ids = sorted({ref for key, ref in rec.refs.items() if read_exit_code(task_dirs[key]) is None})
+    unfinished = {ref for key, ref in rec.refs.items() if read_exit_code(task_dirs[key]) is None}
+    # An array this run submitted is cancelled by its job id, one word for all its tasks
+    # (3,000 task ids made a 29 KB scancel line); tasks it adopted from another run's
+    # array only one by one, since the rest of that array is not this run's.
+    adopted = set(rec.plan.adopted.values())
+    job_ids = sorted({ref if ref in adopted else ref.partition("_")[0] for ref in unfinished})
     # Its own build jobs of images not yet published; not another run's (adopted), which
     # that run still waits for.
     job_ids += [str(b["job_id"]) for b in rec.builds if not b.get("adopted") and not os.path.exists(str(b.get("sif", "")))]

@@ -300,3 +300,22 @@ def test_detach_status_then_cancel(tmp_path: Path, settings: Settings) -> None:
     states = {t.step: t.state for t in st.tasks}
     assert states["long"] == "cancelled" and states["after"] in ("cancelled", "upstream_failed"), states
     assert [r.run_id for r in api.runs_history(workflow=str(wf))] == [outcome.run_id]
+
+
+def test_cancel_names_an_array_by_its_job_id(tmp_path: Path, settings: Settings) -> None:
+    # A sweep is cancelled with one word per array job, not one per task; every task ends
+    # cancelled, and squeue's rows of the cancelled array (one per task with -r) stay readable.
+    steps = "sweep:\n  matrix: {i: {range: [0, 6]}}\n  max_parallel: 1\n  run: sleep 300\n"
+    wf = write_workflow(tmp_path / "arr", "cancelarr", steps)
+    outcome = api.run(wf, executor="slurm", settings=settings, watch=False)
+    (array_job,) = outcome.jobs["sweep"]
+    run_id, jobs = api.cancel(workflow=str(wf))
+    assert run_id == outcome.run_id and jobs == [array_job]
+    import time
+
+    for _ in range(60):  # scancel is asynchronous
+        st = api.status(workflow=str(wf))
+        if st.finished:
+            break
+        time.sleep(1)
+    assert [t.state for t in st.tasks] == ["cancelled"] * 6

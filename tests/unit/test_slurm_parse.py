@@ -133,3 +133,17 @@ def test_sbatch_argv_puts_dependencies_on_the_command_line() -> None:
         "--kill-on-invalid-dep=yes",
         "/r/jobs/train.sbatch",
     ]
+
+
+def test_squeue_asks_for_one_row_per_array_task() -> None:
+    # Without -r a pending array is one row whose range squeue cuts at the column width.
+    assert "-r" in Slurm.squeue_argv()
+
+
+def test_an_unreadable_foreign_row_is_skipped_not_a_crash() -> None:
+    # A cancelled array of another run, as squeue printed it without -r (cut at 31 chars).
+    text = "1559_[2-9,12-99,116-999,1152-11|hpcml.x.r.train|CANCELLED|None\n42_3|hpcml.w.r.s|RUNNING|None\n"
+    rows = parse_squeue(text)
+    assert [(r.job_id, r.array_task, r.state) for r in rows] == [("42", 3, "RUNNING")]
+    sacct = "1559_[2-9,12-99|n|CANCELLED by 0|0:0|None\n77|n|COMPLETED|0:0|None\n"
+    assert [r.job_id for r in parse_sacct(sacct)] == ["77"]
