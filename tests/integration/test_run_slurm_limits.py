@@ -45,16 +45,19 @@ CHECKPOINTED = """\
 
 # The realistic example beside them, in the same run (a requeue costs ~2.5 minutes, so it
 # shares this one): prepare → a GPU sweep where lr=1 checkpoints and is requeued and lr=2
-# fails → evaluate (upstream failed). Its report is opened in headless Chromium.
+# fails → evaluate (upstream failed). Its report is opened in headless Chromium. SLURM sends
+# `--signal` from its ~30 s time-limit sweep: with a 1-minute limit and 30 s grace an array
+# task was once killed at its limit without the signal, so this one has 2 minutes and 90 s
+# grace (the signal still comes after about 30-60 s: the test takes no longer).
 SWEEP = """\
   prepare:
     run: echo data > {out}/data.txt
   sweep:
     needs: [prepare]
     matrix: {lr: [1, 2, 3]}
-    resources: {partition: gpu, gpus: 1, time: 1m}
+    resources: {partition: gpu, gpus: 1, time: 2m}
     retries: 2
-    checkpoint: {signal: USR2, grace: 30}
+    checkpoint: {signal: USR2, grace: 90}
     run: |
       if [ {lr} = 2 ]; then echo "loss is nan at lr={lr}" >&2; exit 3; fi
       if [ {lr} = 1 ] && [ ! -f {out}/n ]; then
