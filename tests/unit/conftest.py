@@ -7,6 +7,7 @@ HPCML_UPDATE_GOLDEN=1 to (re)write the files after a deliberate change, then rev
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -35,3 +36,16 @@ def check_golden(name: str, text: str) -> None:
 def golden() -> Callable[[str, str], None]:
     """The golden-file check as a fixture: `golden("name.def", text)`."""
     return check_golden
+
+
+@pytest.fixture
+def shellcheck() -> str:
+    """The shellcheck program; the test is skipped without it, or fails under
+    HPCML_REQUIRE_TESTBED=1 (CI, where slurm/testbed/up installs it)."""
+    path = shutil.which("shellcheck")
+    if path is None:
+        reason = "shellcheck is not installed (apt-get install shellcheck; slurm/testbed/up installs it)"
+        if os.environ.get("HPCML_REQUIRE_TESTBED") == "1":
+            pytest.fail(f"testbed required (HPCML_REQUIRE_TESTBED=1) but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path

@@ -5,7 +5,6 @@ from the journal and SLURM's answers. On the testbed: tests/integration/test_bui
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,16 +25,13 @@ SPEC = BuildJobSpec("cifar", "torch", KEY, "/home/ana/cifar/workflow.yaml", "/ho
                     '{"catalogs": ["/srv/hpcml"], "build_flags": ["--fakeroot"]}', partition="cpu", extra=("--account=lab",))
 
 
-def test_build_script_golden_bash_n_and_shellcheck(golden: Callable[[str, str], None], tmp_path: Path) -> None:
+def test_build_script_golden_bash_n_and_shellcheck(golden: Callable[[str, str], None], tmp_path: Path, shellcheck: str) -> None:
     text = render_build_script(SPEC)
     golden("build-job.sbatch", text)
     script = tmp_path / "build.sbatch"
     script.write_text(text)
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
-    checker = shutil.which("shellcheck")
-    if checker is None:
-        pytest.skip("shellcheck is not installed (slurm/testbed/up installs it)")
-    done = subprocess.run([checker, str(script)], check=False, capture_output=True, text=True)
+    done = subprocess.run([shellcheck, str(script)], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -214,16 +213,13 @@ SPEC = GpuJobSpec("gpu", ["--gres=gpu:1"], "/home/ana/.cache/hpcml/doctor/gpu.ou
                   ("--userns",), "/srv/hpcml/images/sif/ab/ab12.sif")
 
 
-def test_gpu_job_script_golden_bash_n_and_shellcheck(golden: Callable[[str, str], None], tmp_path: Path) -> None:
+def test_gpu_job_script_golden_bash_n_and_shellcheck(golden: Callable[[str, str], None], tmp_path: Path, shellcheck: str) -> None:
     text = render_gpu_script(SPEC)
     golden("doctor-gpu.sbatch", text)
     script = tmp_path / "gpu.sbatch"
     script.write_text(text)
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
-    checker = shutil.which("shellcheck")
-    if checker is None:
-        pytest.skip("shellcheck is not installed (slurm/testbed/up installs it)")
-    done = subprocess.run([checker, str(script)], check=False, capture_output=True, text=True)
+    done = subprocess.run([shellcheck, str(script)], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from dataclasses import replace
 from importlib import resources
@@ -100,19 +98,6 @@ def test_golden_scripts(name: str, golden: Callable[[str, str], None], tmp_path:
 #: unreachable to it; SC2209, `hpcml_shell=sh` is a string (shlex.quote leaves it bare);
 #: SC2016, env values are single-quoted so that `$` stays literal.
 RENDERED_EXCLUDES = "SC2016,SC2209,SC2317"
-
-
-@pytest.fixture
-def shellcheck() -> str:
-    """The shellcheck program; the test is skipped without it, or fails under
-    HPCML_REQUIRE_TESTBED=1 (CI, where slurm/testbed/up installs it)."""
-    path = shutil.which("shellcheck")
-    if path is None:
-        reason = "shellcheck is not installed (apt-get install shellcheck; slurm/testbed/up installs it)"
-        if os.environ.get("HPCML_REQUIRE_TESTBED") == "1":
-            pytest.fail(f"testbed required (HPCML_REQUIRE_TESTBED=1) but {reason}", pytrace=False)
-        pytest.skip(reason)
-    return path
 
 
 def _template() -> str:
