@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,12 @@ def sacct_gpu_hours(job_ids: set[str]) -> float:
 def check_report(wf: Path, tmp_path: Path) -> None:
     """The report of the run: a trace joined with sacct, and the page in headless Chromium."""
     out = tmp_path / "report.html"
+    # slurmdbd records a job's usage a moment after it ends: wait for it before reading.
+    run_jobs = {t.job.split("_")[0] for t in api.status(workflow=str(wf)).tasks if t.job}
+    for _ in range(60):
+        if sacct_gpu_hours(run_jobs) > 0:
+            break
+        time.sleep(1)
     report = api.report(workflow=str(wf), output=out)
     tr = report.trace
     assert tr.accounting and not tr.missing
