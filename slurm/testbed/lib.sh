@@ -23,6 +23,11 @@ MODE_FILE=$STATE/mode
 INFO_JSON=$STATE/testbed.json
 ETC_SLURM=/etc/slurm
 COMPONENTS=(apptainer slurm sshd)
+# The extra nodes of the `multi` partition (slurm/slurm.conf.in): one more slurmd
+# each, started with `-N NODE` on this same machine.
+EXTRA_NODES=(hpcml-n1 hpcml-n2)
+MULTI_PARTITION=multi
+EXTRA_NODE_MEM=4096
 
 # Flags that work for apptainer here: root lacks CAP_SYS_RESOURCE, so the setuid/privileged
 # path fails; user namespaces (exec) and --fakeroot (build) work. hpcml takes these from
@@ -76,13 +81,16 @@ munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 mariadb_ok() { mariadb-admin --no-defaults --socket=/run/mysqld/mysqld.sock ping >/dev/null 2>&1; }
 slurmdbd_ok() { pid_alive /run/slurm/slurmdbd.pid slurmdbd; }
 slurmctld_ok() { pid_alive /run/slurm/slurmctld.pid slurmctld && scontrol ping 2>/dev/null | grep -q UP; }
+# /run/slurm/slurmd.pid links to the main node's /run/slurm/slurmd-<host>.pid (`up` makes it).
 slurmd_ok() { pid_alive /run/slurm/slurmd.pid slurmd; }
-# The node accepts work: registered and not DOWN/DRAIN/NOT_RESPONDING.
-node_ok() {
-    local state
-    state=$(sinfo -h -N -o '%T' 2>/dev/null | head -n1)
-    [[ -n $state && $state != *down* && $state != *drain* && $state != *'*'* && $state != unknown* ]]
-}
+extra_slurmd_ok() { pid_alive "/run/slurm/slurmd-$1.pid" slurmd; }
+# state_ok STATE: a node in this state accepts work (not DOWN/DRAIN/NOT_RESPONDING/UNKNOWN).
+state_ok() { [[ -n $1 && $1 != *down* && $1 != *drain* && $1 != *'*'* && $1 != unknown* ]]; }
+# node_named_ok NODE: that node accepts work.
+node_named_ok() { state_ok "$(sinfo -a -h -N -n "$1" -o '%T' 2>/dev/null | head -n1)"; }
+# The main node (named after this machine) accepts work.
+node_ok() { node_named_ok "$(hostname -s)"; }
+extra_node_ok() { extra_slurmd_ok "$1" && node_named_ok "$1"; }
 sshd_ok() { pid_alive "$SSHD_PIDFILE" sshd; }
 apptainer_ok() { command -v apptainer >/dev/null 2>&1 && apptainer --version >/dev/null 2>&1; }
 
