@@ -88,6 +88,19 @@ class Resources:
     gpu_vendor: Literal["nvidia", "amd"] = "nvidia"
     cpus_per_gpu: int | None = None
     constraint: str | None = None
+    # Processes the step starts (spec.rules.LAUNCH_MODES): "single" (one, today's default),
+    # "per_node" (one per node, e.g. torchrun) or "per_gpu" (nodes × gpus ranks).
+    launch: Literal["single", "per_node", "per_gpu"] = "single"
+
+    @property
+    def ranks_per_node(self) -> int:
+        """Processes started on each node (1 for single and per_node)."""
+        return self.gpus if self.launch == "per_gpu" else 1
+
+    @property
+    def ranks(self) -> int:
+        """Processes the step starts in all: 1, nodes, or nodes × gpus."""
+        return 1 if self.launch == "single" else self.nodes * self.ranks_per_node
 
 
 @dataclass(frozen=True)

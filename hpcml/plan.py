@@ -135,15 +135,22 @@ def plan_step(step: Step, image: ImagePlan, upstream: list[StepPlan], workflow: 
     tail = _fields([image.key, shell, *env_fields, upstream_digest])
     tasks = []
     for index, point in enumerate(points):
-        command = substitute(template, point, step.name, index, step.pos, optional)
+        command = substitute(template, point, step.name, index, step.pos, optional, _launch_values(step))
         key = hashlib.sha256(head + _fields([command, _point_text(point)]) + tail).hexdigest()
         tasks.append(Task(step.name, index, point, command, key, upstream_keys))
     return StepPlan(step, image.key, tuple(tasks))
 
 
+def _launch_values(step: Step) -> dict[str, str]:
+    """{nodes} and {gpus_per_node}: numbers for a launcher's arguments (torchrun --nnodes …)."""
+    return {"nodes": str(step.resources.nodes), "gpus_per_node": str(step.resources.gpus)}
+
+
 def substitute(template: str, point: tuple[tuple[str, Scalar], ...], step: str, index: int,
-               pos: Pos | None = None, optional: frozenset[str] = frozenset()) -> str:
-    """Fill matrix values, {step} and {task} (shell-quoted); keep {out} and {in.X} symbolic.
+               pos: Pos | None = None, optional: frozenset[str] = frozenset(),
+               builtins: Mapping[str, str] | None = None) -> str:
+    """Fill matrix values, {step}, {task} and `builtins` ({nodes}, {gpus_per_node}: plain
+    numbers) shell-quoted; keep {out} and {in.X} symbolic.
 
     A name in `optional` (an `include`-only matrix key) that this point lacks becomes an
     empty shell word `''`; any other missing name is a SpecError.
@@ -152,6 +159,8 @@ def substitute(template: str, point: tuple[tuple[str, Scalar], ...], step: str, 
     missing: list[str] = []
 
     def lookup(name: str) -> str | None:
+        if builtins is not None and name in builtins:
+            return placeholders.escape(shlex.quote(builtins[name]))
         if name == "step":
             return placeholders.escape(shlex.quote(step))
         if name == "task":

@@ -36,7 +36,7 @@ from typing import Iterable, Mapping, Sequence
 from hpcml.errors import SubmitError
 from hpcml.model import ENV_NAME_RE, Step, Task
 from hpcml.render.gpus import GpuStyle, container_gpu_flags, sbatch_gpu_flags
-from hpcml.render.protocol import WRAPPER_VALUES
+from hpcml.render.protocol import RANKS_VALUES, WRAPPER_VALUES
 from hpcml.spec.units import format_slurm_time
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -104,6 +104,8 @@ def render_step_script(spec: ScriptSpec) -> str:
     lines += [f"#SBATCH {d}" for d in sbatch_directives(spec)]
     lines += ["", "set -euo pipefail", "", "# ---- this step (values are shell-quoted) ----"]
     lines += _settings(spec)
+    if spec.step.resources.launch != "single":
+        lines += ["", "# ---- this step's ranks ----", *_rank_settings(spec.step), "", ranks_text().rstrip("\n")]
     lines += ["", wrapper_text()]
     return "\n".join(lines)
 
@@ -123,6 +125,8 @@ def sbatch_directives(spec: ScriptSpec) -> list[str]:
     if res.time_s is not None:
         out.append(f"--time={format_slurm_time(max(res.time_s, 60))}")
     out.append(f"--nodes={res.nodes}")
+    if res.launch != "single":
+        out.append(f"--ntasks-per-node={res.ranks_per_node}")
     # SLURM refuses --cpus-per-task together with --cpus-per-gpu: the GPU form wins.
     if res.cpus is not None and not (res.gpus and res.cpus_per_gpu):
         out.append(f"--cpus-per-task={res.cpus}")
@@ -160,6 +164,8 @@ def _settings(spec: ScriptSpec) -> list[str]:
     q = shlex.quote
     # --quiet drops Apptainer's INFO lines from the task's log; warnings and errors stay.
     container = [spec.apptainer, "--quiet", "exec", *spec.exec_flags, "--cleanenv"]
+    if step.resources.launch != "single":
+        container.insert(0, "hpcml_ranks")  # ranks.sh: the container once per rank
     if spec.env_file:
         container += ["--env-file", spec.env_file]
     container += container_gpu_flags(step.resources)
@@ -190,6 +196,15 @@ def _settings(spec: ScriptSpec) -> list[str]:
     for name, value in step.env:
         lines.append(f"export APPTAINERENV_{_env_name(name)}={q(apptainer_env_value(value))}")
     return lines
+
+
+def _rank_settings(step: Step) -> list[str]:
+    res = step.resources
+    return [
+        f"hpcml_nodes={res.nodes}",
+        f"hpcml_ranks_per_node={res.ranks_per_node}",
+        f"hpcml_gpu_per_rank={1 if res.launch == 'per_gpu' else 0}",
+    ]
 
 
 def apptainer_env_value(value: str) -> str:
@@ -290,6 +305,8 @@ def render_env_file(pairs: Sequence[tuple[str, str]]) -> str:
 
 #: The line where a job script's copy of wrapper.sh starts; above it is the file's own header.
 WRAPPER_START = "# ---- hpcml task wrapper (the same for every step) ----\n"
+#: The same for ranks.sh, the rank launcher of multi-process steps.
+RANKS_START = "# ---- hpcml ranks: one container per rank ----\n"
 _MARKER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 _PLAIN_WORDS = re.compile(r"[A-Za-z0-9_.]+(?: [A-Za-z0-9_.]+)*")
 
@@ -302,15 +319,23 @@ def wrapper_text() -> str:
     return render_wrapper(template, WRAPPER_VALUES)
 
 
-def render_wrapper(template: str, values: Mapping[str, str]) -> str:
-    """`template` from its WRAPPER_START line on, with every `@NAME@` replaced by
+@functools.cache
+def ranks_text() -> str:
+    """The rank launcher as it appears in job scripts of multi-process steps: ranks.sh
+    rendered with the protocol's values."""
+    template = resources.files("hpcml.render").joinpath("ranks.sh").read_text(encoding="utf-8")
+    return render_wrapper(template, RANKS_VALUES, RANKS_START)
+
+
+def render_wrapper(template: str, values: Mapping[str, str], start_line: str = WRAPPER_START) -> str:
+    """`template` from its `start_line` on, with every `@NAME@` replaced by
     `values[NAME]` and the lines holding only a shellcheck directive left out.
 
     Example: a template line `exit @REQUEUE_EXIT@` becomes `exit 75`.
     """
-    _, start, body = template.partition(WRAPPER_START)
+    _, start, body = template.partition(start_line)
     if not start:
-        raise SubmitError(f"the job wrapper template has no line {WRAPPER_START.strip()!r}")
+        raise SubmitError(f"the job wrapper template has no line {start_line.strip()!r}")
     bad = sorted(name for name, value in values.items() if not _PLAIN_WORDS.fullmatch(value))
     if bad:
         raise SubmitError(f"job wrapper values must be plain words; not so: {', '.join(bad)}")

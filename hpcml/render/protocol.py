@@ -43,6 +43,9 @@ TASK_ATTEMPTS = "attempts"
 #: `nvidia-smi --query-gpu=...` samples (CSV) taken while an attempt runs on a GPU node
 #: where nvidia-smi exists; absent elsewhere.
 TASK_GPU_SAMPLES = "gpu.csv"
+#: Directory of a multi-process step's rank records: one file `NANOSECONDS.RANK` holding the
+#: exit status of each rank that failed in the current attempt (ranks.sh).
+TASK_RANKS = "ranks"
 #: Seconds between two GPU samples: light enough to cost nothing beside a training job.
 GPU_SAMPLE_S = 30
 
@@ -60,6 +63,13 @@ LOCAL_EXECUTOR = "local"
 #: Environment variables through which SLURM (and ROCm) name the allocated devices; the
 #: wrapper forwards every one that is set into the container (through `--cleanenv`).
 DEVICE_ENV_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
+
+# ---- multi-process steps (ranks.sh; docs/distributed.md) -----------------------------------
+
+#: MASTER_PORT of a multi-process step: MASTER_PORT_BASE + job id % MASTER_PORT_SPAN (the
+#: local executor: + the wrapper's pid), so that two jobs sharing a node do not collide.
+MASTER_PORT_BASE = 10000
+MASTER_PORT_SPAN = 50000
 
 #: The wrapper template's markers and their text. Each value is a plain word (or words
 #: separated by one blank), so it is safe wherever the template puts a marker.
@@ -80,4 +90,14 @@ WRAPPER_VALUES: Mapping[str, str] = {
     "EXECUTOR_ENV": EXECUTOR_ENV,
     "LOCAL_EXECUTOR": LOCAL_EXECUTOR,
     "DEVICE_ENV_VARS": " ".join(DEVICE_ENV_VARS),
+}
+
+#: The rank launcher's markers (ranks.sh, only in job scripts of multi-process steps).
+RANKS_VALUES: Mapping[str, str] = {
+    "EXECUTOR_ENV": EXECUTOR_ENV,
+    "LOCAL_EXECUTOR": LOCAL_EXECUTOR,
+    "DEVICE_ENV_VARS": " ".join(DEVICE_ENV_VARS),
+    "MASTER_PORT_BASE": str(MASTER_PORT_BASE),
+    "MASTER_PORT_SPAN": str(MASTER_PORT_SPAN),
+    "TASK_RANKS": TASK_RANKS,
 }

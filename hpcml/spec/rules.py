@@ -21,7 +21,7 @@ STEP_KEYS = (
 )
 RESOURCE_KEYS = (
     "partition", "account", "qos", "time", "nodes", "cpus", "mem", "gpus", "gpu_type", "gpu_vendor", "cpus_per_gpu",
-    "constraint",
+    "constraint", "launch",
 )
 CHECKPOINT_KEYS = ("signal", "grace")
 NOTIFY_KEYS = ("on", "webhook", "mail")
@@ -30,15 +30,18 @@ MATRIX_LIST_KEYS = ("include", "exclude")
 
 SHELLS = ("bash", "sh")
 GPU_VENDORS = ("nvidia", "amd")
+#: How many processes a step starts (docs/distributed.md): one in total, one per node (a
+#: launcher such as torchrun starts the workers), one per GPU (every rank bound to its GPU).
+LAUNCH_MODES = ("single", "per_node", "per_gpu")
 SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "QUIT", "ALRM")
 FROM_FORMS = (
     "scratch, debootstrap:SUITE, docker://REF, oras://REF, localimage:PATH.sif, catalog:NAME[:TAG], "
     "or the name of another image in this file"
 )
 #: Placeholder names every step has besides its matrix keys and in.STEP.
-BUILTIN_PLACEHOLDERS = ("out", "step", "task")
+BUILTIN_PLACEHOLDERS = ("out", "step", "task", "nodes", "gpus_per_node")
 #: Matrix keys that would shadow a built-in placeholder.
-RESERVED_AXES = ("out", "step", "task", "in")
+RESERVED_AXES = ("out", "step", "task", "in", "nodes", "gpus_per_node")
 RESERVED_IMAGE_NAMES = ("scratch",)
 
 MAX_NAME = 63

@@ -62,6 +62,7 @@ def _resources() -> dict[str, Any]:
             "gpu_vendor": {"enum": list(spec.GPU_VENDORS)},
             "cpus_per_gpu": {"type": "integer", "minimum": 1},
             "constraint": _pattern(spec.CONSTRAINT_RE),
+            "launch": {"enum": list(spec.LAUNCH_MODES)},
         },
         spec.RESOURCE_KEYS,
     )

@@ -17,6 +17,7 @@ from hpcml.spec.rules import (
     ENV_RULE,
     GPU_TYPE_RE,
     GPU_VENDORS,
+    LAUNCH_MODES,
     MAX_GPUS,
     MAX_GRACE_S,
     MAX_RETRIES,
@@ -197,6 +198,8 @@ class StepChecks(MatrixChecks):
             return self.matching(node, key, GPU_TYPE_RE, "use letters, digits, '_', '.' and '-' (e.g. a100)")
         if key == "gpu_vendor":
             return self.choice(node, key, GPU_VENDORS)
+        if key == "launch":
+            return self.choice(node, key, LAUNCH_MODES)
         if key == "nodes":
             return self.integer(node, key, 1)
         if key in ("cpus", "cpus_per_gpu"):
@@ -240,10 +243,29 @@ class StepChecks(MatrixChecks):
                 if key in own:
                     self.err(own[key][1], f"{key} needs gpus of at least 1 in {what}")
                 del merged[key]  # an inherited GPU setting does not apply to a CPU-only step
+        self.launch(merged, what)
         if len(self.diags) > n_before:
             return None
         fields = {{"time": "time_s", "mem": "mem_mb"}.get(k, k): v for k, (v, _) in merged.items()}
         return Resources(**fields)
+
+    def launch(self, merged: dict[str, tuple[Any, YNode]], what: str) -> None:
+        """Check `launch` against nodes and gpus; an unwritten one becomes single on one
+        node and per_node on several (something must start on every node)."""
+        nodes = merged.get("nodes", (1, None))[0]
+        gpus = merged.get("gpus", (0, None))[0]
+        if "launch" not in merged:
+            if nodes > 1:
+                merged["launch"] = ("per_node", merged["nodes"][1])
+            return
+        launch, at = merged["launch"]
+        if launch == "per_gpu" and not gpus:
+            self.err(at, f"launch: per_gpu in {what} starts one process per GPU, so it needs gpus of at least 1 "
+                         "(GPUs per node); for a CPU-only step use per_node or single")
+        elif launch == "single" and nodes > 1:
+            self.err(at, f"launch: single in {what} starts one process in all, so {nodes - 1} of its {nodes} nodes "
+                         "would sit idle; use per_node (a launcher such as torchrun on every node) or per_gpu "
+                         "(one process per GPU)")
 
     def exclusive_cpus(self, level: dict[str, tuple[Any, YNode]]) -> None:
         if "cpus" in level and "cpus_per_gpu" in level:

@@ -78,6 +78,21 @@ CASES = {
     "busybox-sh.sbatch": _spec(
         Step(name="hello", image="busybox", run="echo hi", shell="sh", resources=Resources(time_s=30)), shell="sh"
     ),
+    # Multi-process steps (docs/distributed.md): the rank launcher between settings and wrapper.
+    "ddp-2nodes-per-gpu.sbatch": _spec(
+        Step(
+            name="ddp", image="torch", run="python3 /opt/src/train.py",
+            resources=Resources(partition="gpu", time_s=3600, nodes=2, gpus=4, cpus_per_gpu=2, launch="per_gpu"),
+            checkpoint=Checkpoint("USR2", 120), env=(("NCCL_DEBUG", "INFO"),),
+        ),
+        gpu_style="gpus-per-node",
+    ),
+    "torchrun-2nodes-per-node.sbatch": _spec(
+        Step(
+            name="torchrun", image="torch", run="torchrun --nnodes 2 --nproc-per-node 4 /opt/src/train.py",
+            resources=Resources(partition="gpu", time_s=3600, nodes=2, gpus=4, cpus=8, launch="per_node"),
+        ),
+    ),
 }
 
 
@@ -98,6 +113,10 @@ def test_golden_scripts(name: str, golden: Callable[[str, str], None], tmp_path:
 #: unreachable to it; SC2209, `hpcml_shell=sh` is a string (shlex.quote leaves it bare);
 #: SC2016, env values are single-quoted so that `$` stays literal.
 RENDERED_EXCLUDES = "SC2016,SC2209,SC2317"
+
+
+#: The comment that opens a multi-process step's rank settings (jobs.render_step_script).
+RANKS_SECTION = "# ---- this step's ranks ----"
 
 
 def _template() -> str:
@@ -122,7 +141,7 @@ def test_the_template_declares_the_settings_the_renderer_writes() -> None:
     header = _template().partition(WRAPPER_START)[0]
     declared = re.findall(r"^(hpcml_\w+)=", header, re.M)
     for spec in CASES.values():
-        rendered = render_step_script(spec).partition(WRAPPER_START)[0]
+        rendered = render_step_script(spec).partition(WRAPPER_START)[0].partition(RANKS_SECTION)[0]
         assert re.findall(r"^(hpcml_\w+)=", rendered, re.M) == declared
 
 

@@ -126,7 +126,11 @@ class LocalExecutor:
             except SubmitError as err:
                 problems.append(f"step {err}")
             if res.nodes > 1:
-                problems.append(f"step {name}: asks for {res.nodes} nodes; the local executor has one (use SLURM)")
+                problems.append(
+                    f"step {name}: asks for {res.nodes} nodes (launch: {res.launch}); the local executor runs on "
+                    "this one machine only. Run it on SLURM (--executor slurm), or set nodes: 1 to try it here "
+                    "(launch: per_gpu then starts one process per local GPU)"
+                )
         if problems:
             raise SubmitError("\n".join(problems))
 
@@ -261,8 +265,11 @@ class LocalExecutor:
 
 
 def _cpus(res: Any) -> int:
-    """CPUs a task holds: `cpus`, else cpus_per_gpu × gpus, else 1 (SLURM's default)."""
-    return int(res.cpus or (res.cpus_per_gpu or 1) * max(res.gpus, 1))
+    """CPUs a task holds: `cpus` (per process: × the ranks of a per-GPU launch), else
+    cpus_per_gpu × gpus, else 1 (SLURM's default)."""
+    if res.cpus:
+        return int(res.cpus * res.ranks_per_node)
+    return int((res.cpus_per_gpu or 1) * max(res.gpus, 1))
 
 
 def _record(result: TaskResult) -> JobRecord:
