@@ -51,7 +51,7 @@ hpcml_label() {  # hpcml_label RANK: each line prefixed `RANK: `, as `srun --lab
 }
 
 hpcml_local_ranks() {  # hpcml_local_ranks RECORDS ARGV...: this machine's ranks as local processes
-  local devices=() pids=() i p dev failed=
+  local devices=() pids=() i p dev status=0
   local -A ended=()
   IFS=, read -ra devices <<<"${CUDA_VISIBLE_DEVICES:-}"
   for (( i = 0; i < hpcml_ranks_per_node; i++ )); do
@@ -68,13 +68,14 @@ hpcml_local_ranks() {  # hpcml_local_ranks RECORDS ARGV...: this machine's ranks
       if [[ -n ${ended[$p]:-} ]] || kill -0 "$p" 2>/dev/null; then continue; fi
       ended[$p]=0
       wait "$p" || ended[$p]=$?
-      if (( ended[$p] != 0 )) && [[ -z $failed ]]; then  # as srun --kill-on-bad-exit: end the others
-        failed=1
+      if (( ended[$p] != 0 && status == 0 )); then  # as srun --kill-on-bad-exit: end the others
+        status=${ended[$p]}
         echo "hpcml: rank $i exited with ${ended[$p]}; ending the other ranks"
         kill -s TERM 0 2>/dev/null || true  # this launcher's process group: every rank (this shell traps it)
       fi
     done
   done
+  return "$status"
 }
 
 hpcml_ranks() {  # hpcml_ranks ARGV...: ARGV (the container and its command) once per rank
@@ -114,5 +115,6 @@ hpcml_ranks() {  # hpcml_ranks ARGV...: ARGV (the container and its command) onc
     status=$(<"${first[0]}")
     echo "hpcml: rank ${first[0]##*.} failed first, with exit status $status"
   fi
+  rmdir "$records" 2>/dev/null || true  # kept only when it holds a record
   return "$status"
 }

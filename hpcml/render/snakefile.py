@@ -173,6 +173,10 @@ def snakemake_command(step: StepPlan) -> str:
             return _braces(shlex.quote(st.name))
         if name == "task":
             return "{wildcards.task}" if step.is_array else "0"
+        if name == "nodes":
+            return str(st.resources.nodes)
+        if name == "gpus_per_node":
+            return str(st.resources.gpus)
         if name in axes:
             return f"{{params.{_ident(name)}:q}}"
         raise HpcmlError(f"step {st.name!r}: unknown placeholder {{{name}}}")
@@ -210,6 +214,10 @@ def _check_names(plan: Plan) -> None:
     """Refuse names that would clash once turned into Python identifiers and params."""
     seen: dict[str, str] = {"all": "the target rule `all`"}
     for name in plan.step_order:
+        res = plan.steps[name].step.resources
+        if res.launch != "single":  # a rule runs one command: it has no rank launcher
+            raise HpcmlError(f"step {name!r} starts {res.ranks} processes (launch: {res.launch}); the Snakemake "
+                             "export runs one per rule. Run it with `hpcml run` (docs/distributed.md)")
         ident = _ident(name)
         if ident in seen:
             raise HpcmlError(f"step {name!r} would be rule {ident!r}, like {seen[ident]}; rename one for the export")

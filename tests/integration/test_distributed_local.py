@@ -50,7 +50,9 @@ def test_per_gpu_step_runs_one_local_process_per_gpu(tmp_path: Path, busybox_sif
     (boom_dir,) = (tasks / "boom").iterdir()
     assert (boom_dir / "exitcode").read_text().strip() == "5"
     assert not list((boom_dir / "out").glob("finished-*"))  # rank 1 was ended, not left to finish
-    assert "rank 0 exited with 5; ending the other ranks" in (boom_dir / "log").read_text()
+    boom_log = (boom_dir / "log").read_text()
+    assert "rank 0 exited with 5; ending the other ranks" in boom_log
+    assert "hpcml: rank 0 failed first, with exit status 5" in boom_log
 
 
 def test_multi_node_step_is_refused_locally_before_anything_runs(

@@ -387,3 +387,35 @@ def test_examples_compile_to_parseable_definitions(example: str, tmp_path: Path)
     for path in result.files:
         parsed = deffile.parse_definition(Path(path).read_text(), path)
         assert parsed.bootstrap in {"debootstrap", "localimage", "scratch"}
+
+
+LAUNCH = """\
+hpcml: 1
+name: dist
+images:
+  b: {from: scratch}
+defaults:
+  image: b
+steps:
+  one:
+    resources: {gpus: 2}
+    run: echo {nodes} {gpus_per_node}
+  torchrun:
+    resources: {nodes: 2, gpus: 4}
+    run: torchrun --nnodes {nodes} --nproc-per-node {gpus_per_node} t.py
+  ddp:
+    resources: {nodes: 3, gpus: 2, launch: per_gpu}
+    run: python3 t.py
+"""
+
+
+def test_launch_defaults_ranks_and_launcher_placeholders(tmp_path: Path) -> None:
+    wf = tmp_path / "w.yaml"
+    wf.write_text(LAUNCH)
+    p = plan.build(spec.load(str(wf)))
+    res = {name: sp.step.resources for name, sp in p.steps.items()}
+    assert (res["one"].launch, res["one"].ranks) == ("single", 1)
+    assert (res["torchrun"].launch, res["torchrun"].ranks, res["torchrun"].ranks_per_node) == ("per_node", 2, 1)
+    assert (res["ddp"].launch, res["ddp"].ranks, res["ddp"].ranks_per_node) == ("per_gpu", 6, 2)
+    assert p.steps["one"].tasks[0].command == "echo 1 2"
+    assert p.steps["torchrun"].tasks[0].command == "torchrun --nnodes 2 --nproc-per-node 4 t.py"

@@ -171,6 +171,9 @@ def test_export_notes_what_snakemake_cannot_do() -> None:
         ("  all:\n    run: 'true'\n", "step 'all' would be rule 'all', like the target rule"),
         ("  a-b:\n    run: 'true'\n  a_b:\n    run: 'true'\n", "step 'a_b' would be rule 'a_b', like step 'a-b'"),
         ("  s:\n    matrix: {image: [1]}\n    run: echo {image}\n", "matrix axis 'image' clashes"),
+        # one rule runs one command: a multi-process step has no rank launcher there
+        ("  ddp:\n    resources: {nodes: 2, gpus: 4, launch: per_gpu}\n    run: 'true'\n",
+         r"step 'ddp' starts 8 processes \(launch: per_gpu\); the Snakemake export runs one per rule"),
     ],
 )
 def test_export_refuses_names_that_would_clash(tmp_path: Path, steps: str, message: str) -> None:
@@ -178,6 +181,13 @@ def test_export_refuses_names_that_would_clash(tmp_path: Path, steps: str, messa
     wf.write_text("hpcml: 1\nname: t\nimages:\n  bb:\n    from: scratch\ndefaults:\n  image: bb\nsteps:\n" + steps)
     with pytest.raises(HpcmlError, match=message):
         render_snakefile(ExportSpec(api.plan(wf), ".", "x"))
+
+
+def test_launch_placeholders_become_numbers(tmp_path: Path) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("hpcml: 1\nname: t\nimages:\n  bb:\n    from: scratch\ndefaults:\n  image: bb\nsteps:\n"
+                  "  one:\n    resources: {gpus: 2}\n    run: echo {nodes} {gpus_per_node}\n")
+    assert "echo 1 2" in render_snakefile(ExportSpec(api.plan(wf), ".", "x")).text
 
 
 def test_keyword_step_names_become_identifiers(tmp_path: Path) -> None:
