@@ -8,6 +8,9 @@ share the requeue wait (~160 s) of the checkpointing step:
   exactly one GPU, with consistent rendezvous variables; they sum their ranks with an
   all-reduce over TCP at MASTER_ADDR:MASTER_PORT (allreduce.py below, plain sockets:
   no torch in the image);
+- `torchddp`: the same shape with real `torch.distributed` (gloo, a CPU build of torch
+  bound into the container: installed once into the testbed's cache from the wheel
+  `pip install torch==2.13.0` finds), an all_reduce through the env:// rendezvous;
 - `launcher`: one process per node, {nodes}/{gpus_per_node} substituted;
 - `boom`: rank 1 exits 3: the task fails with 3, the other ranks end, the allocation is
   released, and `after_boom` is cancelled;
@@ -20,6 +23,8 @@ shared catalog (built once, a few minutes, by whichever test needs it first).
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,6 +33,7 @@ import pytest
 from hpcml import api, config
 from test_run_slurm import outs, settings_env
 from test_run_slurm_sweep import SHARED_CATALOG
+import testbed
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -71,6 +77,27 @@ with open(os.path.join(sys.argv[1], f"rank-{rank}"), "w") as f:
 print(f"rank {rank} of {world}: sum {total}")
 '''
 
+TORCH_DDP = '''\
+"""A torch.distributed rank: env:// rendezvous (MASTER_ADDR/PORT, RANK, WORLD_SIZE), gloo."""
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+t = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(t)
+rank, world = dist.get_rank(), dist.get_world_size()
+with open(os.path.join(sys.argv[1], f"torch-{rank}"), "w") as f:
+    f.write(f"RANK={rank} WORLD={world} SUM={t.item():g} ENV_RANK={os.environ['RANK']}\\n")
+print(f"torch rank {rank} of {world}: sum {t.item():g}")
+dist.destroy_process_group()
+'''
+
+TORCH_VERSION = "2.13.0"
+TORCH_CACHE = Path(f"/var/cache/hpcml-testbed/torch-{TORCH_VERSION}")
+
 WORKFLOW = """\
 hpcml: 1
 name: dist
@@ -88,6 +115,10 @@ steps:
     resources: {nodes: 2, gpus: 2, launch: per_gpu}
     env: {NCCL_DEBUG: INFO, UCX_TLS: tcp}
     run: python3 allreduce.py {out}
+  torchddp:
+    resources: {nodes: 2, gpus: 2, launch: per_gpu, mem: 2G}
+    env: {PYTHONPATH: /opt/torch}
+    run: python3 torch_ddp.py {out}
   launcher:
     resources: {nodes: 2, gpus: 2, launch: per_node}
     run: >-
@@ -128,13 +159,37 @@ def records(out: Path, prefix: str) -> dict[int, dict[str, str]]:
     return found
 
 
+def cpu_torch() -> Path:
+    """A directory holding torch (CPU build) and its dependencies, for PYTHONPATH: installed
+    once into the testbed's cache (about a minute), atomically (a temporary sibling, then
+    rename), with the host's pip, which finds the wheel where this machine keeps it."""
+    if (TORCH_CACHE / "torch" / "__init__.py").exists():
+        return TORCH_CACHE
+    work = TORCH_CACHE.with_name(f"{TORCH_CACHE.name}.tmp-{os.getpid()}")
+    done = testbed.run_quietly(
+        ["python3", "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(work), f"torch=={TORCH_VERSION}"],
+        timeout=900,
+    )
+    if not done.ok:
+        shutil.rmtree(work, ignore_errors=True)
+        testbed.testbed_unavailable(f"a CPU build of torch {TORCH_VERSION} could not be installed: {done.tail()}")
+    try:
+        work.rename(TORCH_CACHE)
+    except OSError:  # another session installed it first
+        shutil.rmtree(work, ignore_errors=True)
+    return TORCH_CACHE
+
+
 @pytest.fixture(scope="module")
 def dist_run(tmp_path_factory: pytest.TempPathFactory, apptainer, slurm_cluster):  # noqa: ANN001, ANN201
     """The one run of every case: (workflow path, outcome, {step: task status})."""
     root = tmp_path_factory.mktemp("dist")
     SHARED_CATALOG.mkdir(parents=True, exist_ok=True)
-    settings = config.load(env={"HOME": str(root), **settings_env(apptainer, SHARED_CATALOG)})
+    env = settings_env(apptainer, SHARED_CATALOG)
+    env["HPCML_EXEC_FLAGS"] += f" --bind {cpu_torch()}:/opt/torch:ro"
+    settings = config.load(env={"HOME": str(root), **env})
     (root / "allreduce.py").write_text(ALLREDUCE)
+    (root / "torch_ddp.py").write_text(TORCH_DDP)
     wf = root / "workflow.yaml"
     wf.write_text(WORKFLOW)
     outcome = api.run(wf, executor="slurm", settings=settings, poll_s=2)
@@ -161,6 +216,16 @@ def test_per_gpu_ranks_on_two_nodes_all_reduce_over_tcp(dist_run) -> None:  # no
     assert ranks[0]["MASTER_ADDR"] == ranks[0]["HPCML_NODE"]  # rank 0 runs on the first node
     log = (out.parent / "log").read_text()
     assert {f"{rank}: rank {rank} of 4: sum 10" for rank in range(4)} <= set(log.splitlines()), log
+
+
+def test_per_gpu_ranks_run_torch_distributed(dist_run) -> None:  # noqa: ANN001
+    wf, _, tasks = dist_run
+    assert tasks["torchddp"].state == "completed", tasks["torchddp"]
+    out = outs(wf, "torchddp")[0]
+    ranks = records(out, "torch")
+    assert sorted(ranks) == [0, 1, 2, 3], (out.parent / "log").read_text()
+    for rank, r in ranks.items():
+        assert r == {"RANK": str(rank), "WORLD": "4", "SUM": "10", "ENV_RANK": str(rank)}
 
 
 def test_per_node_launch_starts_one_process_per_node(dist_run) -> None:  # noqa: ANN001
