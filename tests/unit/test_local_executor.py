@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from hpcml.executors.local.executor import _record, owner_alive, owner_id
+from hpcml.executors.local.executor import _cpus, _record, owner_alive, owner_id
+from hpcml.model import Resources
 from hpcml.executors.local.scheduler import State, TaskResult
 
 
@@ -27,3 +28,11 @@ def test_records_read_like_slurm() -> None:
     assert _record(TaskResult("j", 0, State.TIMEOUT, exit_code=143)).state == "TIMEOUT"
     assert _record(TaskResult("j", 0, State.FAILED, exit_code=3)).exit_code == 3
     assert _record(TaskResult("j", 0, State.REQUEUED)).state == "PENDING"
+
+
+def test_a_per_gpu_task_holds_cpus_for_every_rank() -> None:
+    # `cpus` is per process: a per-GPU step on 2 GPUs runs 2 processes.
+    assert _cpus(Resources(gpus=2, cpus=3, launch="per_gpu")) == 6
+    assert _cpus(Resources(gpus=2, cpus=3, launch="per_node")) == 3
+    assert _cpus(Resources(gpus=2, cpus=3)) == 3
+    assert _cpus(Resources(gpus=2, cpus_per_gpu=4, launch="per_gpu")) == 8
