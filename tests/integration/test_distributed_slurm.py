@@ -128,7 +128,11 @@ steps:
     resources: {nodes: 2, gpus: 2, launch: per_gpu}
     run: |
       echo started > {out}/started-$RANK
-      if [ "$RANK" = 1 ]; then echo "rank 1 fails"; exit 3; fi
+      if [ "$RANK" = 1 ]; then
+        # every rank runs before this one fails (else SLURM may end one before its first line)
+        n=0; while [ "$(ls {out} | grep -c '^started-')" -lt 4 ] && [ $n -lt 600 ]; do n=$((n+1)); sleep 0.1; done
+        echo "rank 1 fails"; exit 3
+      fi
       sleep 300
       echo finished > {out}/finished-$RANK
   after_boom:
