@@ -15,6 +15,7 @@ from hpcml.errors import SubmitError
 from hpcml.model import Checkpoint, Matrix, Resources, Step, Task
 from hpcml.render import protocol
 from hpcml.render.jobs import (
+    RANKS_START,
     WRAPPER_START,
     ScriptSpec,
     job_name,
@@ -25,6 +26,7 @@ from hpcml.render.jobs import (
     render_step_script,
     render_task_command,
     render_wrapper,
+    ranks_text,
     wrapper_text,
 )
 
@@ -123,10 +125,22 @@ def _template() -> str:
     return resources.files("hpcml.render").joinpath("wrapper.sh").read_text(encoding="utf-8")
 
 
-def test_shellcheck_reads_the_wrapper_template_on_its_own(shellcheck: str) -> None:
-    with resources.as_file(resources.files("hpcml.render").joinpath("wrapper.sh")) as path:
+@pytest.mark.parametrize("template", ["wrapper.sh", "ranks.sh"])
+def test_shellcheck_reads_the_wrapper_template_on_its_own(shellcheck: str, template: str) -> None:
+    with resources.as_file(resources.files("hpcml.render").joinpath(template)) as path:
         done = subprocess.run([shellcheck, str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_single_process_scripts_have_no_rank_launcher() -> None:
+    for name, spec in CASES.items():
+        text = render_step_script(spec)
+        multi = spec.step.resources.launch != "single"
+        assert (RANKS_START in text) == multi and ("--ntasks-per-node" in text) == multi, name
+        assert ("hpcml_container=(hpcml_ranks " in text) == multi, name
+    ranks = ranks_text()
+    assert ranks.startswith(RANKS_START) and not re.search(r"@[A-Z][A-Z0-9_]*@", ranks) and "# shellcheck" not in ranks
+    assert f"port_base={protocol.MASTER_PORT_BASE} port_span={protocol.MASTER_PORT_SPAN}" in ranks
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
