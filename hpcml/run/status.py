@@ -109,7 +109,10 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
         files = read_task_files(run_dir.task(step.name, t.key))
         ref = rec.refs.get(t.key)
         record = records.get(ref) if ref else None
-        bad_up = [states[u].state for u in t.upstream if u in states and states[u].state in FAILED]
+        # An upstream task never submitted (sbatch refused, or left out of a narrowed run)
+        # did not fail: its downstream is "not submitted" too, not "upstream failed".
+        bad_up = [states[u].state for u in t.upstream
+                  if u in states and states[u].state in FAILED and states[u].state != "not_submitted"]
         # Downstream of tasks the user cancelled is cancelled too, not "upstream failed".
         up_failed = bool(bad_up) and not (rec.cancelled and set(bad_up) == {"cancelled"})
         state, detail = derive_state(

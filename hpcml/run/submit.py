@@ -44,6 +44,7 @@ from hpcml.render.gpus import GpuStyle, style_from_config
 from hpcml.run.control import interrupted
 from hpcml.run.durable import DurableBatch, atomic_write
 from hpcml.run import planfile
+from hpcml.run import select as _select
 from hpcml.run.buildjobs import Builds, build_journal_fields, submit_builds
 from hpcml.run.journal import Journal
 from hpcml.run.reconcile import live_tasks, refuse_if_queued_on_slurm
@@ -94,6 +95,8 @@ class _Context:
     runner: Runner | None
     ensure_images: EnsureImages
     say: Callable[[str], None]
+    chosen: _select.Chosen = _select.Chosen(None, frozenset())
+    selection: _select.Selection | None = None
 
 
 @dataclass(frozen=True)
@@ -135,17 +138,22 @@ def start(
     on_message: Callable[[str], None] | None = None,
     detach: bool = False,
     on_image: _images.Progress | None = None,
+    selection: _select.Selection | None = None,
 ) -> RunStarted:
-    """Submit every task of the workflow at `path` that is neither complete nor live.
+    """Submit every task of the workflow at `path` that is neither complete nor live (of
+    those `selection` lets run: run/select.py; its forced tasks even when complete).
 
     Raises SpecError for an invalid workflow, SubmitError/BuildError/StateError otherwise,
     and RunInterrupted on KeyboardInterrupt once the lock is taken; nothing is written to
-    the run directory before the workflow, secrets and images are ok. `on_image` gets every
+    the run directory before the workflow, secrets and images are ok, nor when a selected
+    task needs an upstream output nobody has or makes. `on_image` gets every
     images.ImageEvent (cached, building, done, …) while images are ensured.
     """
     env = os.environ if env is None else env
     say = on_message or (lambda _m: None)
-    plan = _plan.build(_spec.load(path), _catalog_resolver(settings, runner))
+    full = _plan.build(_spec.load(path), _catalog_resolver(settings, runner))
+    chosen = _select.choose(full, selection)
+    plan = _select.subplan(full, chosen)
     run_dir = RunDir.for_workflow(path)
     # Refused here, not when the first job script is rendered: nothing may be written first.
     _jobs.check_path(str(run_dir.path.parent), "workflow directory")
@@ -160,7 +168,9 @@ def start(
         )
     ex.check_plan(plan)  # a step that can never run here fails before any image build
     ensure = ensure_images or functools.partial(_ensure_images, progress=on_image)
-    ctx = _Context(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure, say)
+    ctx = _Context(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure, say, chosen, selection)
+    if selection is not None and selection.narrowed:
+        say(f"selection: {', '.join(plan.step_order)} ({selection.describe()}; the other steps are left out)")
     lock = RunLock(run_dir)
     lock.acquire()
     progress = _Progress()
@@ -178,12 +188,14 @@ def _start_locked(ctx: _Context, lock: RunLock, progress: _Progress) -> RunStart
     wf = ctx.plan.workflow
     if ctx.executor.name != "slurm":
         refuse_if_queued_on_slurm(ctx.run_dir, wf.name, ctx.settings, ctx.runner)
+    if _lacks_upstream(ctx, _complete(ctx), {}):
+        # Refused before any image is built unless a live job makes what is missing.
+        _refuse_missing_upstream(ctx, _complete(ctx), live_tasks(ctx.executor, ctx.run_dir, wf.name))
     sifs, builds = _ensure_busy_images(ctx)
     adopted = live_tasks(ctx.executor, ctx.run_dir, wf.name)
     cached = _complete(ctx)
-    todo = {
-        step: [t for t in sp.tasks if t.key not in cached and t.key not in adopted] for step, sp in ctx.plan.steps.items()
-    }
+    todo = _todo(ctx, cached, adopted)
+    _refuse_missing_upstream(ctx, cached, adopted)
     sub = _open_run(ctx, sifs, cached, adopted, todo, builds)
     progress.run_id = sub.run_id
     jobs = _submit_steps(ctx, sub, progress)
@@ -193,9 +205,31 @@ def _start_locked(ctx: _Context, lock: RunLock, progress: _Progress) -> RunStart
 
 
 def _complete(ctx: _Context) -> set[str]:
-    """Keys of the tasks whose exit code is 0."""
+    """Keys of the tasks whose exit code is 0 (a forced task never counts as complete)."""
     return {t.key for sp in ctx.plan.steps.values() for t in sp.tasks
-            if read_exit_code(ctx.run_dir.task(t.step, t.key)) == 0}
+            if t.key not in ctx.chosen.forced and read_exit_code(ctx.run_dir.task(t.step, t.key)) == 0}
+
+
+def _todo(ctx: _Context, cached: set[str], adopted: Mapping[str, str]) -> dict[str, list[Task]]:
+    """Per step, the tasks to submit: those the selection lets run that are neither
+    complete nor live in an earlier run's job."""
+    return {step: [t for t in sp.tasks if ctx.chosen.may_run(t.key) and t.key not in cached and t.key not in adopted]
+            for step, sp in ctx.plan.steps.items()}
+
+
+def _refuse_missing_upstream(ctx: _Context, cached: set[str], adopted: Mapping[str, str]) -> None:
+    """SubmitError when a task to submit reads an upstream output that is neither complete,
+    nor being made by a live job, nor submitted by this run (a narrowed run only)."""
+    missing = _lacks_upstream(ctx, cached, adopted)
+    if missing:
+        raise SubmitError(_select.missing_message(missing, ctx.selection))
+
+
+def _lacks_upstream(ctx: _Context, cached: set[str], adopted: Mapping[str, str]) -> dict[str, list[str]]:
+    if ctx.chosen.runnable is None:
+        return {}  # every task may run: an upstream task is complete, live or submitted
+    todo = [t.key for tasks in _todo(ctx, cached, adopted).values() for t in tasks]
+    return _select.missing_upstream(ctx.plan, todo, cached | set(adopted))
 
 
 def _ensure_busy_images(ctx: _Context) -> tuple[dict[str, str], Builds]:
@@ -208,7 +242,8 @@ def _ensure_busy_images(ctx: _Context) -> tuple[dict[str, str], Builds]:
     downstream would run without its input).
     """
     done = _complete(ctx)
-    busy = sorted({sp.step.image for sp in ctx.plan.steps.values() if any(t.key not in done for t in sp.tasks)})
+    busy = sorted({sp.step.image for sp in ctx.plan.steps.values()
+                   if any(t.key not in done and ctx.chosen.may_run(t.key) for t in sp.tasks)})
     if not busy:
         return {}, Builds()
     builds = Builds()
