@@ -414,12 +414,14 @@ def retry(
 
 
 def status(
-    run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
+    run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> RunStatus:
-    """Every task of a run (default: the latest) with its state, from one polling round."""
+    """Every task of a run (default: the latest) with its state, from one polling round.
+    `on_message` gets notes such as a wait for a SLURM controller that does not answer."""
     from hpcml.run import status as run_status  # start-up speed
 
-    return run_status.status(run_dir(directory, workflow), run, settings=settings)
+    return run_status.status(run_dir(directory, workflow), run, settings=settings, on_message=on_message)
 
 
 def watch_status(
@@ -429,12 +431,14 @@ def watch_status(
     directory: str | None = None,
     workflow: str | None = None,
     settings: _Settings | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> RunStatus:
     """Follow a run (default: the latest) until every task has ended, passing each polling
-    round to `on_update` (`hpcml status --watch`: re-attach to a detached run)."""
+    round to `on_update` (`hpcml status --watch`: re-attach to a detached run); `on_message`
+    gets notes (a wait for a SLURM controller that does not answer)."""
     from hpcml.run import status as run_status  # start-up speed
 
-    return run_status.follow(run_dir(directory, workflow), run, on_update, settings=settings)
+    return run_status.follow(run_dir(directory, workflow), run, on_update, settings=settings, on_message=on_message)
 
 
 def run_progress(*, directory: str | None = None, workflow: str | None = None) -> ProgressTracker:

@@ -147,9 +147,9 @@ def status_cmd(run: str | None, as_json: bool, watch: bool, directory: str | Non
     if watch:
         with live_display(sys.stdout.isatty() and not as_json) as live:
             view = RunView(api.run_progress(directory=directory, workflow=workflow), click.echo if not as_json else say, live)
-            st = api.watch_status(run, on_update=view, directory=directory, workflow=workflow)
+            st = api.watch_status(run, on_update=view, directory=directory, workflow=workflow, on_message=say)
     else:
-        st = api.status(run, directory=directory, workflow=workflow)
+        st = api.status(run, directory=directory, workflow=workflow, on_message=say)
     tables.print_status(st, as_json)
     if not st.finished:
         raise SystemExit(3)

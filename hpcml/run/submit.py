@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -125,6 +126,7 @@ class _Progress:
 
     run_id: str | None = None
     jobs: int = 0  # jobs submitted so far
+    submitted: list[str] = field(default_factory=list)  # `prep (job 123)`, for messages
 
 
 def start(
@@ -159,13 +161,14 @@ def start(
     _jobs.check_path(str(run_dir.path.parent), "workflow directory")
     secrets = _read_secrets(plan, env, _notify.effective(plan.workflow.notify, settings))
     name, reason = choose_executor(executor, settings, Slurm(runner), env)
-    ex = make_executor(name, settings, runner)
+    ex = make_executor(name, settings, runner, on_message=say)
     say(f"executor: {name} ({reason})")
     if detach and not ex.detached:
         raise SubmitError(
             f"--detach: the {name} executor runs tasks inside `hpcml run` (there is no daemon), so they "
             "would end with it; run it in tmux/screen or with nohup, or use SLURM"
         )
+    ex.ready()  # SLURM: a controller that does not answer is waited for, before anything is written
     ex.check_plan(plan)  # a step that can never run here fails before any image build
     ensure = ensure_images or functools.partial(_ensure_images, progress=on_image)
     ctx = _Context(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure, say, chosen, selection)
@@ -179,6 +182,11 @@ def start(
     except KeyboardInterrupt:
         lock.release()
         raise interrupted(run_dir, progress.run_id, ex, progress.jobs) from None
+    except OSError as err:
+        lock.release()
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise SubmitError(_disk_full(err, run_dir, progress)) from None
     except BaseException:
         lock.release()
         raise
@@ -328,9 +336,25 @@ def _submit_job(ctx: _Context, sub: _Submission, job: StepJob, deps: Sequence[st
     sub.journal.append("intent", step=step, chunk=job.chunk, offset=job.offset, indices=list(job.indices), name=job.name)
     job_id = ctx.executor.submit(job, deps)
     progress.jobs += 1
+    progress.submitted.append(f"{step}{'' if job.chunk is None else f' chunk {job.chunk}'} (job {job_id})")
     sub.journal.append("submitted", step=step, chunk=job.chunk, offset=job.offset, job_id=job_id, name=job.name)
     ctx.say(f"submitted {step}{'' if job.chunk is None else f' chunk {job.chunk}'}: job {job_id}")
     return job_id
+
+
+def _disk_full(err: OSError, run_dir: RunDir, progress: _Progress) -> str:
+    """What a full file system (or quota) did to a run being submitted, and what to do."""
+    where = err.filename or run_dir.path
+    what = "no space left" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    if progress.submitted:
+        done = (f"run {progress.run_id} had submitted {', '.join(progress.submitted)}, which "
+                f"{'keeps' if len(progress.submitted) == 1 else 'keep'} running (a task that cannot write its "
+                "files on the full file system fails); nothing else was submitted")
+    else:
+        done = "nothing was submitted"
+    return (f"{what} on the device of {where} (the run directory {run_dir.path}): {done}. Free space there "
+            "(`df -h`) and rerun `hpcml run`: completed tasks are not rerun and queued "
+            "ones are not submitted twice")
 
 
 def _catalog_resolver(settings: Settings, runner: Runner | None) -> Callable[[str, str | None], str]:

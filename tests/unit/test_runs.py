@@ -29,6 +29,9 @@ class ListedJobs:
     def __init__(self, jobs: list[LiveJob]):
         self.jobs = jobs
 
+    def ready(self) -> None:
+        pass
+
     def check_plan(self, plan: object) -> None:
         pass
 
@@ -158,14 +161,30 @@ def test_choose_executor_names_what_decided() -> None:
     from hpcml.config import Settings
 
     class NoSlurm:
-        def usable(self) -> tuple[bool, str]:
-            return False, "sbatch is not installed"
+        def controller(self) -> tuple[str, str]:
+            return "absent", "sbatch is not installed"
 
     s = Settings(executor="local", sources=("/home/a/.config/hpcml/config.toml",))
     assert choose_executor(None, s, NoSlurm(), {"HPCML_EXECUTOR": "local"}) == ("local", "set by HPCML_EXECUTOR=local")  # type: ignore[arg-type]
     assert choose_executor(None, s, NoSlurm(), {}) == ("local", "set by `executor` in /home/a/.config/hpcml/config.toml")  # type: ignore[arg-type]
     assert choose_executor("slurm", s, NoSlurm(), {}) == ("slurm", "chosen with --executor")  # type: ignore[arg-type]
     assert choose_executor(None, Settings(), NoSlurm(), {}) == ("local", "sbatch is not installed; running tasks on this machine")  # type: ignore[arg-type]
+
+
+def test_a_configured_slurm_whose_controller_does_not_answer_is_still_chosen() -> None:
+    # Finding 2 of issue 15: a controller outage put a whole sweep on the login node.
+    from hpcml.config import Settings
+
+    class Said:
+        def __init__(self, state: str) -> None:
+            self.state = state
+
+        def controller(self) -> tuple[str, str]:
+            return self.state, f"slurm 22.05.8 ({self.state})"
+
+    assert choose_executor(None, Settings(), Said("down"), {}) == ("slurm", "slurm 22.05.8 (down) now; waiting for it")  # type: ignore[arg-type]
+    assert choose_executor(None, Settings(), Said("unconfigured"), {})[0] == "local"  # type: ignore[arg-type]
+    assert choose_executor(None, Settings(), Said("up"), {})[0] == "slurm"  # type: ignore[arg-type]
 
 
 def test_cancel_of_an_ended_run_cancels_nothing_and_keeps_its_failures(tmp_path: Path) -> None:

@@ -147,3 +147,15 @@ def test_an_unreadable_foreign_row_is_skipped_not_a_crash() -> None:
     assert [(r.job_id, r.array_task, r.state) for r in rows] == [("42", 3, "RUNNING")]
     sacct = "1559_[2-9,12-99|n|CANCELLED by 0|0:0|None\n77|n|COMPLETED|0:0|None\n"
     assert [r.job_id for r in parse_sacct(sacct)] == ["77"]
+
+
+def test_ping_names_the_configured_controller_and_unreachable_errors() -> None:
+    from hpcml.clients.runner import Completed
+    from hpcml.clients.slurm import is_unreachable, parse_ping_controller
+
+    down = "Slurmctld(primary) at vm is DOWN\n*****************************************\n"
+    assert parse_ping_controller(down) == "primary at vm"
+    assert parse_ping_controller("") is None  # no configuration read: nothing named
+    failed = Completed(("squeue",), 1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n")
+    assert is_unreachable(failed)
+    assert not is_unreachable(Completed(("squeue",), 1, "", "squeue: error: Invalid user\n"))
