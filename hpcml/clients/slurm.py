@@ -68,6 +68,32 @@ UNREACHABLE_PATTERNS = (
 )
 
 
+#: sbatch refusals that more tries within a run's retry window will not cure: a policy
+#: limit on jobs (the reason SLURM names, or its message), or a job table that stayed full
+#: through sbatch's own two minutes of retrying. Matched in order, lower-case.
+REFUSALS = (
+    ("qosmaxsubmitjobperuserlimit", "your QOS allows no more queued jobs per user (MaxSubmitJobsPerUser)"),
+    ("qosmaxsubmitjobperaccountlimit", "your QOS allows no more queued jobs per account (MaxSubmitJobsPerAccount)"),
+    ("qosgrpsubmitjobslimit", "your QOS's group limit on queued jobs is reached (GrpSubmitJobs)"),
+    ("assocmaxsubmitjoblimit", "your association (account/user) allows no more queued jobs (MaxSubmitJobs)"),
+    ("assocgrpsubmitjobslimit", "your account's group limit on queued jobs is reached (GrpSubmitJobs)"),
+    ("job violates accounting/qos policy", "the cluster's accounting/QOS policy refuses it (a limit on queued jobs, "
+     "job size or time)"),
+    ("unable to create job record", "the cluster's job table is full (MaxJobCount)"),
+    ("temporarily unable to accept job", "slurmctld kept refusing new jobs through sbatch's own retries (its job "
+     "table is full, MaxJobCount, or it is overloaded)"),
+)
+
+
+class ClusterRefused(SubmitError):
+    """sbatch was refused for a reason more tries will not cure soon (`why`, in words):
+    the jobs already submitted keep running; nothing more is submitted."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
+
+
 class TransientSubmitError(SubmitError):
     """sbatch failed in a way that may succeed on a retry (and may have created the job)."""
 
@@ -126,6 +152,9 @@ class Slurm:
         if done.ok:
             return parse_sbatch(done.stdout)
         message = f"sbatch {script} failed (exit {done.returncode}): {done.tail()}"
+        why = refusal(done)
+        if why is not None:
+            raise ClusterRefused(message, why)
         if is_unreachable(done):
             raise ControllerUnreachable(message)
         if is_transient(done):
@@ -244,6 +273,16 @@ class Slurm:
 
 
 # ---- pure parsers ---------------------------------------------------------------------
+
+
+def refusal(done: Completed) -> str | None:
+    """Why the cluster refuses a job, in words, when a failed sbatch says a limit is reached
+    (None for any other failure). A time-out counts only when sbatch said it kept retrying."""
+    text = (done.stderr + "\n" + done.stdout).lower()
+    for pattern, why in REFUSALS:
+        if pattern in text and (pattern != "temporarily unable to accept job" or done.returncode == 124):
+            return why
+    return None
 
 
 def is_unreachable(done: Completed) -> bool:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from hpcml import plan as _plan
 from hpcml.clients.runner import Runner
-from hpcml.clients.slurm import Slurm, max_array_size
+from hpcml.clients.slurm import ClusterRefused, Slurm, max_array_size
 from hpcml.config import Settings
 from hpcml.errors import SubmitError
 from hpcml.executors.base import Executor, StepJob
@@ -187,6 +187,9 @@ def start(
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise SubmitError(_disk_full(err, run_dir, progress)) from None
+    except ClusterRefused as err:
+        lock.release()
+        raise SubmitError(_refused(err, progress)) from None
     except BaseException:
         lock.release()
         raise
@@ -340,6 +343,17 @@ def _submit_job(ctx: _Context, sub: _Submission, job: StepJob, deps: Sequence[st
     sub.journal.append("submitted", step=step, chunk=job.chunk, offset=job.offset, job_id=job_id, name=job.name)
     ctx.say(f"submitted {step}{'' if job.chunk is None else f' chunk {job.chunk}'}: job {job_id}")
     return job_id
+
+
+def _refused(err: ClusterRefused, progress: _Progress) -> str:
+    """What the cluster's refusal of a job did to a run being submitted, and what to do."""
+    sbatch = str(err).strip().splitlines()
+    keep = "keeps" if len(progress.submitted) == 1 else "keep"
+    done = (f"run {progress.run_id} had submitted {', '.join(progress.submitted)}, which {keep} running; "
+            if progress.submitted else "")
+    return (f"the cluster refuses more jobs: {err.why}. {done}the rest was not submitted (`hpcml status` shows "
+            f"it `not submitted`); rerun `hpcml run` once jobs have ended or the limit is raised (queued jobs are "
+            f"not submitted twice). sbatch said: {sbatch[-1].strip() if sbatch else ''}")
 
 
 def _disk_full(err: OSError, run_dir: RunDir, progress: _Progress) -> str:

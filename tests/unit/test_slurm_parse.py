@@ -159,3 +159,22 @@ def test_ping_names_the_configured_controller_and_unreachable_errors() -> None:
     failed = Completed(("squeue",), 1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n")
     assert is_unreachable(failed)
     assert not is_unreachable(Completed(("squeue",), 1, "", "squeue: error: Invalid user\n"))
+
+
+@pytest.mark.parametrize(("stderr", "code", "why"), [
+    # 22.05 names the limit on its own line before the policy message
+    ("sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job submission failed: Job violates "
+     "accounting/QOS policy (job submit limit, user's size and/or time limits)\n", 1, "MaxSubmitJobsPerUser"),
+    ("sbatch: error: AssocMaxSubmitJobLimit\nsbatch: error: Batch job submission failed: Job violates accounting/QOS "
+     "policy (job submit limit, user's size and/or time limits)\n", 1, "(MaxSubmitJobs)"),
+    ("sbatch: error: Batch job submission failed: Unable to create job record, try again\n", 1, "MaxJobCount"),
+    ("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n", 124, "MaxJobCount"),
+    ("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n", 1, None),
+    ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n", 1, None),
+])
+def test_refusals_that_retrying_will_not_cure(stderr: str, code: int, why: str | None) -> None:
+    from hpcml.clients.runner import Completed
+    from hpcml.clients.slurm import refusal
+
+    got = refusal(Completed(("sbatch",), code, "", stderr))
+    assert (got is None) if why is None else (got is not None and why in got)
