@@ -48,7 +48,7 @@ from hpcml.run import planfile
 from hpcml.run import select as _select
 from hpcml.run.buildjobs import Builds, build_journal_fields, submit_builds
 from hpcml.run.journal import Journal
-from hpcml.run.reconcile import live_tasks, refuse_if_queued_on_slurm
+from hpcml.run.reconcile import live_tasks, reconcile, refuse_if_queued_on_slurm
 from hpcml.run import notify as _notify
 from hpcml.run.trace import provenance
 from hpcml.run.rundir import RunDir, RunLock, RunPaths, new_run_id
@@ -118,6 +118,7 @@ class _Submission:
     adopted: Mapping[str, str]  # task key → job ref of an earlier run
     todo: Mapping[str, Sequence[Task]]  # step → tasks to submit
     builds: Builds  # the image build jobs the tasks wait for (build_on = "slurm")
+    whole: frozenset[str] = frozenset()  # array jobs of earlier runs whose every task is live or complete
 
 
 @dataclass
@@ -203,11 +204,11 @@ def _start_locked(ctx: _Context, lock: RunLock, progress: _Progress) -> RunStart
         # Refused before any image is built unless a live job makes what is missing.
         _refuse_missing_upstream(ctx, _complete(ctx), live_tasks(ctx.executor, ctx.run_dir, wf.name))
     sifs, builds = _ensure_busy_images(ctx)
-    adopted = live_tasks(ctx.executor, ctx.run_dir, wf.name)
+    adopted, arrays = reconcile(ctx.executor, ctx.run_dir, wf.name)
     cached = _complete(ctx)
     todo = _todo(ctx, cached, adopted)
     _refuse_missing_upstream(ctx, cached, adopted)
-    sub = _open_run(ctx, sifs, cached, adopted, todo, builds)
+    sub = _open_run(ctx, sifs, cached, adopted, todo, builds, whole_arrays(arrays, cached, adopted))
     progress.run_id = sub.run_id
     jobs = _submit_steps(ctx, sub, progress)
     _submit_notify(ctx, sub, jobs)
@@ -275,6 +276,7 @@ def _ensure_busy_images(ctx: _Context) -> tuple[dict[str, str], Builds]:
 def _open_run(
     ctx: _Context, sifs: Mapping[str, str], cached: set[str], adopted: Mapping[str, str], todo: Mapping[str, Sequence[Task]],
     builds: Builds,
+    whole: frozenset[str] = frozenset(),
 ) -> _Submission:
     """Create runs/<id>/ and journal the run and its reconciliation."""
     cluster = _cluster_facts(ctx) if any(todo.values()) else _Cluster("gres", 1001)
@@ -289,7 +291,7 @@ def _open_run(
     for job in builds.jobs.values():
         journal.append("build", **build_journal_fields(job))
     ctx.say(f"run {run_id}: {len(cached)} cached, {len(adopted)} already queued, {sum(map(len, todo.values()))} to submit")
-    return _Submission(run_id, paths, journal, sifs, cluster, adopted, todo, builds)
+    return _Submission(run_id, paths, journal, sifs, cluster, adopted, todo, builds, whole)
 
 
 def _submit_steps(ctx: _Context, sub: _Submission, progress: _Progress) -> dict[str, list[str]]:
@@ -306,7 +308,7 @@ def _submit_steps(ctx: _Context, sub: _Submission, progress: _Progress) -> dict[
             prepare_task(ctx.run_dir, ctx.plan, task, batch)
         batch.flush()  # on disk before any job can read them
         key_by_index = {t.index: t.key for t in sp.tasks}
-        deps = _dependencies(ctx.plan, sp, submitted_refs, sub.adopted) + sub.builds.chain_jobs(ctx.plan, sp.step.image)
+        deps = _dependencies(ctx.plan, sp, submitted_refs, sub.adopted, sub.whole) + sub.builds.chain_jobs(ctx.plan, sp.step.image)
         for job in _step_jobs(ctx, sub, sp):
             job_id = _submit_job(ctx, sub, job, deps, progress)
             jobs_by_step.setdefault(step, []).append(job_id)
@@ -429,15 +431,29 @@ def _write_step_files(paths: RunPaths, sp: StepPlan, secrets: Mapping[str, str])
         atomic_write(paths.env_file(sp.step.name), text, mode=0o600)
 
 
-def _dependencies(plan: Plan, sp: StepPlan, submitted: Mapping[str, str], adopted: Mapping[str, str]) -> list[str]:
-    """afterok job refs: the live jobs of this step's upstream tasks (whole arrays once)."""
-    refs: list[str] = []
+def whole_arrays(arrays: Mapping[str, frozenset[str]], complete: set[str], adopted: Mapping[str, str]) -> frozenset[str]:
+    """The array jobs of earlier runs that a downstream job may wait for whole: every task
+    they were submitted with is live now or complete (one of theirs that failed would make
+    `afterok:<array>` fail, though this run resubmits that task on its own)."""
+    return frozenset(job for job, keys in arrays.items() if all(k in complete or k in adopted for k in keys))
+
+
+def _dependencies(
+    plan: Plan, sp: StepPlan, submitted: Mapping[str, str], adopted: Mapping[str, str], whole: frozenset[str] = frozenset()
+) -> list[str]:
+    """afterok job refs: the live jobs of this step's upstream tasks, each array job once as
+    a whole where it may be (this run's own, and `whole` of earlier runs), else task by task.
+    A sweep's dependency list then grows with its chunks, not its tasks (3,000 task ids made
+    a 30 KB argument; the kernel refuses one over 128 KiB)."""
+    refs: dict[str, None] = {}  # ordered, and a set: a fan-in may have thousands
     for up in sp.step.needs:
         for t in plan.steps[up].tasks:
             ref = submitted.get(t.key) or adopted.get(t.key)
-            if ref is not None and ref not in refs:
-                refs.append(ref)
-    return refs
+            if ref is not None and "_" in ref and ref.split("_", 1)[0] in whole:
+                ref = ref.split("_", 1)[0]
+            if ref is not None:
+                refs[ref] = None
+    return list(refs)
 
 
 def _chunks(sp: StepPlan, todo: Sequence[Task], max_array: int) -> dict[int | None, list[int]]:

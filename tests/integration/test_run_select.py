@@ -110,3 +110,31 @@ def _sel(**kw: tuple[str, ...]):  # noqa: ANN202
     from hpcml.run.select import Selection
 
     return Selection(**kw)
+
+
+def test_a_step_taking_over_an_earlier_runs_array_waits_for_it_whole(tmp_path: Path, settings: Settings) -> None:
+    """Finding 7 of issue 15: the downstream job of a run that adopts the live array of an
+    earlier run depends on the array job (`afterok:ID`), not on each of its tasks."""
+    import subprocess
+    import time
+
+    go = tmp_path / "go"
+    steps = (f"sweep:\n  matrix: {{i: [0, 1, 2, 3]}}\n  run: |\n    while [ ! -e {go} ]; do sleep 1; done\n"
+             "    echo x >> {out}/ran\nafter:\n  needs: [sweep]\n  run: echo x >> {out}/ran\n")
+    wf = write_workflow(tmp_path / "arr", "wholearray", steps)
+    first = api.run(wf, executor="slurm", settings=settings, watch=False, selection=_sel(until=("sweep",)))
+    (array_job,) = first.jobs["sweep"]
+    second = api.run(wf, executor="slurm", settings=settings, watch=False)
+    assert second.adopted == 4 and list(second.jobs) == ["after"]
+    (after_job,) = second.jobs["after"]
+    shown = subprocess.run(["scontrol", "show", "job", after_job], capture_output=True, text=True).stdout
+    dependency = next(w for w in shown.split() if w.startswith("Dependency="))
+    # SLURM shows a dependency on a whole array as `ID_*`; on its tasks it would list `ID_0:ID_1:…`
+    assert dependency.startswith(f"Dependency=afterok:{array_job}_*(") and dependency.count(f"{array_job}_") == 1, dependency
+    go.touch()
+    for _ in range(400):  # the shared cluster may be busy
+        st = api.status(workflow=str(wf))
+        if st.finished:
+            break
+        time.sleep(1)
+    assert st.ok and [ran(o) for s in ("sweep", "after") for o in outs(wf, s)] == [1] * 5
