@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from hpcml.run.buildjobs import BuildJob
     from hpcml.run.progress import ProgressTracker
     from hpcml.run.trace import ImageInfo
+    from hpcml.run.select import Selection
 
 # ---- spec: load / validate -------------------------------------------------------------
 
@@ -328,8 +329,13 @@ def run(
     poll_s: float | None = None,
     detach: bool = False,
     on_image: Callable[[ImageEvent], None] | None = None,
+    selection: Selection | None = None,
 ) -> RunOutcome:
     """Build or reuse the images and submit every task that is not complete or queued.
+
+    `selection` (run/select.Selection: `--only`, `--from`, `--until`, `--force`) narrows
+    the tasks that may run and names those to rerun despite the cache; a selected task
+    whose upstream output is neither complete nor being made refuses the run (SubmitError).
 
     With `watch`, follow the run until every task has ended (an executor that is not
     detached, like the local one, is always watched). Ctrl-C (KeyboardInterrupt) while
@@ -344,7 +350,8 @@ def run(
 
     s = settings or load_settings()
     try:
-        started = submit.start(path, s, executor=executor, on_message=on_message, detach=detach, on_image=on_image)
+        started = submit.start(path, s, executor=executor, on_message=on_message, detach=detach, on_image=on_image,
+                               selection=selection)
     except KeyboardInterrupt:  # before the lock was taken; later ones arrive as RunInterrupted
         raise RunInterrupted(submitted=0, executor=executor or "", tasks_cancelled=False) from None
     try:
@@ -369,13 +376,52 @@ def run(
         started.close()
 
 
+_run_workflow = run  # `retry` takes a parameter named `run`
+
+
+def retry(
+    run: str | None = None,
+    *,
+    directory: str | None = None,
+    workflow: str | None = None,
+    executor: str | None = None,
+    watch: bool = True,
+    settings: _Settings | None = None,
+    on_message: Callable[[str], None] | None = None,
+    on_update: Callable[[RunStatus], None] | None = None,
+    poll_s: float | None = None,
+    detach: bool = False,
+    on_image: Callable[[ImageEvent], None] | None = None,
+) -> RunOutcome:
+    """`hpcml retry`: submit again only the tasks of `run` (default: the latest) that ended
+    without completing, with the same keys, on the run's executor unless `executor` says
+    otherwise. A new run; StateError while the run has tasks queued or running or when
+    nothing failed, SubmitError when the workflow was edited since (the keys differ).
+
+    Example: ``retry(watch=False).submitted`` → ``2``.
+    """
+    from hpcml.run import control  # start-up speed
+    from hpcml.run.select import Selection  # start-up speed
+
+    s = settings or load_settings()
+    target = control.retry_target(run_dir(directory, workflow), run, settings=s)
+    if on_message is not None:
+        shown = ", ".join(target.labels[:8]) + (f" and {len(target.labels) - 8} more" if len(target.labels) > 8 else "")
+        on_message(f"retry of run {target.run_id}: {shown}")
+    return _run_workflow(target.workflow, executor=executor or target.executor, watch=watch, settings=s,
+                         on_message=on_message, on_update=on_update, poll_s=poll_s, detach=detach, on_image=on_image,
+                         selection=Selection(keys=target.keys))
+
+
 def status(
-    run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None
+    run: str | None = None, *, directory: str | None = None, workflow: str | None = None, settings: _Settings | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> RunStatus:
-    """Every task of a run (default: the latest) with its state, from one polling round."""
+    """Every task of a run (default: the latest) with its state, from one polling round.
+    `on_message` gets notes such as a wait for a SLURM controller that does not answer."""
     from hpcml.run import status as run_status  # start-up speed
 
-    return run_status.status(run_dir(directory, workflow), run, settings=settings)
+    return run_status.status(run_dir(directory, workflow), run, settings=settings, on_message=on_message)
 
 
 def watch_status(
@@ -385,12 +431,14 @@ def watch_status(
     directory: str | None = None,
     workflow: str | None = None,
     settings: _Settings | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> RunStatus:
     """Follow a run (default: the latest) until every task has ended, passing each polling
-    round to `on_update` (`hpcml status --watch`: re-attach to a detached run)."""
+    round to `on_update` (`hpcml status --watch`: re-attach to a detached run); `on_message`
+    gets notes (a wait for a SLURM controller that does not answer)."""
     from hpcml.run import status as run_status  # start-up speed
 
-    return run_status.follow(run_dir(directory, workflow), run, on_update, settings=settings)
+    return run_status.follow(run_dir(directory, workflow), run, on_update, settings=settings, on_message=on_message)
 
 
 def run_progress(*, directory: str | None = None, workflow: str | None = None) -> ProgressTracker:

@@ -66,6 +66,10 @@ class Settings:
     signing_key: str | None = _f(None, "path", "private key (PEM) used to sign images on publish")
     verify_key: str | None = _f(None, "path", "public key (PEM) that signatures are verified against")
     executor: str = _f("auto", "choice", "where tasks run", ("auto", "slurm", "local"))
+    slurm_wait_s: int = _f(
+        600, "int", "how long (seconds) hpcml waits for a slurmctld that does not answer, while "
+        "submitting or following a run, before it gives up (jobs already queued keep running)"
+    )
     gpu_request: str = _f(
         "auto", "choice", "how GPUs are asked of SLURM", ("auto", "gres", "gpus-per-node")
     )

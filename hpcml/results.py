@@ -83,6 +83,7 @@ class RunStatus:
     tasks: tuple[TaskState, ...]
     accounting: bool = True
     images: tuple[ImageJobState, ...] = ()
+    notes: tuple[str, ...] = ()  # one line each, e.g. accounting did not answer: causes unknown
 
     @property
     def finished(self) -> bool:
@@ -117,6 +118,7 @@ class RunStatus:
             "counts": self.counts,
             "tasks": [t.as_dict() for t in self.tasks],
             "images": [i.as_dict() for i in self.images],
+            "notes": list(self.notes),
         }
 
 

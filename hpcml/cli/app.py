@@ -2,7 +2,7 @@
 on stderr and the error's exit code.
 
 Commands live beside what they show: spec_cmds (validate, schema, plan, compile),
-image_cmds (build, catalog …), run_cmds (run, status, logs, cancel, runs), export,
+image_cmds (build, catalog …), run_cmds (run, retry, status, logs, cancel, runs), export,
 init_cmd (init); complete holds the shell completion of names. Each parses its
 options, calls one `hpcml.api` function and renders the result. To add a command, write it
 in its own module and register it below with one `main.add_command(...)` line.
@@ -77,6 +77,7 @@ main.add_command(spec_cmds.compile_cmd)
 main.add_command(image_cmds.build_cmd)
 main.add_command(image_cmds.catalog_group)
 main.add_command(run_cmds.run_cmd)
+main.add_command(run_cmds.retry_cmd)
 main.add_command(run_cmds.status_cmd)
 main.add_command(run_cmds.logs_cmd)
 main.add_command(run_cmds.cancel_cmd)

@@ -1,5 +1,5 @@
 """Shell completion of the names a command takes: step names (`logs STEP[/TASK]`), image
-names (`build FILE IMAGE…`) and run ids (`status RUN`, `cancel RUN`, `logs --run`).
+names (`build FILE IMAGE…`), step lists (`run --only a,b`) and run ids (`status RUN`, `cancel RUN`, `logs --run`).
 
 Click runs these when the shell asks (`_HPCML_COMPLETE=bash_complete hpcml …`, set up as
 docs/completion.md says). The workflow comes from the command line (`--workflow`, FILE,
@@ -26,6 +26,18 @@ def steps(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[
     workflow, directory = _where(ctx)
     return [CompletionItem(s) for s in api.completion_names("steps", workflow=workflow, directory=directory)
             if s.startswith(incomplete)]
+
+
+def step_list(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Step names for STEP[,STEP] options (`run --only a,b`): the last name is completed."""
+    from hpcml import api  # start-up speed: only on <TAB>
+
+    done, _, last = incomplete.rpartition(",")
+    head = f"{done}," if done else ""
+    taken = set(done.split(","))
+    workflow, directory = _where(ctx)
+    return [CompletionItem(head + s) for s in api.completion_names("steps", workflow=workflow, directory=directory)
+            if s.startswith(last) and s not in taken]
 
 
 def images(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:

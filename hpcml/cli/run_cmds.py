@@ -17,6 +17,7 @@ from hpcml.cli.progress import ImageProgress, RunView, live_display
 
 if TYPE_CHECKING:
     from hpcml.results import RunOutcome
+    from hpcml.run.select import Selection
 
 _Command = TypeVar("_Command", bound=Callable[..., None])
 
@@ -27,24 +28,78 @@ def _where(f: _Command) -> _Command:
     return click.option("-C", "directory", type=click.Path(file_okay=False), help="Workflow directory (default: here).")(f)
 
 
+def _selection_options(f: _Command) -> _Command:
+    """--only/--from/--until/--force: which steps a run may run, and which despite the cache."""
+    for name, dest, text in reversed((
+        ("--only", "only", "Run only these steps (STEP[,STEP]); their upstream outputs must be complete or queued."),
+        ("--from", "start", "Run these steps and everything downstream of them; upstream outputs come from the cache."),
+        ("--until", "until", "Run these steps and everything they need; nothing downstream of them."),
+        ("--force", "force", "Rerun these steps (and the tasks downstream of them) even where complete."),
+    )):
+        f = click.option(name, dest, multiple=True, metavar="STEP[,STEP]", help=text,
+                         shell_complete=complete.step_list)(f)
+    return f
+
+
 @click.command("run")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--executor", type=click.Choice(["slurm", "local"]), help="Where tasks run (default: config, else SLURM if sbatch works, else local).")
 @click.option("--watch/--detach", default=None, help="Follow the run until it ends (default on a terminal), or return once submitted.")
 @click.option("--build-on", type=click.Choice(["login", "slurm"]),
               help="Build missing images here or as SLURM jobs the tasks wait for (config: build_on).")
-def run_cmd(file: str, executor: str | None, watch: bool | None, build_on: str | None) -> None:
+@_selection_options
+def run_cmd(file: str, executor: str | None, watch: bool | None, build_on: str | None,
+            only: tuple[str, ...], start: tuple[str, ...], until: tuple[str, ...], force: tuple[str, ...]) -> None:
     """Build or reuse the images, then submit every task of FILE not already complete.
 
     Tasks whose key already completed are skipped (resume by default); tasks still queued
-    by an earlier run are depended on, not resubmitted. The exit code is 0 only when every
-    task completed (or, with --detach, when everything was submitted); 130 when interrupted.
+    by an earlier run are depended on, not resubmitted. --only, --from and --until narrow
+    the run to some steps (the others' outputs must be complete or queued, else nothing
+    is submitted and the missing ones are named); --force reruns steps despite the cache.
+    The exit code is 0 only when every task completed (or, with --detach, when everything
+    was submitted); 130 when interrupted.
 
     Example:
 
+    \b
         hpcml run workflow.yaml --detach && hpcml status
+        hpcml run workflow.yaml --from train --force train
     """
-    outcome = _run(file, executor, watch, build_on)
+    from hpcml.run.select import Selection, split_names  # start-up speed: only `run` needs it
+
+    names = [split_names(v) for v in (only, start, until, force)]
+    selection = Selection(*names) if any(names) else None
+    _finish(_run(file, executor, watch, build_on, selection))
+
+
+@click.command("retry")
+@click.argument("run", required=False, shell_complete=complete.runs)
+@click.option("--executor", type=click.Choice(["slurm", "local"]), help="Where tasks run (default: where RUN ran).")
+@click.option("--watch/--detach", default=None, help="Follow the retry until it ends (default on a terminal), or return once submitted.")
+@_where
+def retry_cmd(run: str | None, executor: str | None, watch: bool | None, directory: str | None, workflow: str | None) -> None:
+    """Submit again only the tasks of RUN (default: the latest) that failed, timed out, were
+    cancelled or lost, and those left behind by them, with the same keys.
+
+    Refused while RUN still has tasks queued or running, and when its workflow file was
+    edited since (the keys would differ: use `hpcml run`).
+
+    Example:
+
+        hpcml retry && hpcml status
+    """
+    from hpcml import api  # start-up speed: see _run
+
+    detach = watch is False
+    follow = sys.stdout.isatty() if watch is None else watch
+    with live_display(follow and sys.stdout.isatty()) as live, ImageProgress(say, live=live) as images:
+        view = RunView(api.run_progress(directory=directory, workflow=workflow), click.echo, live)
+        outcome = api.retry(run, directory=directory, workflow=workflow, executor=executor, watch=follow, detach=detach,
+                            on_message=say, on_update=view, on_image=images)
+    _finish(outcome)
+
+
+def _finish(outcome: RunOutcome) -> None:
     if outcome.status is None:
         ids = ", ".join(f"{s}={','.join(j)}" for s, j in outcome.jobs.items()) or "nothing to submit"
         click.echo(f"run {outcome.run_id}: {ids}; follow with `hpcml status`")
@@ -54,7 +109,8 @@ def run_cmd(file: str, executor: str | None, watch: bool | None, build_on: str |
         raise SystemExit(1)
 
 
-def _run(file: str, executor: str | None, watch: bool | None, build_on: str | None = None) -> RunOutcome:
+def _run(file: str, executor: str | None, watch: bool | None, build_on: str | None = None,
+         selection: Selection | None = None) -> RunOutcome:
     # start-up speed: api imports the pipeline; `--help` needs none of it
     from hpcml import api
 
@@ -66,7 +122,7 @@ def _run(file: str, executor: str | None, watch: bool | None, build_on: str | No
         on_update = RunView(api.run_progress(workflow=file), click.echo, live)
         settings = api.load_settings({"build_on": build_on}) if build_on else None
         return api.run(file, executor=executor, watch=watch, detach=detach, on_message=say,
-                       on_update=on_update, on_image=images, settings=settings)
+                       on_update=on_update, on_image=images, settings=settings, selection=selection)
 
 
 @click.command("status")
@@ -91,9 +147,9 @@ def status_cmd(run: str | None, as_json: bool, watch: bool, directory: str | Non
     if watch:
         with live_display(sys.stdout.isatty() and not as_json) as live:
             view = RunView(api.run_progress(directory=directory, workflow=workflow), click.echo if not as_json else say, live)
-            st = api.watch_status(run, on_update=view, directory=directory, workflow=workflow)
+            st = api.watch_status(run, on_update=view, directory=directory, workflow=workflow, on_message=say)
     else:
-        st = api.status(run, directory=directory, workflow=workflow)
+        st = api.status(run, directory=directory, workflow=workflow, on_message=say)
     tables.print_status(st, as_json)
     if not st.finished:
         raise SystemExit(3)

@@ -143,13 +143,16 @@ def print_status(st: RunStatus, as_json: bool = False) -> None:
     console.print(status_table(st))
     for line in image_lines(st):
         console.print(line, markup=False)
+    for note in st.notes:
+        console.print(f"note: {note}", markup=False)
     for t in st.tasks:
         if t.state == "pending" and t.detail and t.detail not in _USUAL_PENDING:
             # A job that may never start (bad partition limits, nodes down…) must not hide.
             console.print(f"  {t.step}/{t.index}: [yellow]pending ({t.detail})[/yellow] job {t.job}")
         if t.state not in ("completed", "cached", "pending", "running", "requeued"):
             job = f" job {t.job}" if t.job else ""
-            detail = f" ({t.detail})" if t.detail and t.state != "failed" else ""
+            # "failed (exit 3)" says it all; a failure without an exit code says why not
+            detail = f" ({t.detail})" if t.detail and (t.state != "failed" or t.exit_code is None) else ""
             console.print(f"  {t.step}/{t.index}: [red]{t.label}[/red]{detail}{job} · hpcml logs {t.step}/{t.index}")
 
 

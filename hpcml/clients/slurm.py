@@ -60,8 +60,47 @@ LIVE_STATES = frozenset(
 )
 
 
+#: What the client commands say when slurmctld does not answer (stopped, restarting,
+#: unreachable): nothing was done, and the same call is worth making once it answers.
+UNREACHABLE_PATTERNS = (
+    "unable to contact slurm controller",
+    "slurmctld not responding",
+)
+
+
+#: sbatch refusals that more tries within a run's retry window will not cure: a policy
+#: limit on jobs (the reason SLURM names, or its message), or a job table that stayed full
+#: through sbatch's own two minutes of retrying. Matched in order, lower-case.
+REFUSALS = (
+    ("qosmaxsubmitjobperuserlimit", "your QOS allows no more queued jobs per user (MaxSubmitJobsPerUser)"),
+    ("qosmaxsubmitjobperaccountlimit", "your QOS allows no more queued jobs per account (MaxSubmitJobsPerAccount)"),
+    ("qosgrpsubmitjobslimit", "your QOS's group limit on queued jobs is reached (GrpSubmitJobs)"),
+    ("assocmaxsubmitjoblimit", "your association (account/user) allows no more queued jobs (MaxSubmitJobs)"),
+    ("assocgrpsubmitjobslimit", "your account's group limit on queued jobs is reached (GrpSubmitJobs)"),
+    ("job violates accounting/qos policy", "the cluster's accounting/QOS policy refuses it (a limit on queued jobs, "
+     "job size or time)"),
+    ("unable to create job record", "the cluster's job table is full (MaxJobCount)"),
+    ("temporarily unable to accept job", "slurmctld kept refusing new jobs through sbatch's own retries (its job "
+     "table is full, MaxJobCount, or it is overloaded)"),
+)
+
+
+class ClusterRefused(SubmitError):
+    """sbatch was refused for a reason more tries will not cure soon (`why`, in words):
+    the jobs already submitted keep running; nothing more is submitted."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
+
+
 class TransientSubmitError(SubmitError):
     """sbatch failed in a way that may succeed on a retry (and may have created the job)."""
+
+
+class ControllerUnreachable(TransientSubmitError):
+    """slurmctld did not answer a client command: worth waiting for (jobs already queued
+    keep running meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +152,11 @@ class Slurm:
         if done.ok:
             return parse_sbatch(done.stdout)
         message = f"sbatch {script} failed (exit {done.returncode}): {done.tail()}"
+        why = refusal(done)
+        if why is not None:
+            raise ClusterRefused(message, why)
+        if is_unreachable(done):
+            raise ControllerUnreachable(message)
         if is_transient(done):
             raise TransientSubmitError(message)
         raise SubmitError(message)
@@ -131,7 +175,8 @@ class Slurm:
         """All of this user's jobs slurmctld still knows."""
         done = self.runner.run(self.squeue_argv(), timeout=120)
         if not done.ok:
-            raise SubmitError(f"squeue failed (exit {done.returncode}): {done.tail()}")
+            message = f"squeue failed (exit {done.returncode}): {done.tail()}"
+            raise ControllerUnreachable(message) if is_unreachable(done) else SubmitError(message)
         return parse_squeue(done.stdout)
 
     @staticmethod
@@ -205,17 +250,52 @@ class Slurm:
         return parse_config(done.stdout)
 
     def usable(self) -> tuple[bool, str]:
-        """Whether jobs can be submitted here, and why (for `hpcml run`'s executor choice)."""
+        """Whether jobs can be submitted here now, and why."""
+        state, why = self.controller()
+        return state == "up", why
+
+    def controller(self) -> tuple[str, str]:
+        """(state, why) of SLURM here: "up"; "down" (configured, naming a controller that
+        does not answer now); "unconfigured" (clients without a usable slurm.conf); "absent"
+        (no sbatch). For `hpcml run`'s executor choice: only "unconfigured" and "absent"
+        make it run tasks on this machine."""
         version = self.runner.run(["sbatch", "--version"], timeout=30)
         if not version.ok:
-            return False, "sbatch is not installed"
+            return "absent", "sbatch is not installed"
+        name = version.stdout.strip()
         ping = self.runner.run(["scontrol", "ping"], timeout=30)
-        if not ping.ok or "UP" not in ping.stdout:
-            return False, f"{version.stdout.strip()} is installed but slurmctld does not answer"
-        return True, f"{version.stdout.strip()} found and slurmctld answers"
+        if ping.ok and "UP" in ping.stdout:
+            return "up", f"{name} found and slurmctld answers"
+        controller = parse_ping_controller(ping.stdout)
+        if controller is not None:
+            return "down", f"{name} is configured here but slurmctld ({controller}) does not answer"
+        return "unconfigured", f"{name} is installed but slurmctld does not answer ({ping.tail(1) or 'no configuration'})"
 
 
 # ---- pure parsers ---------------------------------------------------------------------
+
+
+def refusal(done: Completed) -> str | None:
+    """Why the cluster refuses a job, in words, when a failed sbatch says a limit is reached
+    (None for any other failure). A time-out counts only when sbatch said it kept retrying."""
+    text = (done.stderr + "\n" + done.stdout).lower()
+    for pattern, why in REFUSALS:
+        if pattern in text and (pattern != "temporarily unable to accept job" or done.returncode == 124):
+            return why
+    return None
+
+
+def is_unreachable(done: Completed) -> bool:
+    """Whether a failed client command failed because slurmctld did not answer."""
+    text = (done.stderr + "\n" + done.stdout).lower()
+    return any(p in text for p in UNREACHABLE_PATTERNS)
+
+
+def parse_ping_controller(stdout: str) -> str | None:
+    """`Slurmctld(primary) at vm is DOWN` → `primary at vm`: the controller `scontrol ping`
+    read from the configuration (None when it printed none: no usable configuration)."""
+    m = re.search(r"Slurmctld\((\w+)\) at (\S+) is", stdout)
+    return f"{m.group(1)} at {m.group(2)}" if m else None
 
 
 def is_transient(done: Completed) -> bool:

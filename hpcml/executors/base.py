@@ -56,6 +56,7 @@ class Observation:
 
     records: Mapping[str, JobRecord]
     accounting: bool = True
+    note: str = ""  # one line for the user, e.g. accounting did not answer: causes unknown this round
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,11 @@ class Executor(Protocol):
     detached: bool
     poll_s: float
     max_poll_s: float
+
+    def ready(self) -> None:
+        """Return once the executor can take jobs (SLURM: slurmctld answers; waited for
+        with a note, bounded); SubmitError when it does not in time."""
+        ...
 
     def check_plan(self, plan: Plan) -> None:
         """Raise SubmitError for a step that can never run here (every such step named),

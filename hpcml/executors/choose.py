@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from hpcml.clients.runner import Runner
 from hpcml.clients.slurm import Slurm
@@ -24,8 +24,9 @@ from hpcml.executors.slurm import SlurmExecutor
 def choose_executor(
     flag: str | None, settings: Settings, slurm: Slurm, env: Mapping[str, str] | None = None
 ) -> tuple[str, str]:
-    """(executor name, why): the flag, else the `executor` setting, else SLURM when sbatch
-    works here, else local."""
+    """(executor name, why): the flag, else the `executor` setting, else SLURM where it is
+    installed and configured — also while its controller does not answer (submission waits
+    for it: a short outage must not put a sweep on the login node) — else local."""
     env = os.environ if env is None else env
     if flag:
         return flag, "chosen with --executor"
@@ -34,14 +35,19 @@ def choose_executor(
         where = (f"HPCML_EXECUTOR={env['HPCML_EXECUTOR']}" if env.get("HPCML_EXECUTOR")
                  else f"`executor` in {', '.join(settings.sources) or 'the configuration'}")
         return settings.executor, f"set by {where}"
-    ok, why = slurm.usable()
-    return ("slurm", why) if ok else ("local", f"{why}; running tasks on this machine")
+    state, why = slurm.controller()
+    if state == "down":
+        return "slurm", f"{why} now; waiting for it"
+    return ("slurm", why) if state == "up" else ("local", f"{why}; running tasks on this machine")
 
 
-def make_executor(name: str, settings: Settings, runner: Runner | None = None) -> Executor:
-    """The executor called `name` (slurm or local)."""
+def make_executor(
+    name: str, settings: Settings, runner: Runner | None = None, on_message: Callable[[str], None] | None = None
+) -> Executor:
+    """The executor called `name` (slurm or local). `on_message` gets its notes to the user
+    (SLURM: waiting for a controller that does not answer)."""
     if name == "slurm":
-        return SlurmExecutor(Slurm(runner))
+        return SlurmExecutor(Slurm(runner), wait_s=settings.slurm_wait_s, on_wait=on_message)
     if name == "local":
         return LocalExecutor.from_settings(settings)
     raise SubmitError(f"unknown executor {name!r}; allowed: slurm, local")

@@ -65,6 +65,8 @@ def translate(
         local, remote = file_on_cluster(p["file"])
         if name == "run":
             argv = ["run", remote, "--detach", *(["--executor", p["executor"]] if p.get("executor") else [])]
+            for flag, key in (("--only", "only"), ("--from", "start"), ("--until", "until"), ("--force", "force")):
+                argv += [a for v in p.get(key) or () for a in (flag, v)]
             watch = tty if p.get("watch") is None else bool(p["watch"])
             return RemoteCommand(name, tuple(argv), local, watch)
         if name == "build":

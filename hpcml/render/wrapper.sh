@@ -60,9 +60,10 @@ mkdir -p "$taskdir/@TASK_OUT@"
 exec >>"$taskdir/@TASK_LOG@" 2>&1 </dev/null
 
 hpcml_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
-hpcml_put() {  # hpcml_put FILE VALUE: replace FILE atomically
-  printf '%s\n' "$2" >"$taskdir/.$1.tmp.$$"
-  mv -f "$taskdir/.$1.tmp.$$" "$taskdir/$1"
+hpcml_put() {  # hpcml_put FILE VALUE: replace FILE atomically; a failed write (full disk) leaves no temporary file
+  printf '%s\n' "$2" >"$taskdir/.$1.tmp.$$" && mv -f "$taskdir/.$1.tmp.$$" "$taskdir/$1" && return 0
+  rm -f "$taskdir/.$1.tmp.$$"
+  return 1
 }
 if [[ -f $taskdir/@TASK_EXITCODE@ && $(<"$taskdir/@TASK_EXITCODE@") == 0 ]]; then
   echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index already completed; not running it again"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpcml.config import Settings
@@ -21,7 +22,7 @@ from hpcml.run.durable import atomic_write
 from hpcml.run.journal import read_journal
 from hpcml.run.rundir import RunDir
 from hpcml.run.status import executor_of, load_run, resolve_run, status
-from hpcml.run.tasks import ACTIVE, derive_state, read_exit_code, read_task_files
+from hpcml.run.tasks import ACTIVE, FAILED, derive_state, read_exit_code, read_task_files
 from hpcml.render.protocol import TASK_LOG
 
 
@@ -156,3 +157,32 @@ def follow(path: Path, done: Callable[[], bool], write: Callable[[str], None], s
         if finished:
             return
         sleep(1.0)
+
+
+@dataclass(frozen=True)
+class RetryTarget:
+    """What `hpcml retry` resubmits: the run's workflow file, its executor, and the keys of
+    the tasks of that run that ended without completing (failed, timed out, cancelled, lost,
+    left behind by a failure upstream …)."""
+
+    run_id: str
+    workflow: str
+    executor: str
+    keys: frozenset[str]
+    labels: tuple[str, ...]  # `train/3`, for messages
+
+
+def retry_target(run_dir: RunDir, run: str | None = None, settings: Settings | None = None) -> RetryTarget:
+    """The tasks of `run` (default: the latest) to retry, from one status round; StateError
+    when the run still has tasks queued or running, or none to retry."""
+    st = status(run_dir, run, settings=settings)
+    rec = load_run(run_dir, st.run_id)
+    active = [t for t in st.tasks if t.state in ACTIVE]
+    if active:
+        raise StateError(f"run {st.run_id} still has {len(active)} task(s) queued or running; wait for them "
+                         f"(`hpcml status --watch {st.run_id}`) or cancel them (`hpcml cancel {st.run_id}`) first")
+    bad = [t for t in st.tasks if t.state in FAILED]
+    if not bad:
+        raise StateError(f"run {st.run_id}: nothing to retry (every task completed)")
+    return RetryTarget(st.run_id, rec.plan.path, rec.executor, frozenset(t.key for t in bad),
+                       tuple(f"{t.step}/{t.index}" for t in bad))

@@ -20,12 +20,22 @@ from hpcml.run.rundir import RunDir
 
 def live_tasks(ex: Executor, run_dir: RunDir, workflow: str) -> dict[str, str]:
     """Task key → job ref of every live task of this workflow (one squeue call)."""
+    return reconcile(ex, run_dir, workflow)[0]
+
+
+def reconcile(ex: Executor, run_dir: RunDir, workflow: str) -> tuple[dict[str, str], dict[str, frozenset[str]]]:
+    """`live_tasks`, and for each live array job the keys of all the tasks it was submitted
+    with (from its run's journal and manifest): a downstream job may wait for the whole
+    array (`afterok:123`, one word) instead of each task (`afterok:123_0:…:123_2999`) when
+    every one of them is live or complete. One squeue call."""
     live = ex.live_jobs(f"hpcml.{workflow}.")
     if not live:
-        return {}
+        return {}, {}
     out: dict[str, str] = {}
+    arrays: dict[str, frozenset[str]] = {}
     manifests: dict[tuple[str, str], dict[int, str]] = {}
     offsets: dict[str, dict[tuple[str, int | None], int]] = {}
+    indices: dict[str, dict[tuple[str, int | None], list[int]]] = {}
     for job in live:
         parsed = _jobs.parse_job_name(job.name)
         if parsed is None or parsed[0] != workflow:
@@ -38,13 +48,19 @@ def live_tasks(ex: Executor, run_dir: RunDir, workflow: str) -> dict[str, str]:
             except OSError:
                 manifests[(run_id, step)] = {}  # a job of another directory's run: not ours
         if run_id not in offsets:
-            offsets[run_id] = {(r["step"], r.get("chunk")): int(r.get("offset", 0)) for r in read_journal(paths.journal) if r["event"] == "intent"}
+            intents = [r for r in read_journal(paths.journal) if r["event"] == "intent"]
+            offsets[run_id] = {(r["step"], r.get("chunk")): int(r.get("offset", 0)) for r in intents}
+            indices[run_id] = {(r["step"], r.get("chunk")): [int(i) for i in r.get("indices", [])] for r in intents}
         offset = offsets[run_id].get((step, chunk), 0)
         index = offset + (job.array_task or 0)
         key = manifests[(run_id, step)].get(index)
         if key is not None:
             out.setdefault(key, job.ref)
-    return out
+        if job.array_task is not None and job.job_id not in arrays:
+            members = [manifests[(run_id, step)].get(i) for i in indices[run_id].get((step, chunk), [])]
+            if members and None not in members:
+                arrays[job.job_id] = frozenset(k for k in members if k is not None)
+    return out, arrays
 
 
 def refuse_if_queued_on_slurm(run_dir: RunDir, workflow: str, settings: Settings, runner: Runner | None) -> None:

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ from hpcml.run.tasks import DONE_OK, FAILED, RUNNING_STATES, JobRecord, TaskStat
 
 if TYPE_CHECKING:
     from hpcml.run.submit import RunStarted
+
+log = logging.getLogger(__name__)
 
 
 def resolve_run(run_dir: RunDir, run: str | None) -> str:
@@ -88,16 +91,18 @@ def load_run(run_dir: RunDir, run_id: str) -> RunRecord:
     return RunRecord(plan, executor, refs, (paths.root / "cancelled").exists(), tuple(builds))
 
 
-def executor_of(rec: RunRecord, settings: Settings | None) -> Executor:
-    """The executor that ran `rec`, made from `settings` (default: the configuration)."""
-    return make_executor(rec.executor, settings or config.load())
+def executor_of(rec: RunRecord, settings: Settings | None, on_message: Callable[[str], None] | None = None) -> Executor:
+    """The executor that ran `rec`, made from `settings` (default: the configuration);
+    `on_message` gets its notes (SLURM: waiting for a controller that does not answer)."""
+    return make_executor(rec.executor, settings or config.load(), on_message=on_message)
 
 
-def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = None, settings: Settings | None = None) -> RunStatus:
+def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = None, settings: Settings | None = None,
+           on_message: Callable[[str], None] | None = None) -> RunStatus:
     """The state of every task of a run (default: the latest) from one observation round."""
     run_id = resolve_run(run_dir, run)
     rec = load_run(run_dir, run_id)
-    executor = executor or executor_of(rec, settings)
+    executor = executor or executor_of(rec, settings, on_message)
     build_ids = {str(b["job_id"]) for b in rec.builds}
     seen = executor.observe(sorted(set(rec.refs.values()) | build_ids)) if rec.refs or build_ids else None
     records = dict(seen.records) if seen else {}
@@ -109,7 +114,10 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
         files = read_task_files(run_dir.task(step.name, t.key))
         ref = rec.refs.get(t.key)
         record = records.get(ref) if ref else None
-        bad_up = [states[u].state for u in t.upstream if u in states and states[u].state in FAILED]
+        # An upstream task never submitted (sbatch refused, or left out of a narrowed run)
+        # did not fail: its downstream is "not submitted" too, not "upstream failed".
+        bad_up = [states[u].state for u in t.upstream
+                  if u in states and states[u].state in FAILED and states[u].state != "not_submitted"]
         # Downstream of tasks the user cancelled is cancelled too, not "upstream failed".
         up_failed = bool(bad_up) and not (rec.cancelled and set(bad_up) == {"cancelled"})
         state, detail = derive_state(
@@ -119,6 +127,7 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
             record=record,
             upstream_failed=up_failed,
             cancelled_by_user=rec.cancelled,
+            causes_unknown=bool(seen and seen.note),
         )
         if step.image in failed_images and state not in DONE_OK and state != "running" and not rec.cancelled:
             # Its image was never built: SLURM cancels (or holds) the task; say why.
@@ -126,7 +135,7 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
             state, detail = "image_failed", f"image {bad.image}, build job {bad.job}"
         states[t.key] = TaskState(step.name, t.index, t.key, state, files.exit_code, ref, detail, files.attempt)
     return RunStatus(run_id, rec.plan.workflow, rec.executor, tuple(states.values()), seen.accounting if seen else True,
-                     images)
+                     images, (seen.note,) if seen and seen.note else ())
 
 
 def image_states(builds: Sequence[Mapping[str, Any]], records: Mapping[str, JobRecord],
@@ -202,7 +211,10 @@ def watch(
     smaller of `max_s` and the executor's `max_poll_s`."""
     st = _poll(started.run_dir, started.run_id, started.executor, on_update, sleep=sleep, min_s=min_s, max_s=max_s)
     if started.lock is not None:
-        Journal(started.run_dir.run(started.run_id).journal).append("finished", counts=st.counts, ok=st.ok)
+        try:
+            Journal(started.run_dir.run(started.run_id).journal).append("finished", counts=st.counts, ok=st.ok)
+        except OSError as err:  # a full disk: the run is over all the same; `runs` says "not watched to the end"
+            log.warning("could not record the end of run %s: %s", started.run_id, err)
     return st
 
 
@@ -215,11 +227,12 @@ def follow(
     settings: Settings | None = None,
     sleep: Callable[[float], None] = time.sleep,
     max_s: float = 30.0,
+    on_message: Callable[[str], None] | None = None,
 ) -> RunStatus:
     """`hpcml status --watch`: follow a run (default: the latest) someone else submitted,
     detached or watched elsewhere, until every task has ended. Writes nothing."""
     run_id = resolve_run(run_dir, run)
-    executor = executor or executor_of(load_run(run_dir, run_id), settings)
+    executor = executor or executor_of(load_run(run_dir, run_id), settings, on_message)
     return _poll(run_dir, run_id, executor, on_update, sleep=sleep, min_s=None, max_s=max_s)
 
 

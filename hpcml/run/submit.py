@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from hpcml import plan as _plan
 from hpcml.clients.runner import Runner
-from hpcml.clients.slurm import Slurm, max_array_size
+from hpcml.clients.slurm import ClusterRefused, Slurm, max_array_size
 from hpcml.config import Settings
 from hpcml.errors import SubmitError
 from hpcml.executors.base import Executor, StepJob
@@ -44,9 +45,10 @@ from hpcml.render.gpus import GpuStyle, style_from_config
 from hpcml.run.control import interrupted
 from hpcml.run.durable import DurableBatch, atomic_write
 from hpcml.run import planfile
+from hpcml.run import select as _select
 from hpcml.run.buildjobs import Builds, build_journal_fields, submit_builds
 from hpcml.run.journal import Journal
-from hpcml.run.reconcile import live_tasks, refuse_if_queued_on_slurm
+from hpcml.run.reconcile import live_tasks, reconcile, refuse_if_queued_on_slurm
 from hpcml.run import notify as _notify
 from hpcml.run.trace import provenance
 from hpcml.run.rundir import RunDir, RunLock, RunPaths, new_run_id
@@ -94,6 +96,8 @@ class _Context:
     runner: Runner | None
     ensure_images: EnsureImages
     say: Callable[[str], None]
+    chosen: _select.Chosen = _select.Chosen(None, frozenset())
+    selection: _select.Selection | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class _Submission:
     adopted: Mapping[str, str]  # task key → job ref of an earlier run
     todo: Mapping[str, Sequence[Task]]  # step → tasks to submit
     builds: Builds  # the image build jobs the tasks wait for (build_on = "slurm")
+    whole: frozenset[str] = frozenset()  # array jobs of earlier runs whose every task is live or complete
 
 
 @dataclass
@@ -122,6 +127,7 @@ class _Progress:
 
     run_id: str | None = None
     jobs: int = 0  # jobs submitted so far
+    submitted: list[str] = field(default_factory=list)  # `prep (job 123)`, for messages
 
 
 def start(
@@ -135,32 +141,40 @@ def start(
     on_message: Callable[[str], None] | None = None,
     detach: bool = False,
     on_image: _images.Progress | None = None,
+    selection: _select.Selection | None = None,
 ) -> RunStarted:
-    """Submit every task of the workflow at `path` that is neither complete nor live.
+    """Submit every task of the workflow at `path` that is neither complete nor live (of
+    those `selection` lets run: run/select.py; its forced tasks even when complete).
 
     Raises SpecError for an invalid workflow, SubmitError/BuildError/StateError otherwise,
     and RunInterrupted on KeyboardInterrupt once the lock is taken; nothing is written to
-    the run directory before the workflow, secrets and images are ok. `on_image` gets every
+    the run directory before the workflow, secrets and images are ok, nor when a selected
+    task needs an upstream output nobody has or makes. `on_image` gets every
     images.ImageEvent (cached, building, done, …) while images are ensured.
     """
     env = os.environ if env is None else env
     say = on_message or (lambda _m: None)
-    plan = _plan.build(_spec.load(path), _catalog_resolver(settings, runner))
+    full = _plan.build(_spec.load(path), _catalog_resolver(settings, runner))
+    chosen = _select.choose(full, selection)
+    plan = _select.subplan(full, chosen)
     run_dir = RunDir.for_workflow(path)
     # Refused here, not when the first job script is rendered: nothing may be written first.
     _jobs.check_path(str(run_dir.path.parent), "workflow directory")
     secrets = _read_secrets(plan, env, _notify.effective(plan.workflow.notify, settings))
     name, reason = choose_executor(executor, settings, Slurm(runner), env)
-    ex = make_executor(name, settings, runner)
+    ex = make_executor(name, settings, runner, on_message=say)
     say(f"executor: {name} ({reason})")
     if detach and not ex.detached:
         raise SubmitError(
             f"--detach: the {name} executor runs tasks inside `hpcml run` (there is no daemon), so they "
             "would end with it; run it in tmux/screen or with nohup, or use SLURM"
         )
+    ex.ready()  # SLURM: a controller that does not answer is waited for, before anything is written
     ex.check_plan(plan)  # a step that can never run here fails before any image build
     ensure = ensure_images or functools.partial(_ensure_images, progress=on_image)
-    ctx = _Context(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure, say)
+    ctx = _Context(plan, Path(path), run_dir, settings, ex, reason, secrets, runner, ensure, say, chosen, selection)
+    if selection is not None and selection.narrowed:
+        say(f"selection: {', '.join(plan.step_order)} ({selection.describe()}; the other steps are left out)")
     lock = RunLock(run_dir)
     lock.acquire()
     progress = _Progress()
@@ -169,6 +183,14 @@ def start(
     except KeyboardInterrupt:
         lock.release()
         raise interrupted(run_dir, progress.run_id, ex, progress.jobs) from None
+    except OSError as err:
+        lock.release()
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise SubmitError(_disk_full(err, run_dir, progress)) from None
+    except ClusterRefused as err:
+        lock.release()
+        raise SubmitError(_refused(err, progress)) from None
     except BaseException:
         lock.release()
         raise
@@ -178,13 +200,15 @@ def _start_locked(ctx: _Context, lock: RunLock, progress: _Progress) -> RunStart
     wf = ctx.plan.workflow
     if ctx.executor.name != "slurm":
         refuse_if_queued_on_slurm(ctx.run_dir, wf.name, ctx.settings, ctx.runner)
+    if _lacks_upstream(ctx, _complete(ctx), {}):
+        # Refused before any image is built unless a live job makes what is missing.
+        _refuse_missing_upstream(ctx, _complete(ctx), live_tasks(ctx.executor, ctx.run_dir, wf.name))
     sifs, builds = _ensure_busy_images(ctx)
-    adopted = live_tasks(ctx.executor, ctx.run_dir, wf.name)
+    adopted, arrays = reconcile(ctx.executor, ctx.run_dir, wf.name)
     cached = _complete(ctx)
-    todo = {
-        step: [t for t in sp.tasks if t.key not in cached and t.key not in adopted] for step, sp in ctx.plan.steps.items()
-    }
-    sub = _open_run(ctx, sifs, cached, adopted, todo, builds)
+    todo = _todo(ctx, cached, adopted)
+    _refuse_missing_upstream(ctx, cached, adopted)
+    sub = _open_run(ctx, sifs, cached, adopted, todo, builds, whole_arrays(arrays, cached, adopted))
     progress.run_id = sub.run_id
     jobs = _submit_steps(ctx, sub, progress)
     _submit_notify(ctx, sub, jobs)
@@ -193,9 +217,31 @@ def _start_locked(ctx: _Context, lock: RunLock, progress: _Progress) -> RunStart
 
 
 def _complete(ctx: _Context) -> set[str]:
-    """Keys of the tasks whose exit code is 0."""
+    """Keys of the tasks whose exit code is 0 (a forced task never counts as complete)."""
     return {t.key for sp in ctx.plan.steps.values() for t in sp.tasks
-            if read_exit_code(ctx.run_dir.task(t.step, t.key)) == 0}
+            if t.key not in ctx.chosen.forced and read_exit_code(ctx.run_dir.task(t.step, t.key)) == 0}
+
+
+def _todo(ctx: _Context, cached: set[str], adopted: Mapping[str, str]) -> dict[str, list[Task]]:
+    """Per step, the tasks to submit: those the selection lets run that are neither
+    complete nor live in an earlier run's job."""
+    return {step: [t for t in sp.tasks if ctx.chosen.may_run(t.key) and t.key not in cached and t.key not in adopted]
+            for step, sp in ctx.plan.steps.items()}
+
+
+def _refuse_missing_upstream(ctx: _Context, cached: set[str], adopted: Mapping[str, str]) -> None:
+    """SubmitError when a task to submit reads an upstream output that is neither complete,
+    nor being made by a live job, nor submitted by this run (a narrowed run only)."""
+    missing = _lacks_upstream(ctx, cached, adopted)
+    if missing:
+        raise SubmitError(_select.missing_message(missing, ctx.selection))
+
+
+def _lacks_upstream(ctx: _Context, cached: set[str], adopted: Mapping[str, str]) -> dict[str, list[str]]:
+    if ctx.chosen.runnable is None:
+        return {}  # every task may run: an upstream task is complete, live or submitted
+    todo = [t.key for tasks in _todo(ctx, cached, adopted).values() for t in tasks]
+    return _select.missing_upstream(ctx.plan, todo, cached | set(adopted))
 
 
 def _ensure_busy_images(ctx: _Context) -> tuple[dict[str, str], Builds]:
@@ -208,7 +254,8 @@ def _ensure_busy_images(ctx: _Context) -> tuple[dict[str, str], Builds]:
     downstream would run without its input).
     """
     done = _complete(ctx)
-    busy = sorted({sp.step.image for sp in ctx.plan.steps.values() if any(t.key not in done for t in sp.tasks)})
+    busy = sorted({sp.step.image for sp in ctx.plan.steps.values()
+                   if any(t.key not in done and ctx.chosen.may_run(t.key) for t in sp.tasks)})
     if not busy:
         return {}, Builds()
     builds = Builds()
@@ -229,6 +276,7 @@ def _ensure_busy_images(ctx: _Context) -> tuple[dict[str, str], Builds]:
 def _open_run(
     ctx: _Context, sifs: Mapping[str, str], cached: set[str], adopted: Mapping[str, str], todo: Mapping[str, Sequence[Task]],
     builds: Builds,
+    whole: frozenset[str] = frozenset(),
 ) -> _Submission:
     """Create runs/<id>/ and journal the run and its reconciliation."""
     cluster = _cluster_facts(ctx) if any(todo.values()) else _Cluster("gres", 1001)
@@ -243,7 +291,7 @@ def _open_run(
     for job in builds.jobs.values():
         journal.append("build", **build_journal_fields(job))
     ctx.say(f"run {run_id}: {len(cached)} cached, {len(adopted)} already queued, {sum(map(len, todo.values()))} to submit")
-    return _Submission(run_id, paths, journal, sifs, cluster, adopted, todo, builds)
+    return _Submission(run_id, paths, journal, sifs, cluster, adopted, todo, builds, whole)
 
 
 def _submit_steps(ctx: _Context, sub: _Submission, progress: _Progress) -> dict[str, list[str]]:
@@ -260,7 +308,7 @@ def _submit_steps(ctx: _Context, sub: _Submission, progress: _Progress) -> dict[
             prepare_task(ctx.run_dir, ctx.plan, task, batch)
         batch.flush()  # on disk before any job can read them
         key_by_index = {t.index: t.key for t in sp.tasks}
-        deps = _dependencies(ctx.plan, sp, submitted_refs, sub.adopted) + sub.builds.chain_jobs(ctx.plan, sp.step.image)
+        deps = _dependencies(ctx.plan, sp, submitted_refs, sub.adopted, sub.whole) + sub.builds.chain_jobs(ctx.plan, sp.step.image)
         for job in _step_jobs(ctx, sub, sp):
             job_id = _submit_job(ctx, sub, job, deps, progress)
             jobs_by_step.setdefault(step, []).append(job_id)
@@ -293,9 +341,36 @@ def _submit_job(ctx: _Context, sub: _Submission, job: StepJob, deps: Sequence[st
     sub.journal.append("intent", step=step, chunk=job.chunk, offset=job.offset, indices=list(job.indices), name=job.name)
     job_id = ctx.executor.submit(job, deps)
     progress.jobs += 1
+    progress.submitted.append(f"{step}{'' if job.chunk is None else f' chunk {job.chunk}'} (job {job_id})")
     sub.journal.append("submitted", step=step, chunk=job.chunk, offset=job.offset, job_id=job_id, name=job.name)
     ctx.say(f"submitted {step}{'' if job.chunk is None else f' chunk {job.chunk}'}: job {job_id}")
     return job_id
+
+
+def _refused(err: ClusterRefused, progress: _Progress) -> str:
+    """What the cluster's refusal of a job did to a run being submitted, and what to do."""
+    sbatch = str(err).strip().splitlines()
+    keep = "keeps" if len(progress.submitted) == 1 else "keep"
+    done = (f"run {progress.run_id} had submitted {', '.join(progress.submitted)}, which {keep} running; "
+            if progress.submitted else "")
+    return (f"the cluster refuses more jobs: {err.why}. {done}the rest was not submitted (`hpcml status` shows "
+            f"it `not submitted`); rerun `hpcml run` once jobs have ended or the limit is raised (queued jobs are "
+            f"not submitted twice). sbatch said: {sbatch[-1].strip() if sbatch else ''}")
+
+
+def _disk_full(err: OSError, run_dir: RunDir, progress: _Progress) -> str:
+    """What a full file system (or quota) did to a run being submitted, and what to do."""
+    where = err.filename or run_dir.path
+    what = "no space left" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    if progress.submitted:
+        done = (f"run {progress.run_id} had submitted {', '.join(progress.submitted)}, which "
+                f"{'keeps' if len(progress.submitted) == 1 else 'keep'} running (a task that cannot write its "
+                "files on the full file system fails); nothing else was submitted")
+    else:
+        done = "nothing was submitted"
+    return (f"{what} on the device of {where} (the run directory {run_dir.path}): {done}. Free space there "
+            "(`df -h`) and rerun `hpcml run`: completed tasks are not rerun and queued "
+            "ones are not submitted twice")
 
 
 def _catalog_resolver(settings: Settings, runner: Runner | None) -> Callable[[str, str | None], str]:
@@ -356,15 +431,29 @@ def _write_step_files(paths: RunPaths, sp: StepPlan, secrets: Mapping[str, str])
         atomic_write(paths.env_file(sp.step.name), text, mode=0o600)
 
 
-def _dependencies(plan: Plan, sp: StepPlan, submitted: Mapping[str, str], adopted: Mapping[str, str]) -> list[str]:
-    """afterok job refs: the live jobs of this step's upstream tasks (whole arrays once)."""
-    refs: list[str] = []
+def whole_arrays(arrays: Mapping[str, frozenset[str]], complete: set[str], adopted: Mapping[str, str]) -> frozenset[str]:
+    """The array jobs of earlier runs that a downstream job may wait for whole: every task
+    they were submitted with is live now or complete (one of theirs that failed would make
+    `afterok:<array>` fail, though this run resubmits that task on its own)."""
+    return frozenset(job for job, keys in arrays.items() if all(k in complete or k in adopted for k in keys))
+
+
+def _dependencies(
+    plan: Plan, sp: StepPlan, submitted: Mapping[str, str], adopted: Mapping[str, str], whole: frozenset[str] = frozenset()
+) -> list[str]:
+    """afterok job refs: the live jobs of this step's upstream tasks, each array job once as
+    a whole where it may be (this run's own, and `whole` of earlier runs), else task by task.
+    A sweep's dependency list then grows with its chunks, not its tasks (3,000 task ids made
+    a 30 KB argument; the kernel refuses one over 128 KiB)."""
+    refs: dict[str, None] = {}  # ordered, and a set: a fan-in may have thousands
     for up in sp.step.needs:
         for t in plan.steps[up].tasks:
             ref = submitted.get(t.key) or adopted.get(t.key)
-            if ref is not None and ref not in refs:
-                refs.append(ref)
-    return refs
+            if ref is not None and "_" in ref and ref.split("_", 1)[0] in whole:
+                ref = ref.split("_", 1)[0]
+            if ref is not None:
+                refs[ref] = None
+    return list(refs)
 
 
 def _chunks(sp: StepPlan, todo: Sequence[Task], max_array: int) -> dict[int | None, list[int]]:

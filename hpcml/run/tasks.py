@@ -155,11 +155,14 @@ def derive_state(
     record: JobRecord | None = None,
     upstream_failed: bool = False,
     cancelled_by_user: bool = False,
+    causes_unknown: bool = False,
 ) -> tuple[str, str]:
     """(state, detail) of one task. Pure: every input was gathered by the caller.
 
     Precedence: the exit-code file (ground truth) > liveness > the cause of a failure
     (wrapper's cause file, then SLURM's record) > upstream failure > what is left.
+    `causes_unknown`: accounting did not answer this round, so a job squeue forgot may
+    have a cause nobody could ask for.
     """
     if files.exit_code == 0:
         return ("cached" if cached else "completed"), ""
@@ -177,17 +180,28 @@ def derive_state(
         # the run does not turn "failed (exit 3)" into "cancelled".
         cause = _cause(files, record, False)
         return (cause or "failed"), f"exit {files.exit_code}"
+    if not submitted and record is None and not cancelled_by_user:
+        # Never submitted (the run stopped, sbatch refused it or one it needs): nothing of
+        # it failed, whatever became of its upstream. (In a run the user cancelled, it was
+        # cancelled with the rest.)
+        return "not_submitted", ""
     if upstream_failed:
         return "upstream_failed", ""
     cause = _cause(files, record, cancelled_by_user)
     if cause:
         return cause, record.reason if record else ""
-    if not submitted:
-        return "not_submitted", ""
     if record is not None and record.state == "COMPLETED":
         # SLURM says the job ended well but no exit code was written: the wrapper died
         # before writing it (e.g. its node went away) — the output cannot be trusted.
         return "lost", "job completed without writing its exit code"
+    if record is not None:
+        # SLURM still knows the job, which failed before its wrapper could write an exit
+        # code: the wrapper exits non-zero when a write of its own fails (a full disk).
+        code = f", exit {record.exit_code}" if record.exit_code is not None else ""
+        return "failed", (f"the job ended ({record.state}{code}) without writing its exit code: was the run "
+                          "directory's file system full? see `hpcml logs` and the SLURM output")
+    if causes_unknown:
+        return "lost", "no exit code written; cause unknown (accounting did not answer)"
     # SLURM forgot the job, or the local `hpcml run` that ran it ended (kill -9): rerun.
     return "lost", "no exit code written and the job is gone; rerun to run it again"
 

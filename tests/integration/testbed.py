@@ -230,3 +230,54 @@ class Sshd:
     username: str
     key_path: Path
     known_hosts: Path
+
+
+#: A loopback port nothing listens on (tcpmux): a connection to it is refused at once.
+CLOSED_PORT = 1
+
+
+class ClientSlurmConf:
+    """A private copy of the testbed's SLURM configuration for the client commands of one
+    test (point their SLURM_CONF at `path`), whose faults are real for every command that
+    reads it: `cut_controller()` points SlurmctldPort at a closed loopback port, so squeue,
+    sbatch and scontrol fail with "Unable to contact slurm controller (connect failure)";
+    `cut_accounting()` does the same to AccountingStoragePort, so sacct fails ("Connection
+    refused") while squeue works. The daemons, shared with other sessions, are never
+    stopped or reconfigured. `restore()` undoes both; each change is an atomic rename, as
+    every client command reads the file anew."""
+
+    def __init__(self, source: Path, root: Path):
+        self.source, self.root = source, root
+        root.mkdir(parents=True, exist_ok=True)
+        for item in source.parent.iterdir():  # gres.conf, cgroup.conf, plugstack.conf(.d)
+            if item.name in ("slurm.conf", "slurmdbd.conf") or item.name.startswith("."):
+                continue
+            if item.is_dir():
+                import shutil
+
+                shutil.copytree(item, root / item.name, dirs_exist_ok=True)
+            else:
+                (root / item.name).write_bytes(item.read_bytes())
+        self.path = root / "slurm.conf"
+        self.restore()
+
+    def _write(self, **ports: int) -> None:
+        lines = []
+        for line in self.source.read_text().splitlines():
+            key = line.split("=", 1)[0].strip()
+            lines.append(f"{key}={ports[key]}" if key in ports else line)
+        tmp = self.path.with_name(".slurm.conf.tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.rename(self.path)
+
+    def cut_controller(self) -> None:
+        self._write(SlurmctldPort=CLOSED_PORT)
+
+    def cut_accounting(self) -> None:
+        self._write(AccountingStoragePort=CLOSED_PORT)
+
+    def restore(self) -> None:
+        self._write()
+
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.path)}

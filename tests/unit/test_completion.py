@@ -91,3 +91,9 @@ def test_real_bash_with_the_documented_setup_completes_step_names(project: Path)
     env = {**os.environ, "PATH": f"{Path(HPCML[0]).parent}:{os.environ['PATH']}"}
     out = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["train"]
+
+
+def test_run_selection_options_complete_step_lists(project: Path) -> None:
+    assert complete(project, "hpcml run quickstart.yaml --only ") == ["prepare", "train", "evaluate"]
+    assert complete(project, "hpcml run quickstart.yaml --from prepare,t") == ["prepare,train"]
+    assert complete(project, "hpcml run quickstart.yaml --force prepare,") == ["prepare,train", "prepare,evaluate"]

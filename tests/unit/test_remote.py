@@ -82,6 +82,9 @@ def test_commands_map_local_paths_to_the_synced_copy(tmp_path: Path) -> None:
 
     cmd = translate(("run",), {"file": "wf.yaml", "executor": None, "watch": None}, tmp_path / "proj", to_remote, tty=True)
     assert cmd.argv == ("run", "/work root/proj/wf.yaml", "--detach") and cmd.watch
+    cmd = translate(("run",), {"file": "wf.yaml", "executor": None, "watch": None, "only": ("a,b",), "start": (),
+                               "until": (), "force": ("b",)}, tmp_path / "proj", to_remote, tty=False)
+    assert cmd.argv == ("run", "/work root/proj/wf.yaml", "--detach", "--only", "a,b", "--force", "b")
     assert cmd.workflow == tmp_path / "proj" / "wf.yaml"
     cmd = translate(("status",), {"run": "R", "as_json": True, "directory": None, "workflow": None}, tmp_path / "p", to_remote, False)
     assert cmd.argv == ("status", "R", "--json", "-C", "/work root/p")

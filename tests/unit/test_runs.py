@@ -10,7 +10,7 @@ from hpcml.executors.choose import choose_executor
 from hpcml.results import RunStatus
 from hpcml.run import control, planfile, submit
 from hpcml.run import status as run_status
-from hpcml.run.reconcile import live_tasks
+from hpcml.run.reconcile import live_tasks, reconcile
 from hpcml.errors import StateError
 from hpcml.executors.base import LiveJob, Observation
 from hpcml.render.jobs import render_manifest
@@ -28,6 +28,9 @@ class ListedJobs:
 
     def __init__(self, jobs: list[LiveJob]):
         self.jobs = jobs
+
+    def ready(self) -> None:
+        pass
 
     def check_plan(self, plan: object) -> None:
         pass
@@ -61,6 +64,9 @@ def test_reconcile_maps_live_jobs_to_task_keys(tmp_path: Path) -> None:
     ]
     adopted = live_tasks(ListedJobs(live), rd, "wf")  # type: ignore[arg-type]
     assert adopted == {"prep-k0": "10", "train-k4001": "11_0", "train-k4002": "11_1"}
+    # the array job 11 was submitted with tasks 4001 and 4002, both live: it may be waited for whole
+    _adopted, arrays = reconcile(ListedJobs(live), rd, "wf")  # type: ignore[arg-type]
+    assert arrays == {"11": frozenset({"train-k4001", "train-k4002"})}
 
 
 def _plan(tmp_path: Path) -> Plan:
@@ -78,6 +84,26 @@ def test_dependencies_name_live_upstream_jobs_once(tmp_path: Path) -> None:
     assert submit._dependencies(plan, train, {"prep-k0": "7"}, {}) == ["7"]
     assert submit._dependencies(plan, train, {}, {"prep-k0": "3_2"}) == ["3_2"]
     assert submit._dependencies(plan, train, {}, {}) == []  # upstream complete: nothing to wait for
+
+
+def test_dependencies_on_an_earlier_runs_array_name_it_whole_where_they_may() -> None:
+    # Issue 15, finding 7: a step taking over 3,000 live tasks of a killed run depended on
+    # every task id (~30 KB; the kernel refuses one argument over 128 KiB).
+    prep = Step("prep", "bb", "true", matrix=Matrix((("i", tuple(range(3000))),)))
+    after = Step("after", "bb", "true", needs=("prep",))
+    wf = Workflow("/w.yaml", "/", "wf", {}, {"prep": prep, "after": after})
+    tasks = tuple(_tasks("prep", 3000))
+    plan = Plan(wf, ("prep", "after"), {"prep": StepPlan(prep, "img", tasks),
+                                        "after": StepPlan(after, "img", (Task("after", 0, (), "true", "a", ()),))}, (), {})
+    adopted = {f"prep-k{i}": f"1574_{i}" for i in range(1, 3000)}  # task 0 completed already
+    arrays = {"1574": frozenset(f"prep-k{i}" for i in range(3000))}
+    whole = submit.whole_arrays(arrays, {"prep-k0"}, adopted)
+    assert submit._dependencies(plan, plan.steps["after"], {}, adopted, whole) == ["1574"]
+    # One of the array's tasks failed (this run resubmits it): afterok:1574 would never be
+    # met, so the live tasks are named one by one.
+    assert submit.whole_arrays(arrays, set(), adopted) == frozenset()
+    deps = submit._dependencies(plan, plan.steps["after"], {"prep-k0": "1600"}, adopted, frozenset())
+    assert deps[0] == "1600" and len(deps) == 3000
 
 
 def test_plan_document_round_trips_through_status(tmp_path: Path) -> None:
@@ -158,14 +184,30 @@ def test_choose_executor_names_what_decided() -> None:
     from hpcml.config import Settings
 
     class NoSlurm:
-        def usable(self) -> tuple[bool, str]:
-            return False, "sbatch is not installed"
+        def controller(self) -> tuple[str, str]:
+            return "absent", "sbatch is not installed"
 
     s = Settings(executor="local", sources=("/home/a/.config/hpcml/config.toml",))
     assert choose_executor(None, s, NoSlurm(), {"HPCML_EXECUTOR": "local"}) == ("local", "set by HPCML_EXECUTOR=local")  # type: ignore[arg-type]
     assert choose_executor(None, s, NoSlurm(), {}) == ("local", "set by `executor` in /home/a/.config/hpcml/config.toml")  # type: ignore[arg-type]
     assert choose_executor("slurm", s, NoSlurm(), {}) == ("slurm", "chosen with --executor")  # type: ignore[arg-type]
     assert choose_executor(None, Settings(), NoSlurm(), {}) == ("local", "sbatch is not installed; running tasks on this machine")  # type: ignore[arg-type]
+
+
+def test_a_configured_slurm_whose_controller_does_not_answer_is_still_chosen() -> None:
+    # Finding 2 of issue 15: a controller outage put a whole sweep on the login node.
+    from hpcml.config import Settings
+
+    class Said:
+        def __init__(self, state: str) -> None:
+            self.state = state
+
+        def controller(self) -> tuple[str, str]:
+            return self.state, f"slurm 22.05.8 ({self.state})"
+
+    assert choose_executor(None, Settings(), Said("down"), {}) == ("slurm", "slurm 22.05.8 (down) now; waiting for it")  # type: ignore[arg-type]
+    assert choose_executor(None, Settings(), Said("unconfigured"), {})[0] == "local"  # type: ignore[arg-type]
+    assert choose_executor(None, Settings(), Said("up"), {})[0] == "slurm"  # type: ignore[arg-type]
 
 
 def test_cancel_of_an_ended_run_cancels_nothing_and_keeps_its_failures(tmp_path: Path) -> None:

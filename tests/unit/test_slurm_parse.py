@@ -147,3 +147,34 @@ def test_an_unreadable_foreign_row_is_skipped_not_a_crash() -> None:
     assert [(r.job_id, r.array_task, r.state) for r in rows] == [("42", 3, "RUNNING")]
     sacct = "1559_[2-9,12-99|n|CANCELLED by 0|0:0|None\n77|n|COMPLETED|0:0|None\n"
     assert [r.job_id for r in parse_sacct(sacct)] == ["77"]
+
+
+def test_ping_names_the_configured_controller_and_unreachable_errors() -> None:
+    from hpcml.clients.runner import Completed
+    from hpcml.clients.slurm import is_unreachable, parse_ping_controller
+
+    down = "Slurmctld(primary) at vm is DOWN\n*****************************************\n"
+    assert parse_ping_controller(down) == "primary at vm"
+    assert parse_ping_controller("") is None  # no configuration read: nothing named
+    failed = Completed(("squeue",), 1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n")
+    assert is_unreachable(failed)
+    assert not is_unreachable(Completed(("squeue",), 1, "", "squeue: error: Invalid user\n"))
+
+
+@pytest.mark.parametrize(("stderr", "code", "why"), [
+    # 22.05 names the limit on its own line before the policy message
+    ("sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job submission failed: Job violates "
+     "accounting/QOS policy (job submit limit, user's size and/or time limits)\n", 1, "MaxSubmitJobsPerUser"),
+    ("sbatch: error: AssocMaxSubmitJobLimit\nsbatch: error: Batch job submission failed: Job violates accounting/QOS "
+     "policy (job submit limit, user's size and/or time limits)\n", 1, "(MaxSubmitJobs)"),
+    ("sbatch: error: Batch job submission failed: Unable to create job record, try again\n", 1, "MaxJobCount"),
+    ("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n", 124, "MaxJobCount"),
+    ("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n", 1, None),
+    ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n", 1, None),
+])
+def test_refusals_that_retrying_will_not_cure(stderr: str, code: int, why: str | None) -> None:
+    from hpcml.clients.runner import Completed
+    from hpcml.clients.slurm import refusal
+
+    got = refusal(Completed(("sbatch",), code, "", stderr))
+    assert (got is None) if why is None else (got is not None and why in got)

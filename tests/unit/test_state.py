@@ -96,8 +96,20 @@ def test_read_task_files(tmp_path: Path) -> None:
         (TaskFiles(exit_code=3), {"cancelled_by_user": True}, "failed"),
         (TaskFiles(exit_code=143, cause="cancelled"), {"cancelled_by_user": True}, "cancelled"),
         (TaskFiles(), {"submitted": False}, "not_submitted"),
+        # Issue 15: never submitted is not a failure, whatever became of its upstream.
+        (TaskFiles(), {"submitted": False, "upstream_failed": True}, "not_submitted"),
+        # Issue 15: a job SLURM still knows, which failed before writing its exit code (a
+        # full disk), is failed, not "lost … the job is gone".
+        (TaskFiles(), {"record": JobRecord("FAILED", "", 1)}, "failed"),
         (TaskFiles(), {}, "lost"),
+        (TaskFiles(), {"causes_unknown": True}, "lost"),
     ],
 )
 def test_derive_state(files: TaskFiles, kw: dict, expected: str) -> None:
     assert derive_state(files, **kw)[0] == expected
+
+
+def test_what_derive_state_says_when_the_cause_is_unknown() -> None:
+    assert derive_state(TaskFiles(), causes_unknown=True)[1] == "no exit code written; cause unknown (accounting did not answer)"
+    assert "without writing its exit code: was the run directory's file system full?" in \
+        derive_state(TaskFiles(), record=JobRecord("FAILED", "", 1))[1]

@@ -115,6 +115,9 @@ class LocalExecutor:
                 kill_session_of(pid)
         return []
 
+    def ready(self) -> None:
+        """Nothing to wait for: this machine is here."""
+
     def check_plan(self, plan: Plan) -> None:
         """Raise SubmitError, before any image is built, for a step asking more than this
         machine has (every such step named)."""
