@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from hpcml.errors import SpecError
-from hpcml.model import FileCopy, Image
+from hpcml.model import WORD_RE, WORD_RULE, FileCopy, Image
 from hpcml.render import buildargs
 from hpcml.spec import inputs
 from hpcml.spec.rules import (
@@ -18,7 +18,6 @@ from hpcml.spec.rules import (
     FROM_FORMS,
     IMAGE_KEYS,
     LABEL_KEY_RE,
-    NO_SPACE_PATH_RE,
     PIP_RE,
     REF_EXPECTED,
     REF_RE,
@@ -63,7 +62,8 @@ class ImageChecks(Shapes):
         if "pip" in m:
             fields["pip"] = self.string_list(m["pip"], f"pip of {what}", self.pip_requirement)
         if "requirements" in m:
-            fields["requirements"] = self.relative_file(m["requirements"], "requirements file")
+            fields["requirements"] = self.word(m["requirements"], self.relative_file(m["requirements"], "requirements file"),
+                                               "requirements file")
         if "files" in m:
             fields["files"] = self.files(m["files"], what)
         if "env" in m:
@@ -203,12 +203,21 @@ class ImageChecks(Shapes):
         if os.path.isabs(path):
             # Site images (e.g. /shared/images/base.sif) live outside the workflow and may exist
             # only on the cluster, so they are checked when the image is built, not here.
-            if not NO_SPACE_PATH_RE.fullmatch(path) or not path.endswith(".sif"):
-                self.err(node, f"localimage path {path!r} must end with .sif and contain no whitespace")
+            if not WORD_RE.fullmatch(path) or not path.endswith(".sif"):
+                self.err(node, f"localimage path {path!r} must end with .sif and have {WORD_RULE} "
+                               "(it is written into the definition's From: line)")
                 return None
             return path
         proxy = YNode(path, node.line, node.col, None)
-        return self.relative_file(proxy, "localimage path", suffix=".sif")
+        return self.word(proxy, self.relative_file(proxy, "localimage path", suffix=".sif"), "localimage path")
+
+    def word(self, node: YNode, value: str | None, what: str) -> str | None:
+        """`value` (checked already, None if it was refused) if it can be one word of a
+        definition-file line: Apptainer cuts a line at '#' and splits it on blanks."""
+        if value is not None and not WORD_RE.fullmatch(value):
+            self.err(node, f"{what} {value!r} cannot be written in a definition file: use {WORD_RULE}")
+            return None
+        return value
 
     def apt_package(self, node: YNode) -> str | None:
         return self.matching(
@@ -230,10 +239,11 @@ class ImageChecks(Shapes):
         out: list[FileCopy] = []
         for src, dst_node in node.value.items():
             line, col = node.key_pos[src]
-            ok_src = self.relative_file(YNode(src, line, col), "files source")
+            src_node = YNode(src, line, col)
+            ok_src = self.word(src_node, self.relative_file(src_node, "files source"), "files source")
             dst = self.string(dst_node, "files destination")
-            if dst is not None and (not dst.startswith("/") or not NO_SPACE_PATH_RE.fullmatch(dst)):
-                self.err(dst_node, f"files destination {dst!r} must be an absolute path without whitespace")
+            if dst is not None and (not dst.startswith("/") or not WORD_RE.fullmatch(dst)):
+                self.err(dst_node, f"files destination {dst!r} must be an absolute path with {WORD_RULE}")
                 dst = None
             if ok_src is not None and dst is not None:
                 out.append(FileCopy(ok_src, dst))

@@ -13,6 +13,7 @@ from hpcml.spec.rules import (
     BUILTIN_PLACEHOLDERS,
     CHECKPOINT_KEYS,
     CONSTRAINT_RE,
+    CONSTRAINT_RULE,
     ENV_RE,
     ENV_RULE,
     GPU_TYPE_RE,
@@ -24,6 +25,7 @@ from hpcml.spec.rules import (
     SHELLS,
     SIGNALS,
     SLURM_NAME_RE,
+    SLURM_NAME_RULE,
     STEP_KEYS,
 )
 from hpcml.spec.shapes import describe, suggest
@@ -190,9 +192,9 @@ class StepChecks(MatrixChecks):
 
     def resource(self, key: str, node: YNode) -> Any:
         if key in ("partition", "account", "qos"):
-            return self.matching(node, key, SLURM_NAME_RE, "use letters, digits and _ . , : + -")
+            return self.matching(node, key, SLURM_NAME_RE, SLURM_NAME_RULE)
         if key == "constraint":
-            return self.matching(node, key, CONSTRAINT_RE, "use feature names joined with & | , and [ ] * ")
+            return self.matching(node, key, CONSTRAINT_RE, CONSTRAINT_RULE)
         if key == "gpu_type":
             return self.matching(node, key, GPU_TYPE_RE, "use letters, digits, '_', '.' and '-' (e.g. a100)")
         if key == "gpu_vendor":
