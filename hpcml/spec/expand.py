@@ -228,13 +228,21 @@ class _PointIndex:
 
 
 def _bits(ids: list[int]) -> int:
-    # Built from a string of '0'/'1' in one pass; setting bits one by one would be quadratic.
+    """The bit set of the sorted indices `ids`: a few far-apart bits are OR-ed in one by one,
+    a dense run is read from one '0'/'1' string over its span; either costs at most a few
+    passes over the bit set's words, never a pass per bit over all of them."""
     if not ids:
         return 0
-    chars = bytearray(b"0" * (ids[-1] + 1))
+    first, span = ids[0], ids[-1] - ids[0] + 1
+    if len(ids) * 64 < span:
+        out = 0
+        for i in ids:
+            out |= 1 << i
+        return out
+    chars = bytearray(b"0" * span)
     for i in ids:
-        chars[i] = 49  # "1"
-    return int(chars[::-1].decode(), 2)
+        chars[i - first] = 49  # "1"
+    return int(chars[::-1].decode(), 2) << first
 
 
 def _apply_includes(points: list[dict[str, Scalar]], matched: list[tuple[tuple[tuple[str, Scalar], ...], int]],
