@@ -145,7 +145,8 @@ def start(
     """
     env = os.environ if env is None else env
     say = on_message or (lambda _m: None)
-    plan = _plan.build(_spec.load(path), _catalog_resolver(settings, runner))
+    plan = _plan.build(_spec.load(path), _catalog_resolver(settings, runner),
+                       build_options=_plan.key_build_options(settings.build_flags, settings.build_binds))
     run_dir = RunDir.for_workflow(path)
     # Refused here, not when the first job script is rendered: nothing may be written first.
     _jobs.check_path(str(run_dir.path.parent), "workflow directory")

@@ -4,10 +4,12 @@ resources (merged with defaults) and checkpoints. The `matrix:` of a step is mat
 from __future__ import annotations
 
 import difflib
+import shlex
 from typing import Any, Callable
 
 from hpcml.model import Checkpoint, Matrix, Resources, Step
 from hpcml.spec import placeholders, units
+from hpcml.spec.expand import format_value
 from hpcml.spec.matrix import MatrixChecks
 from hpcml.spec.rules import (
     BUILTIN_PLACEHOLDERS,
@@ -164,8 +166,11 @@ class StepChecks(MatrixChecks):
             known += [a for a, _ in matrix.axes]
             known += [k for entry in matrix.include for k, _ in entry if k not in known]
         known += [f"in.{n}" for n in needs]
+        contexts: list[str | None] | None = None
         for ph in placeholders.find_placeholders(run):
             if ph.name in known:
+                contexts = contexts or placeholders.quote_contexts(run)
+                self.placeholder_quoting(node, ph, contexts[ph.start], what, matrix)
                 continue
             at = self.scalar_pos(node, ph.start)
             if ph.name.startswith("in."):
@@ -177,6 +182,32 @@ class StepChecks(MatrixChecks):
                 hint = f" (did you mean {{{close[0]}}}?)" if close else ""
                 msg = f"unknown placeholder {{{ph.name}}} in run of {what}{hint}"
             self.err(at, f"{msg}; known: {', '.join('{' + k + '}' for k in known)} (write {{{{ and }}}} for literal braces)")
+
+    def placeholder_quoting(self, node: YNode, ph: placeholders.Placeholder, context: str | None, what: str,
+                            matrix: Matrix | None) -> None:
+        """Refuse a placeholder inside quotes, backquotes or a here-document whose value
+        could need quoting: hpcml shell-quotes substituted values, and there the quotes
+        would be text, so a value holding `"` could end the quoting and run a command.
+        {step} and {task} and matrix values that need no quoting (`0.1`, `resnet-50`) are
+        the same quoted or not, so they are allowed; {out}/{in.STEP} are paths not known
+        when validating, so they are refused."""
+        if context not in placeholders.QUOTE_CONTEXTS or ph.name in ("step", "task"):
+            return
+        if ph.name == "out" or ph.name.startswith("in."):
+            why = "its path is known only at run time and is quoted by hpcml"
+        else:
+            values = [v for k, vs in (matrix.axes if matrix else ()) if k == ph.name for v in vs]
+            values += [v for entry in (matrix.include if matrix else ()) for k, v in entry if k == ph.name]
+            unsafe = [text for text in (format_value(v) for v in values) if shlex.quote(text) != text]
+            if not unsafe:
+                return
+            why = f"its value {unsafe[0]!r} is quoted by hpcml, and inside {placeholders.QUOTE_CONTEXTS[context]} " \
+                  "those quotes would be text (a value holding a quote could end them and run a command)"
+        where = placeholders.QUOTE_CONTEXTS[context]
+        self.err(self.scalar_pos(node, ph.start),
+                 f"placeholder {{{ph.name}}} in run of {what} stands inside {where}: {why}; write it outside "
+                 f"quotes (`echo {{{ph.name}}}/x` — hpcml quotes it), or assign it first: "
+                 f"`v={{{ph.name}}}; echo \"$v\"`")
 
     # ---- resources and checkpoints --------------------------------------------------
 
