@@ -72,6 +72,8 @@ class Image:
     mirror: str | None = None  # debootstrap mirror URL
     build_args: tuple[tuple[str, str], ...] = ()  # deffile: `{{ NAME }}` values, sorted by name
     host_setup: bool = False  # deffile: its %setup/%pre run on the build host (the lab allowed it)
+    #: Findings of the secret scan waived by a `hpcml: not-a-secret` marker ("file:line:col: what").
+    not_secret: tuple[str, ...] = field(default=(), compare=False)
     pos: Pos | None = field(default=None, compare=False)
 
     @property
@@ -130,6 +132,8 @@ class Step:
     secrets: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     shell: str | None = None  # overrides the image's shell
+    #: Findings of the secret scan in its env waived by a `hpcml: not-a-secret` marker.
+    not_secret: tuple[str, ...] = field(default=(), compare=False)
     pos: Pos | None = field(default=None, compare=False)
 
 

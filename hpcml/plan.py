@@ -325,17 +325,28 @@ def describe_extras(image: Image) -> str:
         parts.append("build args " + " ".join(f"{k}={v}" for k, v in image.build_args))
     if image.host_setup:
         parts.append("%setup/%pre RUN ON THE BUILD HOST (allow_setup)")
+    if image.not_secret:
+        parts.append(f"{len(image.not_secret)} secret-scan finding(s) marked not-a-secret")
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def waived_secrets(p: Plan) -> list[str]:
+    """Every secret-scan finding a `hpcml: not-a-secret` marker waived, for `hpcml plan`."""
+    out = [f"image {n}: {w}" for n in p.image_order for w in p.images[n].image.not_secret]
+    return out + [f"step {n}: {w}" for n in p.step_order for w in p.steps[n].step.not_secret]
+
+
 def _hand_written(image: Image) -> dict[str, object]:
-    """What the plan shows of a `deffile:` image's build arguments and host-side setup;
-    nothing for other images, so their entries keep the shape they always had."""
+    """What the plan shows of a `deffile:` image's build arguments and host-side setup, and
+    of any image's waived secret-scan findings; nothing otherwise, so entries keep the
+    shape they always had."""
     out: dict[str, object] = {}
     if image.build_args:
         out["build_args"] = dict(image.build_args)
     if image.host_setup:
         out["host_setup"] = True  # its %setup/%pre run on the build host (allow_setup)
+    if image.not_secret:
+        out["not_secret"] = list(image.not_secret)  # secret-scan findings waived by a marker
     return out
 
 
@@ -368,6 +379,7 @@ def to_document(p: Plan) -> dict[str, object]:
                     {"index": t.index, "point": dict(t.point), "command": t.command, "key": t.key}
                     for t in sp.tasks
                 ],
+                **({"not_secret": list(sp.step.not_secret)} if sp.step.not_secret else {}),
             }
             for sp in (p.steps[n] for n in p.step_order)
         ],

@@ -199,6 +199,7 @@ class _Checker(ImageChecks, StepChecks, NotifyChecks):
             self.exclusive_cpus(out["resources"])
         if "env" in m:
             out["env"] = self.env(m["env"], "defaults.env")
+            out["not_secret"] = self.env_secrets(m["env"], "defaults.env")
         if "shell" in m:
             out["shell"] = self.choice(m["shell"], "shell", SHELLS)
         if "retries" in m:

@@ -25,11 +25,12 @@ from hpcml.spec.rules import (
     SUITE_RE,
     URL_RE,
 )
-from hpcml.spec.shapes import Shapes, describe, suggest
+from hpcml.spec.secrets import SecretChecks
+from hpcml.spec.shapes import describe, suggest
 from hpcml.spec.yamlpos import YNode
 
 
-class ImageChecks(Shapes):
+class ImageChecks(SecretChecks):
     """The `images:` part of the checker."""
 
     #: Image names allowed host sections (settings.allow_setup); None: read when needed.
@@ -79,9 +80,10 @@ class ImageChecks(Shapes):
             fields["mirror"] = self.mirror(m["mirror"], kind)
         if "build_args" in m:
             fields["build_args"] = self.build_args(m["build_args"], what, kind)
+        not_secret = self.image_secrets(name, m)
         if len(self.diags) > n_before or kind is None or ref is None:
             return None
-        image = Image(name=name, base_kind=kind, base_ref=ref, pos=self.pos(at), **fields)
+        image = Image(name=name, base_kind=kind, base_ref=ref, pos=self.pos(at), not_secret=not_secret, **fields)
         image = self.renderable(image, m.get(kind) if kind in ("deffile", "dockerfile") else None, m.get("build_args"))
         return image if len(self.diags) == n_before else None
 
@@ -109,9 +111,15 @@ class ImageChecks(Shapes):
                                                       f"(Apptainer refuses unused build arguments; it uses: {used})")
         if source_node is None:
             return image
+        shown = os.path.join(os.path.dirname(self.file), image.base_ref)
+        before = len(self.waived)
+        self.source_secrets(shown, image.base_ref)
         for rel in source.inputs:
             proxy = YNode(rel, source_node.line, source_node.col, None)
-            self.relative_file(proxy, f"{image.base_ref}: input file")
+            if self.relative_file(proxy, f"{image.base_ref}: input file") is not None:
+                self.file_secrets(proxy, rel, f"{image.base_ref}")
+        if len(self.waived) > before:
+            image = dataclasses.replace(image, not_secret=image.not_secret + tuple(self.waived[before:]))
         return image
 
     def allowed_setup(self) -> frozenset[str]:

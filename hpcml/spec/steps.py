@@ -11,6 +11,7 @@ from hpcml.model import Checkpoint, Matrix, Resources, Step
 from hpcml.spec import placeholders, units
 from hpcml.spec.expand import format_value
 from hpcml.spec.matrix import MatrixChecks
+from hpcml.spec.secrets import SecretChecks
 from hpcml.spec.rules import (
     BUILTIN_PLACEHOLDERS,
     CHECKPOINT_KEYS,
@@ -34,7 +35,7 @@ from hpcml.spec.shapes import describe, suggest
 from hpcml.spec.yamlpos import YNode
 
 
-class StepChecks(MatrixChecks):
+class StepChecks(MatrixChecks, SecretChecks):
     """The `steps:` part of the checker (and the resource checks `defaults:` shares)."""
 
     # ---- steps ----------------------------------------------------------------------
@@ -80,6 +81,8 @@ class StepChecks(MatrixChecks):
         checkpoint = self.checkpoint(m["checkpoint"], resources) if "checkpoint" in m else None
         env = dict(defaults.get("env") or {})
         env.update(self.env(m["env"], f"env of {what}") if "env" in m else {})
+        # A step's env lands in plan.json, the journal and the task key: no place for a secret.
+        not_secret = tuple(defaults.get("not_secret", ())) + (self.env_secrets(m["env"], f"env of {what}") if "env" in m else ())
         secrets = self.string_list(m["secrets"], f"secrets of {what}", self.secret) if "secrets" in m else ()
         for secret in secrets:
             if secret in env:
@@ -90,7 +93,7 @@ class StepChecks(MatrixChecks):
         return Step(
             name=name, image=image, run=run, needs=needs, matrix=matrix, max_parallel=max_parallel,
             resources=resources, retries=retries or 0, checkpoint=checkpoint, secrets=secrets,
-            env=tuple(env.items()), shell=shell, pos=self.pos(at),
+            env=tuple(env.items()), shell=shell, not_secret=not_secret, pos=self.pos(at),
         )
 
     def step_image(
