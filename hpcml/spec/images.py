@@ -69,9 +69,15 @@ class ImageChecks(SecretChecks):
             fields["files"] = self.files(m["files"], what)
         if "env" in m:
             fields["env"] = tuple(self.env(m["env"], f"env of {what}").items())
+            for key, value_node in (m["env"].value.items() if isinstance(m["env"].value, dict) else ()):
+                value = value_node.value
+                if isinstance(value, str) and any(ln.lstrip().startswith("%") for ln in value.split("\n")[1:]):
+                    # Quoting does not help: Apptainer splits the file into sections before a shell reads it.
+                    self.err(value_node, f"env {key} of {what}: a line of the value starts with '%', which a "
+                                         "definition file reads as a section")
         for key in ("post", "test", "runscript"):
             if key in m:
-                fields[key] = self.string(m[key], f"{key} of {what}")
+                fields[key] = self.script(m[key], f"{key} of {what}")
         if "labels" in m:
             fields["labels"] = self.labels(m["labels"], what)
         if "shell" in m:
@@ -121,6 +127,23 @@ class ImageChecks(SecretChecks):
         if len(self.waived) > before:
             image = dataclasses.replace(image, not_secret=image.not_secret + tuple(self.waived[before:]))
         return image
+
+    def script(self, node: YNode, what: str) -> str | None:
+        """A `post`/`test`/`runscript` text: no line may start with '%' (Apptainer would read
+        it as a new section, e.g. a %setup that runs on the build host), nor hold a CR or NUL.
+        The renderer refuses the same (deffile._user_text); here it is found at its line."""
+        text = self.string(node, what)
+        if text is None:
+            return None
+        offset, ok = 0, True
+        for n, line in enumerate(text.split("\n"), 1):
+            bad = ("starts with '%', which a definition file reads as a section" if line.lstrip().startswith("%")
+                   else "contains a carriage return" if "\r" in line else None)
+            if bad:
+                self.err(self.scalar_pos(node, offset + len(line) - len(line.lstrip())), f"{what}: line {n} {bad}")
+                ok = False
+            offset += len(line) + 1
+        return text if ok else None
 
     def allowed_setup(self) -> frozenset[str]:
         """Image names whose `%setup`/`%pre` the lab allows (setting allow_setup). Read from
