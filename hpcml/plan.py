@@ -230,15 +230,24 @@ def fill_paths(command: str, out: str, inputs: Mapping[str, str]) -> str:
     # `{{` in a directory name (`/home/u/a{{b}}`) into `{` and name another directory.
     def lookup(name: str) -> str | None:
         if name == "out":
-            return placeholders.escape(shlex.quote(out))
+            return placeholders.escape(_quote_path(out))
         if name.startswith("in."):
             step = name[3:]
             if step not in inputs:
                 raise ValueError(f"fill_paths: no path given for {{in.{step}}}")
-            return placeholders.escape(shlex.quote(inputs[step]))
+            return placeholders.escape(_quote_path(inputs[step]))
         raise ValueError(f"fill_paths: placeholder {{{name}}} was not substituted by the plan")
 
     return placeholders.unescape(placeholders.substitute(command, lookup))
+
+
+def _quote_path(path: str) -> str:
+    """`path` as one shell word: as it is when it has only letters (any script), digits and
+    `@%+=:,./-_` — the run directory is refused otherwise (jobs.check_run_path) — so it is
+    right also inside the user's quotes; else shell-quoted."""
+    if all(c.isalnum() or c in "@%+=:,./-_" for c in path):
+        return path
+    return shlex.quote(path)
 
 
 def _point_text(point: tuple[tuple[str, Scalar], ...]) -> str:

@@ -255,6 +255,24 @@ def check_path(path: str, what: str) -> None:
         )
 
 
+#: Characters a shell treats specially, refused in the workflow directory on top of
+#: _BAD_PATH_CHARS: task paths under it fill `{out}`/`{in.STEP}` and then need no quoting,
+#: so they are right even inside the user's own quotes (`trap 'echo > {out}/c' USR2`).
+_SHELL_SPECIAL = set("$`;&|<>()!*?[]{}~^")
+
+
+def check_run_path(path: str, what: str = "workflow directory") -> None:
+    """Refuse a workflow directory whose task paths would need shell quoting: on top of
+    check_path's rules, no `$ ` ; & | < > ( ) ! * ? [ ] { } ~ ^`."""
+    check_path(path, what)
+    bad = sorted(set(path) & _SHELL_SPECIAL)
+    if bad:
+        raise SubmitError(
+            f"the {what} path {path!r} contains {' '.join(repr(c) for c in bad)}; the paths of its tasks fill "
+            "{out} and {in.STEP} in commands, so hpcml needs them free of characters a shell treats specially"
+        )
+
+
 def _directive_value(flag: str, value: str, pattern: re.Pattern[str] = SLURM_NAME_RE,
                      rule: str = SLURM_NAME_RULE) -> str:
     # The spec checker uses the same patterns (spec/rules.py): `validate` refuses what this would.

@@ -149,7 +149,7 @@ def start(
                        build_options=_plan.key_build_options(settings.build_flags, settings.build_binds))
     run_dir = RunDir.for_workflow(path)
     # Refused here, not when the first job script is rendered: nothing may be written first.
-    _jobs.check_path(str(run_dir.path.parent), "workflow directory")
+    _jobs.check_run_path(str(run_dir.path.parent), "workflow directory")
     for catalog in settings.catalogs:  # its SIF paths go into job scripts and From: lines
         _jobs.check_path(os.path.abspath(os.path.expanduser(catalog)), "catalog")
     secrets = _read_secrets(plan, env, _notify.effective(plan.workflow.notify, settings))

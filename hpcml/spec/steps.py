@@ -191,21 +191,19 @@ class StepChecks(MatrixChecks, SecretChecks):
         """Refuse a placeholder inside quotes, backquotes or a here-document whose value
         could need quoting: hpcml shell-quotes substituted values, and there the quotes
         would be text, so a value holding `"` could end the quoting and run a command.
-        {step} and {task} and matrix values that need no quoting (`0.1`, `resnet-50`) are
-        the same quoted or not, so they are allowed; {out}/{in.STEP} are paths not known
-        when validating, so they are refused."""
-        if context not in placeholders.QUOTE_CONTEXTS or ph.name in ("step", "task"):
+        {step}, {task}, {out}, {in.STEP} and matrix values that need no quoting (`0.1`,
+        `resnet-50`) are the same quoted or not, so they are allowed."""
+        # {out}/{in.STEP} are task paths under a workflow directory that `run` refuses unless
+        # they need no quoting (jobs.check_run_path): right inside quotes too.
+        if context not in placeholders.QUOTE_CONTEXTS or ph.name in ("step", "task", "out") or ph.name.startswith("in."):
             return
-        if ph.name == "out" or ph.name.startswith("in."):
-            why = "its path is known only at run time and is quoted by hpcml"
-        else:
-            values = [v for k, vs in (matrix.axes if matrix else ()) if k == ph.name for v in vs]
-            values += [v for entry in (matrix.include if matrix else ()) for k, v in entry if k == ph.name]
-            unsafe = [text for text in (format_value(v) for v in values) if shlex.quote(text) != text]
-            if not unsafe:
-                return
-            why = f"its value {unsafe[0]!r} is quoted by hpcml, and inside {placeholders.QUOTE_CONTEXTS[context]} " \
-                  "those quotes would be text (a value holding a quote could end them and run a command)"
+        values = [v for k, vs in (matrix.axes if matrix else ()) if k == ph.name for v in vs]
+        values += [v for entry in (matrix.include if matrix else ()) for k, v in entry if k == ph.name]
+        unsafe = [text for text in (format_value(v) for v in values) if shlex.quote(text) != text]
+        if not unsafe:
+            return
+        why = f"its value {unsafe[0]!r} is quoted by hpcml, and inside {placeholders.QUOTE_CONTEXTS[context]} " \
+              "those quotes would be text (a value holding a quote could end them and run a command)"
         where = placeholders.QUOTE_CONTEXTS[context]
         self.err(self.scalar_pos(node, ph.start),
                  f"placeholder {{{ph.name}}} in run of {what} stands inside {where}: {why}; write it outside "

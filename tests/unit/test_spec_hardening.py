@@ -102,7 +102,6 @@ def test_spec_and_job_script_share_one_rule_for_slurm_names() -> None:
     ("echo '{x}'", "{x: ['a b']}", "stands inside single quotes"),
     ("echo `{x}`", "{x: ['$(id)']}", "stands inside backquotes"),
     ("cat <<EOF\n      {x}\n      EOF", "{x: ['$(id)']}", "stands inside a here-document"),
-    ('cat "{out}/x"', None, "{out} in run of step 's' stands inside double quotes: its path is known only at run time"),
 ])
 def test_a_placeholder_inside_quotes_is_refused_when_its_value_needs_quoting(tmp_path: Path, run: str,
                                                                              matrix: str | None, fragment: str) -> None:
@@ -114,8 +113,21 @@ def test_a_placeholder_inside_quotes_is_refused_when_its_value_needs_quoting(tmp
 
 def test_quoted_placeholders_with_plain_values_are_allowed(tmp_path: Path) -> None:
     text = HEAD + ("  s:\n    matrix: {lr: [0.1, 1e-3], m: [resnet-50]}\n"
-                   "    run: echo \"lr={lr} m={m} step={step} task={task}\" '{lr}' > {out}/x  # \"{out}\"\n")
+                   "    run: trap 'echo {lr} > {out}/c' USR2; echo \"lr={lr} m={m} step={step} task={task} $(cat {out}/c)\"\n")
     checker.loads(text, "workflow.yaml", root=str(tmp_path))
+
+
+@pytest.mark.parametrize("path", ["/home/u/a$b", "/home/u/a`id`", "/home/u/a;b", "/home/u/a&b", "/home/u/(x)", "/h/~u"])
+def test_a_workflow_directory_whose_task_paths_would_need_quoting_is_refused(path: str) -> None:
+    with pytest.raises(SubmitError, match="free of characters a shell treats specially"):
+        jobs.check_run_path(path)
+    jobs.check_run_path("/home/josé/proj-1.2/run=3@x")
+
+
+def test_task_paths_fill_placeholders_as_plain_words_so_quotes_around_them_hold() -> None:
+    command = "trap 'echo x > {out}/c' USR2; cat \"{in.prep}/d\""
+    assert plan.fill_paths(command, "/home/josé/w/o", {"prep": "/w/p"}) == \
+        "trap 'echo x > /home/josé/w/o/c' USR2; cat \"/w/p/d\""
 
 
 # ---- trailing newlines ------------------------------------------------------------------------
