@@ -18,8 +18,10 @@ from hpcml.spec import secrets_scan as scan
 from hpcml.spec.shapes import Shapes
 from hpcml.spec.yamlpos import YNode
 
-#: How many files of one image's `files:` are read for secrets (their names are all checked).
+#: How many files, and how many bytes in all, of one `files:` entry are read for secrets
+#: (their names are all checked): `validate` of a workflow copying a dataset stays quick.
 MAX_SCANNED_FILES = 10_000
+MAX_SCANNED_BYTES = 64 << 20
 
 HINT = ("secrets never enter an image or a run's files: name the variable under the step's `secrets:` "
         "(read from the submitting environment at run time; docs/security.md#secrets), or mark a false "
@@ -91,15 +93,17 @@ class SecretChecks(Shapes):
         """A file or directory the image copies in: credential file names, then the text of
         each file (up to scan.MAX_SCAN_BYTES; binaries skipped), reported in that file."""
         entry_line = self._line(node.line)
+        budget = MAX_SCANNED_BYTES
         for n, path in enumerate(self._files_under(rel)):
             kind = scan.file_name_finding(path)
             if kind:
                 self.finding((node.line, node.col), f"{path} in {what} is {kind}", waived=scan.NOT_A_SECRET in entry_line)
-            if n >= MAX_SCANNED_FILES:
+            if n >= MAX_SCANNED_FILES or budget <= 0:
                 continue
             text = self._read(path)
             if text is None:
                 continue
+            budget -= len(text)
             for f in scan.content_findings(path, text.replace(scan.NOT_A_SECRET, "")):
                 line, col = scan.line_col(text, f.start)
                 marked = scan.NOT_A_SECRET in text.splitlines()[line - 1] or scan.NOT_A_SECRET in entry_line
