@@ -83,6 +83,10 @@ class StepChecks(MatrixChecks, SecretChecks):
         env.update(self.env(m["env"], f"env of {what}") if "env" in m else {})
         # A step's env lands in plan.json, the journal and the task key: no place for a secret.
         not_secret = tuple(defaults.get("not_secret", ())) + (self.env_secrets(m["env"], f"env of {what}") if "env" in m else ())
+        if "run" in m:  # the command is written into the plan, the task's cmd.sh and its key
+            before = len(self.waived)
+            self.value_secrets(m["run"], f"run of {what}")
+            not_secret += tuple(self.waived[before:])
         secrets = self.string_list(m["secrets"], f"secrets of {what}", self.secret) if "secrets" in m else ()
         for secret in secrets:
             if secret in env:
