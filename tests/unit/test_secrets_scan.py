@@ -126,3 +126,23 @@ def test_waived_findings_are_kept_on_the_image_for_plan(tmp_path: Path) -> None:
     wf = checker.loads(HEAD + "    env: {SORT_KEY: name}  # hpcml: not-a-secret\n", "workflow.yaml", root=str(tmp_path))
     assert wf.images["i"].not_secret == ("workflow.yaml:9:11: SORT_KEY in env of image 'i' has a literal value, "
                                          "and its name says secret",)
+
+
+def test_plan_lists_every_waived_finding(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from hpcml.cli.app import main
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "settings.sh").write_text("SORT_KEY=name  # hpcml: not-a-secret\n")
+    wf = tmp_path / "workflow.yaml"
+    wf.write_text(HEAD.replace("  s: {run: 'true'}\n", "  s:\n    run: 'true'\n    env: {CACHE_KEY: v1}  # hpcml: not-a-secret\n")
+                  + "    files: {conf: /opt/conf}\n")
+    human = CliRunner().invoke(main, ["plan", str(wf)])
+    assert human.exit_code == 0, human.output
+    assert "Marked not-a-secret" in human.output
+    assert "conf/settings.sh:1:1: SORT_KEY=" in human.output and "CACHE_KEY in env of step 's'" in human.output
+    doc = json.loads(CliRunner().invoke(main, ["plan", str(wf), "--json"]).output)
+    assert len(doc["images"][0]["not_secret"]) == 1 and len(doc["steps"][0]["not_secret"]) == 1
