@@ -79,15 +79,24 @@ def schema() -> dict[str, object]:
 # ---- plan / compile ----------------------------------------------------------------------
 
 
-def plan(path: str | _os.PathLike[str], resolve_catalog: Callable[[str, str | None], str] | None = None) -> _Plan:
+def plan(path: str | _os.PathLike[str], resolve_catalog: Callable[[str, str | None], str] | None = None, *,
+         settings: _Settings | None = None) -> _Plan:
     """Load, validate and plan a workflow: step order, tasks, image graph and keys.
 
     `resolve_catalog(name, tag) -> key` resolves `catalog:` bases; without it their
-    literal reference stands in for the key. Example: ``plan("workflow.yaml").step_order``.
+    literal reference stands in for the key. The build settings that enter image keys
+    (build_flags, build_binds) are read from `settings`, loaded when not given.
+    Example: ``plan("workflow.yaml").step_order``.
     """
     from hpcml import plan as _plan_mod  # start-up speed
 
-    return _plan_mod.build(_spec.load(path), resolve_catalog)
+    return _plan_mod.build(_spec.load(path), resolve_catalog, build_options=_build_options(settings or load_settings()))
+
+
+def _build_options(s: _Settings) -> tuple[str, ...]:
+    from hpcml import plan as _plan_mod  # start-up speed
+
+    return _plan_mod.key_build_options(s.build_flags, s.build_binds)
 
 
 def compile(path: str | _os.PathLike[str], out_dir: str | _os.PathLike[str]) -> CompileResult:
@@ -134,7 +143,8 @@ def build(
 
     s = settings or load_settings()
     cats = images.catalog_path(s)
-    plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
+    plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key,
+                            build_options=_build_options(s))
     return images.build_images(plan_, s, names=names, jobs=jobs, progress=progress)
 
 
@@ -154,7 +164,8 @@ def build_jobs(
 
     s = settings or load_settings()
     cats = images.catalog_path(s)
-    plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
+    plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key,
+                            build_options=_build_options(s))
     wanted = names if names is not None else list(plan_.image_order)
     images.select(plan_, wanted)  # unknown names: the error that lists the images
     builds = submit_builds(plan_, s, wanted, runner=None, say=on_message or (lambda _m: None),
@@ -183,7 +194,8 @@ def build_image_job(
 
     s = settings_from_json(settings_json) if settings_json is not None else settings or load_settings()
     cats = images.catalog_path(s)
-    plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
+    plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key,
+                            build_options=_build_options(s))
     if image not in plan_.images:
         raise BuildError(f"{path} has no image {image!r} any more; rerun `hpcml run`")
     if plan_.images[image].key != key:
@@ -682,11 +694,12 @@ def cached_plan(path: str | _os.PathLike[str], settings: _Settings | None = None
     except OSError:
         _spec.load(full)  # raises the loader's own error for a missing or unreadable file
         raise
-    ident = (full, st.st_mtime_ns, st.st_size, tuple(s.catalogs))
+    ident = (full, st.st_mtime_ns, st.st_size, tuple(s.catalogs), _build_options(s))
     if ident not in _SNAKEMAKE_PLANS:
         cats = _catalogs(s)
         _SNAKEMAKE_PLANS[ident] = _plan_mod.build(
-            _spec.load(full), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key)
+            _spec.load(full), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key,
+            build_options=_build_options(s))
     return _SNAKEMAKE_PLANS[ident]
 
 

@@ -22,6 +22,9 @@ from typing import Any, Callable, Mapping
 
 from hpcml.errors import ConfigError
 from hpcml.remote.settings import Remote, parse_remotes
+# The checker reads the configuration only for a workflow of more than MIN_MAX_TASKS tasks,
+# so `validate` of an ordinary workflow stays as fast as without settings.
+from hpcml.spec.rules import DEFAULT_MAX_TASKS, MIN_MAX_TASKS
 
 SITE_CONFIG = "/etc/hpcml/config.toml"
 ENV_PREFIX = "HPCML_"
@@ -86,6 +89,10 @@ class Settings:
     allow_setup: tuple[str, ...] = _f(
         (), "list", "image names whose hand-written %setup/%pre may run on the build host, as the "
         "builder (off for all by default; lock it in the lab file)"
+    )
+    max_tasks: int = _f(
+        DEFAULT_MAX_TASKS, "tasks", "the most tasks a workflow may expand to (all steps together), checked before "
+        "any matrix is expanded: a small file cannot cost a login node minutes and gigabytes (at least 1000)"
     )
     remotes: tuple[Remote, ...] = _f(
         (), "remotes", "clusters reachable over SSH, one [remotes.NAME] table each (docs/remote.md)"
@@ -314,6 +321,13 @@ def _int(value: Any, _h: Path, _b: Path | None, _c: tuple[str, ...]) -> int:
     return number
 
 
+def _tasks(value: Any, h: Path, b: Path | None, c: tuple[str, ...]) -> int:
+    number = _int(value, h, b, c)
+    if number < MIN_MAX_TASKS:
+        raise ValueError(f"expected at least {MIN_MAX_TASKS}, got {number}")
+    return number
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -357,6 +371,7 @@ _CONVERTERS: dict[str, Callable[[Any, Path, Path | None, tuple[str, ...]], Any]]
     "binds": _binds,
     "list": _list,
     "int": _int,
+    "tasks": _tasks,
     "bool": _bool,
     "choice": _choice,
     "remotes": lambda value, home, base, _c: parse_remotes(value, home, base),

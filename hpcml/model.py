@@ -17,6 +17,14 @@ Scalar = str | int | float | bool
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ENV_NAME_RULE = "[A-Za-z_][A-Za-z0-9_]*"
 
+#: One word of a line that a program reads as a comment from `#` on and splits on blanks: a
+#: definition file's header (`From:`, `MirrorURL:`), its `%files` lines and an `#SBATCH` value.
+#: sbatch and Apptainer both drop everything after a `#` (`From: /x/a#b.sif` builds from
+#: `/x/a`), so a path or value is refused when it has one, a blank, a quote, a backslash,
+#: `%` or a control character. Defined once: the spec checker and every renderer use it.
+WORD_RE = re.compile(r"[^\s'\"\\%#\x00-\x1f\x7f]+")
+WORD_RULE = "no blanks, '#', '%', quotes, backslashes or control characters"
+
 #: The kinds of `from:` an image may have. `image` means another image of the same file;
 #: `deffile` and `dockerfile` are images given by a hand-written file instead of `from:`.
 BaseKind = Literal[
@@ -64,6 +72,8 @@ class Image:
     mirror: str | None = None  # debootstrap mirror URL
     build_args: tuple[tuple[str, str], ...] = ()  # deffile: `{{ NAME }}` values, sorted by name
     host_setup: bool = False  # deffile: its %setup/%pre run on the build host (the lab allowed it)
+    #: Findings of the secret scan waived by a `hpcml: not-a-secret` marker ("file:line:col: what").
+    not_secret: tuple[str, ...] = field(default=(), compare=False)
     pos: Pos | None = field(default=None, compare=False)
 
     @property
@@ -135,6 +145,8 @@ class Step:
     secrets: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     shell: str | None = None  # overrides the image's shell
+    #: Findings of the secret scan in its env waived by a `hpcml: not-a-secret` marker.
+    not_secret: tuple[str, ...] = field(default=(), compare=False)
     pos: Pos | None = field(default=None, compare=False)
 
 

@@ -5,10 +5,12 @@ Keys are sha256 hex digests over length-prefixed fields behind a versioned tag
 deliberately, never by accident.
 
 - image key = H(tag, canonical definition, sorted (relpath, sha256) of every input file,
-  parent key[, "build-args", NAME=value…]). The definition text holds the parent as a
+  parent key[, "build-args", NAME=value…][, "build-options", flag…]). The definition text holds the parent as a
   placeholder, so the key does not depend on where catalogs or run directories are. A
   `deffile:` image's build arguments (sorted by name) are appended only when it has some,
   so the keys of every other image are what they were before build arguments existed.
+  Likewise the build settings that change an image's content (`build_flags` other than
+  fakeroot/userns and the like, `build_binds`: key_build_options) are appended only when set.
 - task key = H(tag, step name, command template (matrix values substituted, {out} and
   {in.STEP} symbolic), matrix point, image key, effective shell, sorted step env, sorted
   upstream task keys). Resources are left out on purpose: a new partition or time limit
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.hashing import InputError, hash_input
@@ -34,12 +36,52 @@ TASK_KEY_TAG = "hpcml-task-v1"
 CatalogResolver = Callable[[str, "str | None"], str]
 
 
-def build(workflow: Workflow, resolve_catalog: CatalogResolver | None = None) -> Plan:
+#: `apptainer build` flags that change how a build runs but not what it builds, so they are
+#: left out of image keys: fakeroot and user namespaces (the testbed's and many clusters'
+#: defaults), skipping %test, the cache and the temporary directory, overwriting the output.
+NEUTRAL_BUILD_FLAGS = frozenset({
+    "--fakeroot", "-f", "--userns", "-u", "--ignore-fakeroot-command", "--ignore-subuid", "--ignore-userns",
+    "--force", "-F", "--disable-cache", "--notest", "-T", "--warn-unused-build-args",
+})
+#: Neutral flags that take a value (`--tmpdir DIR` or `--tmpdir=DIR`).
+NEUTRAL_BUILD_OPTIONS = frozenset({"--tmpdir"})
+
+
+def key_build_options(build_flags: Sequence[str] = (), build_binds: Sequence[str] = ()) -> tuple[str, ...]:
+    """The build settings that change what an image contains, as they enter its key: every
+    `build_flags` entry except NEUTRAL_BUILD_FLAGS (a `--bind`, `--build-arg`, `--fix-perms`
+    or `--arch` changes the image), then each `build_binds` entry as `--bind SPEC`.
+
+    >>> key_build_options(["--fakeroot", "--fix-perms"], ["/etc/pki:/etc/pki"])
+    ('--fix-perms', '--bind', '/etc/pki:/etc/pki')
+    """
+    out: list[str] = []
+    skip = False
+    for flag in build_flags:
+        if skip:
+            skip = False
+            continue
+        name = flag.split("=", 1)[0]
+        if name in NEUTRAL_BUILD_FLAGS:
+            continue
+        if name in NEUTRAL_BUILD_OPTIONS:
+            skip = "=" not in flag
+            continue
+        out.append(flag)
+    for bind in build_binds:
+        out += ["--bind", bind]
+    return tuple(out)
+
+
+def build(workflow: Workflow, resolve_catalog: CatalogResolver | None = None, *,
+          build_options: Sequence[str] = ()) -> Plan:
     """Plan `workflow`: order steps and images, expand matrices, compute every key.
 
     Reads the files images pull in (to hash them) and hand-written def/Dockerfiles.
     Without `resolve_catalog`, a `catalog:NAME[:TAG]` base contributes the literal
     reference to its child's key (a plan without a catalog cannot know the real key).
+    `build_options` (key_build_options of the settings) enter every image key when there
+    are any: the same definition built with other content-changing flags is another image.
     Raises SpecError for anything that makes the workflow unplannable.
     """
     image_order = _image_order(workflow)
@@ -48,7 +90,8 @@ def build(workflow: Workflow, resolve_catalog: CatalogResolver | None = None) ->
     errors: list[Diagnostic] = []
     for name in image_order:
         try:
-            images[name] = plan_image(workflow, workflow.images[name], images, resolve_catalog, cache)
+            images[name] = plan_image(workflow, workflow.images[name], images, resolve_catalog, cache,
+                                      build_options)
         except SpecError as err:
             errors += err.diagnostics
     if errors:
@@ -70,6 +113,7 @@ def plan_image(
     planned: Mapping[str, ImagePlan],
     resolve_catalog: CatalogResolver | None,
     cache: dict[str, str],
+    build_options: Sequence[str] = (),
 ) -> ImagePlan:
     """Render `image`, hash its inputs and compute its key (its parent must be in `planned`)."""
     # The same reading of a deffile:/dockerfile: that validation did (spec/inputs.py).
@@ -92,12 +136,12 @@ def plan_image(
             parent_key = f"catalog:{name}:{tag or 'latest'}"
         else:
             parent_key = resolve_catalog(name, tag or None)
-    key = image_key(definition, hashed, parent_key, image.build_args)
+    key = image_key(definition, hashed, parent_key, image.build_args, build_options)
     return ImagePlan(image.name, key, definition, image.parent, parent_key, tuple(hashed), image)
 
 
 def image_key(definition: str, inputs: Iterable[tuple[str, str]], parent_key: str | None,
-              build_args: Iterable[tuple[str, str]] = ()) -> str:
+              build_args: Iterable[tuple[str, str]] = (), build_options: Sequence[str] = ()) -> str:
     """The content key of an image (see the module docstring)."""
     fields = [IMAGE_KEY_TAG, definition]
     for rel, digest in sorted(inputs):
@@ -106,6 +150,9 @@ def image_key(definition: str, inputs: Iterable[tuple[str, str]], parent_key: st
     args = sorted(build_args)
     if args:
         fields += ["build-args", *(f"{name}={value}" for name, value in args)]
+    if build_options:
+        # Appended only when there are any, so that every key built without them stays as it was.
+        fields += ["build-options", *build_options]
     return _digest(fields)
 
 
@@ -192,15 +239,24 @@ def fill_paths(command: str, out: str, inputs: Mapping[str, str]) -> str:
     # `{{` in a directory name (`/home/u/a{{b}}`) into `{` and name another directory.
     def lookup(name: str) -> str | None:
         if name == "out":
-            return placeholders.escape(shlex.quote(out))
+            return placeholders.escape(_quote_path(out))
         if name.startswith("in."):
             step = name[3:]
             if step not in inputs:
                 raise ValueError(f"fill_paths: no path given for {{in.{step}}}")
-            return placeholders.escape(shlex.quote(inputs[step]))
+            return placeholders.escape(_quote_path(inputs[step]))
         raise ValueError(f"fill_paths: placeholder {{{name}}} was not substituted by the plan")
 
     return placeholders.unescape(placeholders.substitute(command, lookup))
+
+
+def _quote_path(path: str) -> str:
+    """`path` as one shell word: as it is when it has only letters (any script), digits and
+    `@%+=:,./-_` — the run directory is refused otherwise (jobs.check_run_path) — so it is
+    right also inside the user's quotes; else shell-quoted."""
+    if all(c.isalnum() or c in "@%+=:,./-_" for c in path):
+        return path
+    return shlex.quote(path)
 
 
 def _point_text(point: tuple[tuple[str, Scalar], ...]) -> str:
@@ -287,17 +343,28 @@ def describe_extras(image: Image) -> str:
         parts.append("build args " + " ".join(f"{k}={v}" for k, v in image.build_args))
     if image.host_setup:
         parts.append("%setup/%pre RUN ON THE BUILD HOST (allow_setup)")
+    if image.not_secret:
+        parts.append(f"{len(image.not_secret)} secret-scan finding(s) marked not-a-secret")
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def waived_secrets(p: Plan) -> list[str]:
+    """Every secret-scan finding a `hpcml: not-a-secret` marker waived, for `hpcml plan`."""
+    out = [f"image {n}: {w}" for n in p.image_order for w in p.images[n].image.not_secret]
+    return out + [f"step {n}: {w}" for n in p.step_order for w in p.steps[n].step.not_secret]
+
+
 def _hand_written(image: Image) -> dict[str, object]:
-    """What the plan shows of a `deffile:` image's build arguments and host-side setup;
-    nothing for other images, so their entries keep the shape they always had."""
+    """What the plan shows of a `deffile:` image's build arguments and host-side setup, and
+    of any image's waived secret-scan findings; nothing otherwise, so entries keep the
+    shape they always had."""
     out: dict[str, object] = {}
     if image.build_args:
         out["build_args"] = dict(image.build_args)
     if image.host_setup:
         out["host_setup"] = True  # its %setup/%pre run on the build host (allow_setup)
+    if image.not_secret:
+        out["not_secret"] = list(image.not_secret)  # secret-scan findings waived by a marker
     return out
 
 
@@ -330,6 +397,7 @@ def to_document(p: Plan) -> dict[str, object]:
                     {"index": t.index, "point": dict(t.point), "command": t.command, "key": t.key}
                     for t in sp.tasks
                 ],
+                **({"not_secret": list(sp.step.not_secret)} if sp.step.not_secret else {}),
             }
             for sp in (p.steps[n] for n in p.step_order)
         ],

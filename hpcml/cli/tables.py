@@ -60,7 +60,7 @@ def print_plan(p: Plan) -> None:
     from rich.table import Table  # start-up speed
 
     # start-up speed: plan is only loaded to draw a plan
-    from hpcml.plan import describe_base, describe_extras
+    from hpcml.plan import describe_base, describe_extras, waived_secrets
 
     steps = Table(title=f"{p.workflow.name}: steps", title_justify="left")
     for col in ("step", "tasks", "image", "needs"):
@@ -77,6 +77,12 @@ def print_plan(p: Plan) -> None:
     console = Console(soft_wrap=True)
     console.print(steps)
     console.print(images)
+    waived = waived_secrets(p)
+    if waived:
+        console.print("[bold]Marked not-a-secret[/] (literals the secret scan found, kept because a line says "
+                      "`hpcml: not-a-secret`):", highlight=False)
+        for line in waived:
+            console.print(f"  {line}", markup=False, highlight=False)
 
 
 def status_table(st: RunStatus) -> RenderableType:

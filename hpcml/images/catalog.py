@@ -158,7 +158,7 @@ class Catalog:
         meta = self.root / "meta"
         if not meta.is_dir():
             return []
-        return sorted(p.stem for p in meta.glob("*.json") if KEY_RE.match(p.stem))
+        return sorted(p.stem for p in meta.glob("*.json") if KEY_RE.fullmatch(p.stem))
 
     def entries(self) -> Iterator[Entry]:
         for key in self.keys():

@@ -21,14 +21,15 @@ from hpcml.errors import CatalogError
 
 SCHEMA_VERSION = 1
 
-KEY_RE = re.compile(r"^[0-9a-f]{16,64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+# fullmatch only: with match() and `$`, "abc…\n" (a trailing newline) would pass.
+KEY_RE = re.compile(r"[0-9a-f]{16,64}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
 
 
 def check_key(key: str) -> str:
     """A key is lower-case hex (it becomes a file name, so nothing else is accepted)."""
-    if not KEY_RE.match(key):
+    if not KEY_RE.fullmatch(key):
         raise CatalogError(f"invalid image key {key!r}: expected 16-64 lower-case hex digits")
     return key
 
@@ -45,12 +46,12 @@ def file_fingerprint(st: os.stat_result, sha256: str) -> dict[str, Any]:
 
 def check_name(what: str, value: str) -> str:
     """`value` if it is a valid tag or image name, else CatalogError saying what is allowed."""
-    if what == "image name" and not _IMAGE_NAME.match(value):
+    if what == "image name" and not _IMAGE_NAME.fullmatch(value):
         # Tags are used as `from: catalog:NAME:TAG`, where NAME is lowercase (spec.CATALOG_RE).
         raise CatalogError(
             f"invalid {what} {value!r}: use lowercase letters, digits, '_', '.', '-' (at most 128, not leading)"
         )
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise CatalogError(
             f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (at most 128, not leading)"
         )

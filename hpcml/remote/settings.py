@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 #: A remote's name: it appears in messages and in `hpcml -r NAME`.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: `$` would let "a\n" through
 EXECUTORS = ("auto", "slurm", "local")
 
 
@@ -82,7 +82,7 @@ def parse_remotes(value: Any, home: Path, base: Path | None) -> tuple[Remote, ..
         raise TypeError("expected a table of [remotes.NAME] tables (set remotes in a configuration file)")
     out = []
     for name, table in value.items():
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise ValueError(f"remote name {name!r} must match {NAME_RE.pattern}")
         if not isinstance(table, Mapping):
             raise TypeError(f"remotes.{name}: expected a table")

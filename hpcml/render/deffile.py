@@ -23,7 +23,7 @@ import re
 import shlex
 
 from hpcml.errors import Diagnostic, SpecError
-from hpcml.model import ENV_NAME_RE, ENV_NAME_RULE, Image, Pos
+from hpcml.model import ENV_NAME_RE, ENV_NAME_RULE, WORD_RE, WORD_RULE, Image, Pos
 from hpcml.render import buildargs
 from hpcml.render.defparse import (  # re-exported: callers name them deffile.*
     BOOTSTRAP_AGENTS, HEADER_KEYS, REFUSED_SECTIONS, SECTION_RE, SECTIONS, Definition, parse_definition,
@@ -52,8 +52,8 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 STAMPED_LABELS = frozenset({"org.hpcml.image", "org.hpcml.key", "org.hpcml.version"})
 
 _LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
-# %files paths and From: values are whitespace-separated words in a def file.
-_PATH_RE = re.compile(r"[^\s'\"\\%]+")
+# %files paths and From: values are whitespace-separated words in a def file, cut at '#'.
+_PATH_RE = WORD_RE
 
 
 # ---- rendering ----------------------------------------------------------------------
@@ -123,10 +123,6 @@ def _sections(image: Image, errors: list[str]) -> list[str]:
             _check_word(src, "file source", errors)
             if has_glob(src):
                 errors.append(f"file source {src!r} contains one of * ? [, which %files expands as a pattern")
-            if src.startswith("#"):
-                # Apptainer skips a %files line starting with '#' as a comment: the file would be
-                # in the key but not in the image.
-                errors.append(f"file source {src!r} starts with '#', which %files reads as a comment; write ./{src}")
             _check_word(dst, "file destination", errors)
             if not dst.startswith("/"):
                 errors.append(f"file destination {dst!r} must be an absolute path in the image")
@@ -256,8 +252,8 @@ def has_glob(src: str) -> bool:
 def _check_word(value: str, what: str, errors: list[str]) -> None:
     if not _PATH_RE.fullmatch(value):
         errors.append(
-            f"{what} {value!r} cannot be written in a definition file "
-            "(no spaces, quotes, backslashes, '%' or control characters)"
+            f"{what} {value!r} cannot be written in a definition file ({WORD_RULE}: Apptainer reads "
+            "a definition line as words and drops everything after a '#')"
         )
 
 

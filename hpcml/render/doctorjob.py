@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hpcml.render.jobs import _directive_value, check_path
+from hpcml.render.jobs import _directive_value, check_path, sbatch_lines
 
 JOB_NAME = "hpcml-doctor-gpu"
 
@@ -53,12 +53,8 @@ def render_gpu_script(spec: GpuJobSpec) -> str:
     lines = [
         "#!/bin/bash",
         "# hpcml doctor --gpu: one GPU, the image started with --nv; prints tagged lines for hpcml to read.",
-        f"#SBATCH --job-name={JOB_NAME}",
-        f"#SBATCH --partition={_directive_value('partition', spec.partition)}",
-        *(f"#SBATCH {flag}" for flag in spec.gpu_flags),
-        "#SBATCH --ntasks=1",
-        "#SBATCH --time=00:05:00",
-        f"#SBATCH --output={spec.output}",
+        *sbatch_lines([f"--job-name={JOB_NAME}", f"--partition={_directive_value('partition', spec.partition)}",
+                       *spec.gpu_flags, "--ntasks=1", "--time=00:05:00", f"--output={spec.output}"]),
         "",
         "set -u",
         "if command -v nvidia-smi >/dev/null 2>&1; then",

@@ -154,12 +154,15 @@ def start(
     """
     env = os.environ if env is None else env
     say = on_message or (lambda _m: None)
-    full = _plan.build(_spec.load(path), _catalog_resolver(settings, runner))
+    full = _plan.build(_spec.load(path), _catalog_resolver(settings, runner),
+                       build_options=_plan.key_build_options(settings.build_flags, settings.build_binds))
     chosen = _select.choose(full, selection)
     plan = _select.subplan(full, chosen)
     run_dir = RunDir.for_workflow(path)
     # Refused here, not when the first job script is rendered: nothing may be written first.
-    _jobs.check_path(str(run_dir.path.parent), "workflow directory")
+    _jobs.check_run_path(str(run_dir.path.parent), "workflow directory")
+    for catalog in settings.catalogs:  # its SIF paths go into job scripts and From: lines
+        _jobs.check_path(os.path.abspath(os.path.expanduser(catalog)), "catalog")
     secrets = _read_secrets(plan, env, _notify.effective(plan.workflow.notify, settings))
     name, reason = choose_executor(executor, settings, Slurm(runner), env)
     ex = make_executor(name, settings, runner, on_message=say)

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from hpcml.errors import SpecError
-from hpcml.model import FileCopy, Image
+from hpcml.model import WORD_RE, WORD_RULE, FileCopy, Image
 from hpcml.render import buildargs
 from hpcml.spec import inputs
 from hpcml.spec.rules import (
@@ -18,7 +18,6 @@ from hpcml.spec.rules import (
     FROM_FORMS,
     IMAGE_KEYS,
     LABEL_KEY_RE,
-    NO_SPACE_PATH_RE,
     PIP_RE,
     REF_EXPECTED,
     REF_RE,
@@ -26,11 +25,12 @@ from hpcml.spec.rules import (
     SUITE_RE,
     URL_RE,
 )
-from hpcml.spec.shapes import Shapes, describe, suggest
+from hpcml.spec.secrets import SecretChecks
+from hpcml.spec.shapes import describe, suggest
 from hpcml.spec.yamlpos import YNode
 
 
-class ImageChecks(Shapes):
+class ImageChecks(SecretChecks):
     """The `images:` part of the checker."""
 
     #: Image names allowed host sections (settings.allow_setup); None: read when needed.
@@ -63,14 +63,21 @@ class ImageChecks(Shapes):
         if "pip" in m:
             fields["pip"] = self.string_list(m["pip"], f"pip of {what}", self.pip_requirement)
         if "requirements" in m:
-            fields["requirements"] = self.relative_file(m["requirements"], "requirements file")
+            fields["requirements"] = self.word(m["requirements"], self.relative_file(m["requirements"], "requirements file"),
+                                               "requirements file")
         if "files" in m:
             fields["files"] = self.files(m["files"], what)
         if "env" in m:
             fields["env"] = tuple(self.env(m["env"], f"env of {what}").items())
+            for key, value_node in (m["env"].value.items() if isinstance(m["env"].value, dict) else ()):
+                value = value_node.value
+                if isinstance(value, str) and any(ln.lstrip().startswith("%") for ln in value.split("\n")[1:]):
+                    # Quoting does not help: Apptainer splits the file into sections before a shell reads it.
+                    self.err(value_node, f"env {key} of {what}: a line of the value starts with '%', which a "
+                                         "definition file reads as a section")
         for key in ("post", "test", "runscript"):
             if key in m:
-                fields[key] = self.string(m[key], f"{key} of {what}")
+                fields[key] = self.script(m[key], f"{key} of {what}")
         if "labels" in m:
             fields["labels"] = self.labels(m["labels"], what)
         if "shell" in m:
@@ -79,9 +86,10 @@ class ImageChecks(Shapes):
             fields["mirror"] = self.mirror(m["mirror"], kind)
         if "build_args" in m:
             fields["build_args"] = self.build_args(m["build_args"], what, kind)
+        not_secret = self.image_secrets(name, m)
         if len(self.diags) > n_before or kind is None or ref is None:
             return None
-        image = Image(name=name, base_kind=kind, base_ref=ref, pos=self.pos(at), **fields)
+        image = Image(name=name, base_kind=kind, base_ref=ref, pos=self.pos(at), not_secret=not_secret, **fields)
         image = self.renderable(image, m.get(kind) if kind in ("deffile", "dockerfile") else None, m.get("build_args"))
         return image if len(self.diags) == n_before else None
 
@@ -109,10 +117,33 @@ class ImageChecks(Shapes):
                                                       f"(Apptainer refuses unused build arguments; it uses: {used})")
         if source_node is None:
             return image
+        shown = os.path.join(os.path.dirname(self.file), image.base_ref)
+        before = len(self.waived)
+        self.source_secrets(shown, image.base_ref)
         for rel in source.inputs:
             proxy = YNode(rel, source_node.line, source_node.col, None)
-            self.relative_file(proxy, f"{image.base_ref}: input file")
+            if self.relative_file(proxy, f"{image.base_ref}: input file") is not None:
+                self.file_secrets(proxy, rel, f"{image.base_ref}")
+        if len(self.waived) > before:
+            image = dataclasses.replace(image, not_secret=image.not_secret + tuple(self.waived[before:]))
         return image
+
+    def script(self, node: YNode, what: str) -> str | None:
+        """A `post`/`test`/`runscript` text: no line may start with '%' (Apptainer would read
+        it as a new section, e.g. a %setup that runs on the build host), nor hold a CR or NUL.
+        The renderer refuses the same (deffile._user_text); here it is found at its line."""
+        text = self.string(node, what)
+        if text is None:
+            return None
+        offset, ok = 0, True
+        for n, line in enumerate(text.split("\n"), 1):
+            bad = ("starts with '%', which a definition file reads as a section" if line.lstrip().startswith("%")
+                   else "contains a carriage return" if "\r" in line else None)
+            if bad:
+                self.err(self.scalar_pos(node, offset + len(line) - len(line.lstrip())), f"{what}: line {n} {bad}")
+                ok = False
+            offset += len(line) + 1
+        return text if ok else None
 
     def allowed_setup(self) -> frozenset[str]:
         """Image names whose `%setup`/`%pre` the lab allows (setting allow_setup). Read from
@@ -203,12 +234,21 @@ class ImageChecks(Shapes):
         if os.path.isabs(path):
             # Site images (e.g. /shared/images/base.sif) live outside the workflow and may exist
             # only on the cluster, so they are checked when the image is built, not here.
-            if not NO_SPACE_PATH_RE.fullmatch(path) or not path.endswith(".sif"):
-                self.err(node, f"localimage path {path!r} must end with .sif and contain no whitespace")
+            if not WORD_RE.fullmatch(path) or not path.endswith(".sif"):
+                self.err(node, f"localimage path {path!r} must end with .sif and have {WORD_RULE} "
+                               "(it is written into the definition's From: line)")
                 return None
             return path
         proxy = YNode(path, node.line, node.col, None)
-        return self.relative_file(proxy, "localimage path", suffix=".sif")
+        return self.word(proxy, self.relative_file(proxy, "localimage path", suffix=".sif"), "localimage path")
+
+    def word(self, node: YNode, value: str | None, what: str) -> str | None:
+        """`value` (checked already, None if it was refused) if it can be one word of a
+        definition-file line: Apptainer cuts a line at '#' and splits it on blanks."""
+        if value is not None and not WORD_RE.fullmatch(value):
+            self.err(node, f"{what} {value!r} cannot be written in a definition file: use {WORD_RULE}")
+            return None
+        return value
 
     def apt_package(self, node: YNode) -> str | None:
         return self.matching(
@@ -230,10 +270,11 @@ class ImageChecks(Shapes):
         out: list[FileCopy] = []
         for src, dst_node in node.value.items():
             line, col = node.key_pos[src]
-            ok_src = self.relative_file(YNode(src, line, col), "files source")
+            src_node = YNode(src, line, col)
+            ok_src = self.word(src_node, self.relative_file(src_node, "files source"), "files source")
             dst = self.string(dst_node, "files destination")
-            if dst is not None and (not dst.startswith("/") or not NO_SPACE_PATH_RE.fullmatch(dst)):
-                self.err(dst_node, f"files destination {dst!r} must be an absolute path without whitespace")
+            if dst is not None and (not dst.startswith("/") or not WORD_RE.fullmatch(dst)):
+                self.err(dst_node, f"files destination {dst!r} must be an absolute path with {WORD_RULE}")
                 dst = None
             if ok_src is not None and dst is not None:
                 out.append(FileCopy(ok_src, dst))

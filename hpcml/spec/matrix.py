@@ -20,8 +20,25 @@ from hpcml.spec.yamlpos import YNode
 AXIS_FORMS = "a list of values, " + ", ".join(f"{{{k}: {v}}}" for k, v in SWEEP_FORMS.items())
 
 
+def task_bound(matrix: Matrix | None) -> int:
+    """The most tasks `matrix` can expand to, computed from its axes' sizes without
+    expanding it: the product of the axes plus one per include entry (an entry either
+    extends existing points or adds one); 1 for a step without a matrix."""
+    if matrix is None:
+        return 1
+    product = 1 if matrix.axes else 0
+    for _, values in matrix.axes:
+        product *= len(values)
+    return product + len(matrix.include)
+
+
 class MatrixChecks(Shapes):
     """The `matrix:` part of the checker."""
+
+    def __init__(self, file: str, root: str, text: str) -> None:
+        super().__init__(file, root, text)
+        #: Matrices checked but not yet expanded, with their node and step, in file order.
+        self.unexpanded: list[tuple[Matrix, YNode, str]] = []
 
     def matrix(self, node: YNode, what: str) -> Matrix | None:
         if not isinstance(node.value, dict):
@@ -52,12 +69,18 @@ class MatrixChecks(Shapes):
             self.err(node, f"matrix of {what} expands to {points} points; at most {MAX_MATRIX_POINTS} are allowed")
             return None
         matrix = Matrix(axes=tuple(axes), include=include, exclude=exclude)
-        # Expand now so `validate` reports what the planner would: exclude removing every
-        # point, or include entries repeating a point.
-        problem = _expansion_problem(matrix)
-        if problem:
-            self.err(node, f"matrix of {what} {problem}")
+        # Expanded later (expand_matrices), once the whole workflow's task count is known
+        # to be within max_tasks: nothing is expanded before that check.
+        self.unexpanded.append((matrix, node, what))
         return matrix
+
+    def expand_matrices(self) -> None:
+        """Expand every matrix so `validate` reports what the planner would: exclude
+        removing every point, or include entries repeating a point."""
+        for matrix, node, what in self.unexpanded:
+            problem = _expansion_problem(matrix)
+            if problem:
+                self.err(node, f"matrix of {what} {problem}")
 
     def axis_name(self, at: tuple[int, int], key: str, what: str) -> bool:
         if not AXIS_RE.fullmatch(key):

@@ -90,3 +90,83 @@ def _segments(text: str) -> tuple[tuple[str, str | None, str], ...]:
 def unescape(text: str) -> str:
     """Turn ``{{``/``}}`` into ``{``/``}``; the last step, once every placeholder is filled."""
     return PLACEHOLDER_RE.sub(lambda m: m.group(0) if m.group("name") is not None else m.group(0)[0], text)
+
+
+# ---- quoting around a placeholder --------------------------------------------------------
+
+#: What a substituted value may not stand inside: hpcml shell-quotes it (`'a b'`), and in
+#: these places those quotes are text, not quoting, so `"{x}"` with x = `a"; rm -rf ~; "`
+#: would run the rm.
+QUOTE_CONTEXTS = {"'": "single quotes", '"': "double quotes", "`": "backquotes", "heredoc": "a here-document"}
+
+_HEREDOC_RE = re.compile(r"<<-?[ \t]*(?P<q>['\"]?)(?P<word>[A-Za-z0-9_.-]+)(?P=q)")
+
+
+def quote_contexts(text: str) -> list[str | None]:
+    """For each character of the shell text `text`: the quoting it stands in (a key of
+    QUOTE_CONTEXTS), "#" inside a comment, or None outside any quoting.
+
+    A reading of POSIX shell quoting good enough to place placeholders: backslash escapes,
+    '…', "…", `…`, $'…', comments and here-documents. `$(…)` inside double quotes counts as
+    inside them (erring toward refusing).
+
+    >>> ctx = quote_contexts('echo "{x}" {y}')
+    >>> ctx[6], ctx[11]
+    ('"', None)
+    """
+    out: list[str | None] = [None] * len(text)
+    i, n = 0, len(text)
+    heredocs: list[tuple[str, bool]] = []  # (delimiter, tabs stripped) waiting for the next line
+    state: str | None = None
+    while i < n:
+        c = text[i]
+        if state is None:
+            if c == "\\":
+                i += 2
+                continue
+            if c == "\n" and heredocs:
+                i = _skip_heredocs(text, i + 1, heredocs, out)
+                heredocs = []
+                continue
+            if c == "#" and (i == 0 or text[i - 1] in " \t\n;&|("):
+                end = text.find("\n", i)
+                end = n if end < 0 else end
+                out[i:end] = ["#"] * (end - i)
+                i = end
+                continue
+            if c == "<" and (m := _HEREDOC_RE.match(text, i)):
+                heredocs.append((m.group("word"), m.group(0).startswith("<<-")))
+                i = m.end()
+                continue
+            if c == "$" and text.startswith("$'", i):
+                state, i = "'", i + 2  # ANSI-C quoting: as single quotes, for placing
+                continue
+            if c in "'\"`":
+                state = c
+            i += 1
+            continue
+        out[i] = state
+        if c == "\\" and state != "'":
+            if i + 1 < n:
+                out[i + 1] = state
+            i += 2
+            continue
+        if c == state:
+            state = None
+        i += 1
+    return out
+
+
+def _skip_heredocs(text: str, i: int, heredocs: list[tuple[str, bool]], out: list[str | None]) -> int:
+    """Mark the bodies of the pending here-documents from offset `i`; return the offset after them."""
+    for word, strip_tabs in heredocs:
+        while i < len(text):
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            line = text[i:end]
+            if (line.lstrip("\t") if strip_tabs else line) == word:
+                i = end + 1
+                break
+            out[i:end] = ["heredoc"] * (end - i)
+            i = end + 1
+    return i

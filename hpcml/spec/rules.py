@@ -48,6 +48,10 @@ MAX_NAME = 63
 MAX_RETRIES = 100
 MAX_GPUS = 64
 MAX_MATRIX_POINTS = 100_000
+#: The default and the smallest allowed value of the setting max_tasks (config.py): the most
+#: tasks a whole workflow may expand to, checked before any matrix is expanded.
+DEFAULT_MAX_TASKS = 100_000
+MIN_MAX_TASKS = 1000
 MAX_GRACE_S = 65535  # sbatch --signal accepts at most 65535 seconds
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -55,8 +59,12 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 ENV_RE = ENV_NAME_RE
 ENV_RULE = ENV_NAME_RULE
 AXIS_RE = ENV_NAME_RE
-SLURM_NAME_RE = re.compile(r"[A-Za-z0-9_.,:+-]+")  # partition, account, qos
-CONSTRAINT_RE = re.compile(r"[A-Za-z0-9_.,:+&|\[\]*-]+")
+#: partition, account, qos. The job-script renderer checks with these same patterns, so
+#: `validate` refuses exactly what submission would (before any image is built).
+SLURM_NAME_RE = re.compile(r"[A-Za-z0-9_.,-]+")
+SLURM_NAME_RULE = "use letters, digits and _ . , -"
+CONSTRAINT_RE = re.compile(r"[A-Za-z0-9_.,&|\[\]*-]+")
+CONSTRAINT_RULE = "use feature names of letters, digits, _ . - joined with & | , and [ ] *"
 GPU_TYPE_RE = re.compile(r"[A-Za-z0-9_.-]+")  # it lands inside --gres=gpu:TYPE:N, so no colon
 LABEL_KEY_RE = re.compile(r"[A-Za-z0-9._-]+")
 APT_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)?")
@@ -68,5 +76,6 @@ MAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
 REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 REF_EXPECTED = "a reference such as nvcr.io/nvidia/pytorch:24.01-py3 (letters, digits and . _ / : @ + -)"
 CATALOG_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*(?::[A-Za-z0-9_.-]+)?")
-URL_RE = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!&'()*+,;=%-]+")
+# No '#': the URL lands in a definition header (MirrorURL:), which Apptainer cuts at '#'.
+URL_RE = re.compile(r"https?://[A-Za-z0-9._~:/?\[\]@!&'()*+,;=%-]+")
 NO_SPACE_PATH_RE = re.compile(r"[^\s\x00]+")

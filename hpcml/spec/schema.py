@@ -70,13 +70,16 @@ def _resources() -> dict[str, Any]:
 
 def _image() -> dict[str, Any]:
     rel_path = {"type": "string", "pattern": r"^[^/\s][^\s]*$"}
+    # A requirements file is copied by a %files line, a definition-file word (model.WORD_RE):
+    # no blanks, '#', '%', quotes, backslashes or control characters.
+    rel_word = {"type": "string", "pattern": r"^[^/\s'\"\\%#][^\s'\"\\%#]*$"}
     return _object(
         {
             "from": {"type": "string", "description": spec.FROM_FORMS},
             "apt": {"type": "array", "items": _pattern(spec.APT_RE)},
             "pip": {"type": "array", "items": _pattern(spec.PIP_RE)},
-            "requirements": rel_path,
-            "files": {"type": "object", "additionalProperties": {"type": "string", "pattern": r"^/\S*$"}},
+            "requirements": rel_word,
+            "files": {"type": "object", "additionalProperties": {"type": "string", "pattern": r"^/[^\s'\"\\%#]*$"}},
             "env": _ENV,
             "post": {"type": "string"},
             "test": {"type": "string"},

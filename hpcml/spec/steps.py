@@ -4,15 +4,19 @@ resources (merged with defaults) and checkpoints. The `matrix:` of a step is mat
 from __future__ import annotations
 
 import difflib
+import shlex
 from typing import Any, Callable
 
 from hpcml.model import Checkpoint, Matrix, Resources, Step
 from hpcml.spec import placeholders, units
+from hpcml.spec.expand import format_value
 from hpcml.spec.matrix import MatrixChecks
+from hpcml.spec.secrets import SecretChecks
 from hpcml.spec.rules import (
     BUILTIN_PLACEHOLDERS,
     CHECKPOINT_KEYS,
     CONSTRAINT_RE,
+    CONSTRAINT_RULE,
     ENV_RE,
     ENV_RULE,
     GPU_TYPE_RE,
@@ -25,13 +29,14 @@ from hpcml.spec.rules import (
     SHELLS,
     SIGNALS,
     SLURM_NAME_RE,
+    SLURM_NAME_RULE,
     STEP_KEYS,
 )
 from hpcml.spec.shapes import describe, suggest
 from hpcml.spec.yamlpos import YNode
 
 
-class StepChecks(MatrixChecks):
+class StepChecks(MatrixChecks, SecretChecks):
     """The `steps:` part of the checker (and the resource checks `defaults:` shares)."""
 
     # ---- steps ----------------------------------------------------------------------
@@ -77,6 +82,12 @@ class StepChecks(MatrixChecks):
         checkpoint = self.checkpoint(m["checkpoint"], resources) if "checkpoint" in m else None
         env = dict(defaults.get("env") or {})
         env.update(self.env(m["env"], f"env of {what}") if "env" in m else {})
+        # A step's env lands in plan.json, the journal and the task key: no place for a secret.
+        not_secret = tuple(defaults.get("not_secret", ())) + (self.env_secrets(m["env"], f"env of {what}") if "env" in m else ())
+        if "run" in m:  # the command is written into the plan, the task's cmd.sh and its key
+            before = len(self.waived)
+            self.value_secrets(m["run"], f"run of {what}")
+            not_secret += tuple(self.waived[before:])
         secrets = self.string_list(m["secrets"], f"secrets of {what}", self.secret) if "secrets" in m else ()
         for secret in secrets:
             if secret in env:
@@ -87,7 +98,7 @@ class StepChecks(MatrixChecks):
         return Step(
             name=name, image=image, run=run, needs=needs, matrix=matrix, max_parallel=max_parallel,
             resources=resources, retries=retries or 0, checkpoint=checkpoint, secrets=secrets,
-            env=tuple(env.items()), shell=shell, pos=self.pos(at),
+            env=tuple(env.items()), shell=shell, not_secret=not_secret, pos=self.pos(at),
         )
 
     def step_image(
@@ -163,8 +174,11 @@ class StepChecks(MatrixChecks):
             known += [a for a, _ in matrix.axes]
             known += [k for entry in matrix.include for k, _ in entry if k not in known]
         known += [f"in.{n}" for n in needs]
+        contexts: list[str | None] | None = None
         for ph in placeholders.find_placeholders(run):
             if ph.name in known:
+                contexts = contexts or placeholders.quote_contexts(run)
+                self.placeholder_quoting(node, ph, contexts[ph.start], what, matrix)
                 continue
             at = self.scalar_pos(node, ph.start)
             if ph.name.startswith("in."):
@@ -176,6 +190,30 @@ class StepChecks(MatrixChecks):
                 hint = f" (did you mean {{{close[0]}}}?)" if close else ""
                 msg = f"unknown placeholder {{{ph.name}}} in run of {what}{hint}"
             self.err(at, f"{msg}; known: {', '.join('{' + k + '}' for k in known)} (write {{{{ and }}}} for literal braces)")
+
+    def placeholder_quoting(self, node: YNode, ph: placeholders.Placeholder, context: str | None, what: str,
+                            matrix: Matrix | None) -> None:
+        """Refuse a placeholder inside quotes, backquotes or a here-document whose value
+        could need quoting: hpcml shell-quotes substituted values, and there the quotes
+        would be text, so a value holding `"` could end the quoting and run a command.
+        {step}, {task}, {out}, {in.STEP} and matrix values that need no quoting (`0.1`,
+        `resnet-50`) are the same quoted or not, so they are allowed."""
+        # {out}/{in.STEP} are task paths under a workflow directory that `run` refuses unless
+        # they need no quoting (jobs.check_run_path): right inside quotes too.
+        if context not in placeholders.QUOTE_CONTEXTS or ph.name in ("step", "task", "out") or ph.name.startswith("in."):
+            return
+        values = [v for k, vs in (matrix.axes if matrix else ()) if k == ph.name for v in vs]
+        values += [v for entry in (matrix.include if matrix else ()) for k, v in entry if k == ph.name]
+        unsafe = [text for text in (format_value(v) for v in values) if shlex.quote(text) != text]
+        if not unsafe:
+            return
+        why = f"its value {unsafe[0]!r} is quoted by hpcml, and inside {placeholders.QUOTE_CONTEXTS[context]} " \
+              "those quotes would be text (a value holding a quote could end them and run a command)"
+        where = placeholders.QUOTE_CONTEXTS[context]
+        self.err(self.scalar_pos(node, ph.start),
+                 f"placeholder {{{ph.name}}} in run of {what} stands inside {where}: {why}; write it outside "
+                 f"quotes (`echo {{{ph.name}}}/x` — hpcml quotes it), or assign it first: "
+                 f"`v={{{ph.name}}}; echo \"$v\"`")
 
     # ---- resources and checkpoints --------------------------------------------------
 
@@ -191,9 +229,9 @@ class StepChecks(MatrixChecks):
 
     def resource(self, key: str, node: YNode) -> Any:
         if key in ("partition", "account", "qos"):
-            return self.matching(node, key, SLURM_NAME_RE, "use letters, digits and _ . , : + -")
+            return self.matching(node, key, SLURM_NAME_RE, SLURM_NAME_RULE)
         if key == "constraint":
-            return self.matching(node, key, CONSTRAINT_RE, "use feature names joined with & | , and [ ] * ")
+            return self.matching(node, key, CONSTRAINT_RE, CONSTRAINT_RULE)
         if key == "gpu_type":
             return self.matching(node, key, GPU_TYPE_RE, "use letters, digits, '_', '.' and '-' (e.g. a100)")
         if key == "gpu_vendor":

@@ -109,7 +109,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ("file-absolute", "hpcml: 1\nname: t\nimages:\n  b: {from: scratch, files: {/etc/passwd: /x}}\n" + S, "4:30", "must be relative to the workflow directory"),
     ("file-missing", "hpcml: 1\nname: t\nimages:\n  b: {from: scratch, files: {nope.py: /x}}\n" + S, "4:30", "files source 'nope.py' does not exist"),
     ("file-dst-relative", "hpcml: 1\nname: t\nimages:\n  b: {from: scratch, files: {src: opt/src}}\n" + S, "4:35", "must be an absolute path"),
-    ("file-dst-space", "hpcml: 1\nname: t\nimages:\n  b: {from: scratch, files: {src: '/opt/my src'}}\n" + S, "4:35", "without whitespace"),
+    ("file-dst-space", "hpcml: 1\nname: t\nimages:\n  b: {from: scratch, files: {src: '/opt/my src'}}\n" + S, "4:35", "with no blanks, '#'"),
     ("requirements-missing", "hpcml: 1\nname: t\nimages:\n  b: {from: scratch, requirements: req.txt}\n" + S, "4:36", "requirements file 'req.txt' does not exist"),
     ("localimage-missing", "hpcml: 1\nname: t\nimages:\n  x: {from: 'localimage:base.sif'}\n" + "steps:\n  a: {image: x, run: x}\n", "4:13", "localimage path 'base.sif' does not exist"),
     ("localimage-escape", "hpcml: 1\nname: t\nimages:\n  x: {from: 'localimage:../o.sif'}\n" + "steps:\n  a: {image: x, run: x}\n", "4:13", "must not contain '..'"),
