@@ -3,8 +3,8 @@
 Images are processed parents first; independent images build in parallel threads. For
 each image: look its key up in the catalog path (integrity-checked); otherwise take the
 key's lock in the first writable catalog, look again (another process may have built it
-meanwhile), build in a private temp directory with the workflow root as working
-directory (so relative `%files` sources resolve), and publish. A failed build publishes
+meanwhile), copy the image's inputs into a private build directory (staging.py), build
+there from those copies only, and publish. A failed build publishes
 nothing, keeps its log in the catalog's `logs/failed/`, and its children are skipped.
 
 Example:
@@ -30,6 +30,7 @@ from hpcml.clients.apptainer import Apptainer
 from hpcml.images.catalog import Catalog, Entry
 from hpcml.images.manifest import file_fingerprint, new_manifest
 from hpcml.images.search import CatalogPath
+from hpcml.images.staging import stage_inputs
 from hpcml.config import Settings
 from hpcml.errors import BuildError, HpcmlError
 from hpcml.images.locking import Owner
@@ -303,15 +304,18 @@ class _Builder:
         started = time.monotonic()
         try:
             def_path, out = tmp / f"{name}.def", tmp / f"{name}.sif"
-            text = deffile.bind(image.definition, parent_sif=parent_sif, name=name, key=image.key,
-                                version=__version__)
+            # Build only from copies of the hashed inputs, under generated names (staging.py).
+            staged = stage_inputs(self.plan.workflow.root, image.inputs, tmp)
+            local = deffile.localize(image.definition, staged, build_args=dict(image.image.build_args),
+                                     allow_host=image.image.host_setup)
+            text = deffile.bind(local, parent_sif=parent_sif, name=name, key=image.key, version=__version__)
             def_path.write_text(text, encoding="utf-8")
             binds = list(self.settings.build_binds) + self.ca_binds(image, tmp)
             build_args = image.image.build_args  # validated: buildargs.VALUE_RE, in the key
             argv = self.app.build_argv(str(def_path), str(out), self.settings.build_flags, binds, build_args)
-            build_log.write_text(_log_header(argv, self.plan.workflow.root, text), encoding="utf-8")
+            build_log.write_text(_log_header(argv, str(tmp), text), encoding="utf-8")
             done = self.app.build(str(def_path), str(out), flags=self.settings.build_flags, binds=binds,
-                                  cwd=self.plan.workflow.root, log_path=str(build_log), build_args=build_args)
+                                  cwd=str(tmp), log_path=str(build_log), build_args=build_args)
             seconds = time.monotonic() - started
             with open(build_log, "a", encoding="utf-8") as fh:
                 fh.write(f"\n# ---- exit: {done.returncode} after {seconds:.1f}s\n")

@@ -63,7 +63,7 @@ class ImageChecks(Shapes):
         if "pip" in m:
             fields["pip"] = self.string_list(m["pip"], f"pip of {what}", self.pip_requirement)
         if "requirements" in m:
-            fields["requirements"] = self.relative_file(m["requirements"], "requirements file")
+            fields["requirements"] = self.relative_file(m["requirements"], "requirements file", source=True)
         if "files" in m:
             fields["files"] = self.files(m["files"], what)
         if "env" in m:
@@ -208,7 +208,7 @@ class ImageChecks(Shapes):
                 return None
             return path
         proxy = YNode(path, node.line, node.col, None)
-        return self.relative_file(proxy, "localimage path", suffix=".sif")
+        return self.relative_file(proxy, "localimage path", suffix=".sif", source=True)
 
     def apt_package(self, node: YNode) -> str | None:
         return self.matching(
@@ -230,7 +230,7 @@ class ImageChecks(Shapes):
         out: list[FileCopy] = []
         for src, dst_node in node.value.items():
             line, col = node.key_pos[src]
-            ok_src = self.relative_file(YNode(src, line, col), "files source")
+            ok_src = self.relative_file(YNode(src, line, col), "files source", source=True)
             dst = self.string(dst_node, "files destination")
             if dst is not None and (not dst.startswith("/") or not NO_SPACE_PATH_RE.fullmatch(dst)):
                 self.err(dst_node, f"files destination {dst!r} must be an absolute path without whitespace")
