@@ -119,12 +119,14 @@ class Apptainer:
         cwd: str | None = None,
         log_path: str | None = None,
         build_args: Sequence[tuple[str, str]] = (),
+        pass_fds: Sequence[int] = (),
     ) -> Completed:
         """Run a build and return what happened; the caller decides. With `log_path`, the
         build's output is appended there as it comes (stdout is then empty, stderr its end)."""
         argv = self.build_argv(def_path, out_sif, flags, binds, build_args)
         if log_path is not None:
-            return self.runner.run_logged(argv, log_path=log_path, cwd=cwd, exact_env=build_environment(os.environ))
+            return self.runner.run_logged(argv, log_path=log_path, cwd=cwd, exact_env=build_environment(os.environ),
+                                          pass_fds=pass_fds)
         return self.runner.run(argv, cwd=cwd)
 
     def inspect_labels(self, sif: str) -> dict[str, str]:

@@ -52,6 +52,7 @@ class Runner(Protocol):
         cwd: str | None = None,
         timeout: float | None = None,
         exact_env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> Completed: ...
 
 
@@ -102,10 +103,12 @@ class LocalRunner:
         cwd: str | None = None,
         timeout: float | None = None,
         exact_env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> Completed:
         """Like `run`, but stdout and stderr are appended to the file `log_path` as they come
         (someone can `tail -f` a long build, and a killed run leaves what it printed).
-        With `exact_env` the program gets exactly that environment, nothing of ours.
+        With `exact_env` the program gets exactly that environment, nothing of ours;
+        `pass_fds` stay open in it under the same numbers.
 
         The returned `stderr` holds the end of that output, for error messages. The log is
         opened without following a symbolic link.
@@ -117,7 +120,8 @@ class LocalRunner:
             with open(fd, "ab") as sink:
                 proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
                                         stderr=subprocess.STDOUT,
-                                        env=dict(exact_env) if exact_env is not None else None)
+                                        env=dict(exact_env) if exact_env is not None else None,
+                                        pass_fds=tuple(pass_fds))
         except OSError as err:
             return _not_started(args, err)
         try:

@@ -222,9 +222,11 @@ class SshRunner:
         cwd: str | None = None,
         timeout: float | None = None,
         exact_env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> Completed:
         """Like `run`; output is appended to the local file `log_path` as it comes. The
-        remote command gets the SSH session's environment, plus `exact_env`."""
+        remote command gets the SSH session's environment, plus `exact_env`; `pass_fds`
+        (local descriptors) cannot travel and are ignored."""
         with open(log_path, "ab") as sink:
             def write(data: bytes) -> None:
                 sink.write(data)
