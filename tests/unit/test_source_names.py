@@ -85,3 +85,11 @@ def test_localize_names_only_staged_copies() -> None:
 def test_localize_refuses_an_unstaged_source() -> None:
     with pytest.raises(ValueError, match="was not staged"):
         deffile.localize("Bootstrap: scratch\n%files\n  a /a\n", {})
+
+
+def test_dockerfile_copy_sources_are_refused(tmp_path: Path) -> None:
+    root = hostile_root(tmp_path)
+    (root / "Dockerfile").write_text("FROM debian:12\nCOPY ~root/.profile /stolen\n")
+    text = 'hpcml: 1\nname: t\nimages:\n  b: {dockerfile: Dockerfile}\nsteps:\n  a: {image: b, run: x}\n'
+    got = messages(text, root)
+    assert any("%files source '~root/.profile'" in m and "with a shell" in m for m in got), got
