@@ -166,6 +166,8 @@ class FileLock:
             mtime = os.stat(self.path).st_mtime
         except FileNotFoundError:
             return False
+        if holder.host == socket.gethostname():
+            return owner_is_dead(holder, mtime, 0.0, self.stale_after_s)  # judged by its pid, not by time
         return owner_is_dead(holder, mtime, server_now(self.path.parent), self.stale_after_s)
 
     def _break(self, holder: Owner) -> None:

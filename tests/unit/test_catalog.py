@@ -262,6 +262,18 @@ def test_lock_on_another_host_is_broken_only_when_its_heartbeat_is_old(tmp_path:
         pass
 
 
+def test_lock_staleness_is_judged_by_the_file_servers_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12, finding 4: a client whose clock runs an hour ahead does not break a live
+    lock. The skew is faked (this machine's clock is shared and cannot be skewed for a test)."""
+    other = Owner("some-other-host", 1, "1", "f00d")
+    lock_file = tmp_path / "k.lock"
+    lock_file.write_text(json.dumps(other.__dict__))  # a fresh heartbeat, by the server's clock
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # fake: a skewed local clock
+    with pytest.raises(CatalogError, match="some-other-host:1"):
+        FileLock(lock_file, timeout_s=0.5, stale_after_s=60).acquire()
+
+
 def _contend(path: str, counter: str, n: int) -> None:
     for _ in range(n):
         with FileLock(Path(path), poll_s=0.01):
