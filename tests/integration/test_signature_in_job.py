@@ -65,3 +65,38 @@ def test_sif_swapped_while_the_job_waits_is_refused(tmp_path: Path, apptainer, s
     log = (victim_dir / "log").read_text()
     assert f"refusing to run {sif}: its signature does not verify" in log, log
     assert not (victim_dir / "out" / "r").exists()  # the swapped image never ran
+
+
+def test_local_executor_refuses_a_swapped_sif_too(tmp_path: Path, apptainer, busybox_sif: Path) -> None:  # noqa: ANN001
+    """The same wrapper runs local tasks: the swap happens while `gate` runs."""
+    import threading
+
+    priv, pub = keypair(tmp_path)
+    wf = write_workflow(tmp_path / "wf", "sigjob", STEPS.replace("sleep 12", "sleep 4"))
+    wf.write_text(wf.read_text().replace("defaults:", "  gate:\n    from: bb\n    post: echo gate\ndefaults:", 1))
+    env = {"HOME": str(tmp_path), **settings_env(apptainer, tmp_path),
+           "HPCML_SIGNING_KEY": str(priv), "HPCML_VERIFY_KEY": str(pub), "HPCML_REQUIRE_SIGNATURES": "true"}
+    settings = config.load(env=env)
+    key = plan.build(spec.load(wf)).images["bb"].key
+    sif = Catalog(tmp_path / "cat").sif_path(key)
+    tasks = wf.parent / ".hpcml" / "tasks"
+
+    def swap_when_gate_runs() -> None:
+        for _ in range(600):
+            logs = list((tasks / "gate").glob("*/log")) if (tasks / "gate").is_dir() else []
+            if logs and "attempt 1" in logs[0].read_text():
+                evil = sif.with_name(".evil.sif")
+                evil.write_bytes(busybox_sif.read_bytes())
+                os.rename(evil, sif)
+                return
+            time.sleep(0.1)
+
+    swapper = threading.Thread(target=swap_when_gate_runs)
+    swapper.start()
+    outcome = api.run(wf, executor="local", settings=settings)
+    swapper.join()
+    states = {t.step: t for t in outcome.status.tasks}  # type: ignore[union-attr]
+    assert states["gate"].state == "completed"
+    assert states["victim"].state == "failed" and states["victim"].exit_code == protocol.VERIFY_FAILED_EXIT
+    log = next((tasks / "victim").glob("*/log")).read_text()
+    assert f"refusing to run {sif}: its signature does not verify" in log, log
