@@ -304,10 +304,10 @@ class _Builder:
         # The build's output streams into build.log inside the catalog as it runs: users can
         # follow a long build, and a builder killed mid-way leaves its log (gc'd after a day).
         build_log = tmp / "build.log"
-        os.close(os.open(build_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
-        self.emit(name, "building", log=str(bdir.path / "build.log"))
         started = time.monotonic()
         try:
+            os.close(os.open(build_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            self.emit(name, "building", log=str(bdir.path / "build.log"))
             def_path, out = Path(f"{name}.def"), Path(f"{name}.sif")
             # Apptainer gets them through the descriptor it inherits (it resolves paths once,
             # early); %files names stay relative to its working directory, this directory.
