@@ -305,6 +305,7 @@ class _Builder:
         # follow a long build, and a builder killed mid-way leaves its log (gc'd after a day).
         build_log = tmp / "build.log"
         started = time.monotonic()
+        fds: list[int] = []
         try:
             os.close(os.open(build_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
             self.emit(name, "building", log=str(bdir.path / "build.log"))
@@ -316,6 +317,12 @@ class _Builder:
             staged = stage_inputs(self.plan.workflow.root, image.inputs, tmp)
             local = deffile.localize(image.definition, staged, build_args=dict(image.image.build_args),
                                      allow_host=image.image.host_setup)
+            fds = [bdir.fd]
+            if parent_sif is not None:
+                # The parent is held open and checked on that descriptor: a member who renames
+                # another file onto its catalog path during the build changes nothing.
+                fds.append(self.pin_parent(image, parent_sif))
+                parent_sif = f"/proc/self/fd/{fds[-1]}"
             text = deffile.bind(local, parent_sif=parent_sif, name=name, key=image.key, version=__version__)
             with open(os.open(tmp / def_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600),
                       "w", encoding="utf-8") as fh:
@@ -327,7 +334,7 @@ class _Builder:
             with open(build_log, "a", encoding="utf-8") as fh:  # made above, O_NOFOLLOW, in a 0700 directory
                 fh.write(_log_header(argv, str(bdir.path), text))
             done = self.app.build(def_arg, out_arg, flags=self.settings.build_flags, binds=binds,
-                                  cwd=str(tmp), log_path=str(build_log), build_args=build_args, pass_fds=[bdir.fd])
+                                  cwd=str(tmp), log_path=str(build_log), build_args=build_args, pass_fds=fds)
             seconds = time.monotonic() - started
             with open(build_log, "a", encoding="utf-8") as fh:
                 fh.write(f"\n# ---- exit: {done.returncode} after {seconds:.1f}s\n")
@@ -361,7 +368,22 @@ class _Builder:
             self.emit(name, "done", sif=str(entry.sif), log=manifest.log, seconds=seconds)
             return ImageResult(name, image.key, "done", str(entry.sif), manifest.log, seconds)
         finally:
+            for fd in fds[1:]:
+                os.close(fd)
             bdir.close()
+
+    def pin_parent(self, image: ImagePlan, parent_sif: str) -> int:
+        """A descriptor on the parent's SIF, checked (hash, signature) on that descriptor."""
+        entry = self.path.lookup(image.parent_key) if image.parent_key else None
+        if entry is None or str(entry.sif) != parent_sif:
+            raise BuildError(f"image {image.name}: its parent {parent_sif} is no longer in the catalog")
+        fd = os.open(entry.sif, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            self.path.check_open(entry, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def ca_binds(self, image: ImagePlan, tmp: Path, real: Path) -> list[str]:
         """Bind a private directory holding the CA bundle where deffile's %post prelude looks.

@@ -125,3 +125,18 @@ def test_builder_environment_stays_out_of_log_manifest_and_image(tmp_path: Path,
     assert secret not in run_in(s, sifs["host"], "cat /setup-env")
     assert json.loads(cat.meta_path(p.images["base"].key).read_text())["key"] == p.images["base"].key
     assert os.environ["HPCML_TEST_SECRET"] == secret
+
+
+def test_child_builds_from_its_parent_held_open_and_checked(tmp_path: Path) -> None:
+    """The parent SIF is opened once, checked (hash and signature) on that descriptor, and
+    the child is built from it (`From: /proc/self/fd/N`), not from its catalog path."""
+    from test_images import keypair
+
+    priv, pub = keypair(tmp_path)
+    wf = write_workflow(tmp_path / "wf")
+    s = settings(tmp_path, signing_key=str(priv), verify_key=str(pub), require_signatures=True)
+    p = plan.build(spec.load(wf))
+    sifs = images.ensure(p, s)
+    log = Catalog(tmp_path / "cat").log_path(p.images["child"].key).read_text()
+    assert "\nFrom: /proc/self/fd/" in log and str(sifs["base"]) not in log.split("# ---- apptainer build")[0]
+    assert run_in(s, sifs["child"], "cat /post-marker; cat /hello.txt").split() == ["post-ran", "hello", "v1"]
