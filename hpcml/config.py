@@ -68,6 +68,9 @@ class Settings:
     require_signatures: bool = _f(False, "bool", "refuse catalog images whose signature does not verify")
     signing_key: str | None = _f(None, "path", "private key (PEM) used to sign images on publish")
     verify_key: str | None = _f(None, "path", "public key (PEM) that signatures are verified against")
+    lock_stale_after: int = _f(
+        120, "int", "seconds without a heartbeat after which another host may break an image build's lock"
+    )
     executor: str = _f("auto", "choice", "where tasks run", ("auto", "slurm", "local"))
     slurm_wait_s: int = _f(
         600, "int", "how long (seconds) hpcml waits for a slurmctld that does not answer, while "

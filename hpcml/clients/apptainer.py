@@ -13,11 +13,36 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Mapping, Sequence
 
 from hpcml.errors import BuildError, CatalogError, HpcmlError
 from hpcml.clients.runner import Completed, Runner
+
+
+#: What of the builder's environment `apptainer build` gets (issue 12: build logs and
+#: images never hold the builder's environment): where to find programs, who and where the
+#: builder is, the locale, Apptainer's own settings and the proxies a bootstrap downloads
+#: through. `%setup` (when a lab allows it) sees only these; `%post` gets Apptainer's clean one.
+BUILD_ENV_KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+                            "XDG_RUNTIME_DIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",
+                            "HTTPS_PROXY", "NO_PROXY"})
+#: Prefixes of Apptainer's settings (APPTAINER_TMPDIR, APPTAINER_CACHEDIR, …); the
+#: `*ENV_` forms, which would set variables inside the build, are left out.
+BUILD_ENV_PREFIXES = ("APPTAINER_", "SINGULARITY_")
+
+
+def build_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment `apptainer build` runs with: `environ` filtered by BUILD_ENV_KEEP
+    and BUILD_ENV_PREFIXES.
+
+    >>> build_environment({"PATH": "/bin", "AWS_SECRET_ACCESS_KEY": "x", "APPTAINERENV_A": "1"})
+    {'PATH': '/bin'}
+    """
+    return {k: v for k, v in environ.items()
+            if k in BUILD_ENV_KEEP or (k.startswith(BUILD_ENV_PREFIXES) and not k.startswith(("APPTAINERENV_",
+                                                                                                "SINGULARITYENV_")))}
 
 
 class Apptainer:
@@ -94,12 +119,14 @@ class Apptainer:
         cwd: str | None = None,
         log_path: str | None = None,
         build_args: Sequence[tuple[str, str]] = (),
+        pass_fds: Sequence[int] = (),
     ) -> Completed:
         """Run a build and return what happened; the caller decides. With `log_path`, the
         build's output is appended there as it comes (stdout is then empty, stderr its end)."""
         argv = self.build_argv(def_path, out_sif, flags, binds, build_args)
         if log_path is not None:
-            return self.runner.run_logged(argv, log_path=log_path, cwd=cwd)
+            return self.runner.run_logged(argv, log_path=log_path, cwd=cwd, exact_env=build_environment(os.environ),
+                                          pass_fds=pass_fds)
         return self.runner.run(argv, cwd=cwd)
 
     def inspect_labels(self, sif: str) -> dict[str, str]:

@@ -51,6 +51,8 @@ class Runner(Protocol):
         log_path: str,
         cwd: str | None = None,
         timeout: float | None = None,
+        exact_env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> Completed: ...
 
 
@@ -100,18 +102,26 @@ class LocalRunner:
         log_path: str,
         cwd: str | None = None,
         timeout: float | None = None,
+        exact_env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> Completed:
         """Like `run`, but stdout and stderr are appended to the file `log_path` as they come
         (someone can `tail -f` a long build, and a killed run leaves what it printed).
+        With `exact_env` the program gets exactly that environment, nothing of ours;
+        `pass_fds` stay open in it under the same numbers.
 
-        The returned `stderr` holds the end of that output, for error messages.
+        The returned `stderr` holds the end of that output, for error messages. The log is
+        opened without following a symbolic link.
         """
         args = tuple(str(a) for a in argv)
         log.debug("run %s >> %s", args, log_path)
         try:
-            with open(log_path, "ab") as sink:
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            with open(fd, "ab") as sink:
                 proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT,
+                                        env=dict(exact_env) if exact_env is not None else None,
+                                        pass_fds=tuple(pass_fds))
         except OSError as err:
             return _not_started(args, err)
         try:

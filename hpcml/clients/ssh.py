@@ -221,14 +221,18 @@ class SshRunner:
         log_path: str,
         cwd: str | None = None,
         timeout: float | None = None,
+        exact_env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> Completed:
-        """Like `run`; output is appended to the local file `log_path` as it comes."""
+        """Like `run`; output is appended to the local file `log_path` as it comes. The
+        remote command gets the SSH session's environment, plus `exact_env`; `pass_fds`
+        (local descriptors) cannot travel and are ignored."""
         with open(log_path, "ab") as sink:
             def write(data: bytes) -> None:
                 sink.write(data)
                 sink.flush()
 
-            code = self.stream(argv, write, write, cwd=cwd, timeout=timeout)
+            code = self.stream(argv, write, write, cwd=cwd, env=exact_env, timeout=timeout)
         with open(log_path, "rb") as fh:
             fh.seek(max(0, os.fstat(fh.fileno()).st_size - (64 << 10)))
             tail = fh.read().decode("utf-8", "replace")

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 
 from hpcml import fsutil
 from hpcml.errors import CatalogError
-from hpcml.images.locking import FileLock, Owner
+from hpcml.images.locking import STALE_AFTER_S, FileLock, Owner
 from hpcml.images.manifest import KEY_RE, Manifest, check_key, check_name
 
 LAYOUT_VERSION = 1
@@ -134,8 +134,18 @@ class Catalog:
         # The root's owner sets the sharing: created by hpcml (a personal cache) it is
         # private to the umask; made 2775 by a lab admin, every sub-directory is too.
         self.root.mkdir(parents=True, exist_ok=True)
-        for sub in ("sif", "meta", "tags", "logs", "logs/failed", "logs/jobs", "locks", "used", "tmp", "builds"):
+        for sub in ("sif", "meta", "tags", "logs", "logs/failed", "logs/jobs", "locks", "used", "builds"):
             _mkdir_shared(self.root / sub, self.dir_mode())
+        # tmp/ holds every builder's private directory: sticky, so that no member can rename
+        # or remove another's (issue 12). One made before hpcml set the bit gets it from its owner.
+        tmp = self.root / "tmp"
+        _mkdir_shared(tmp, self.dir_mode() | stat.S_ISVTX)
+        try:
+            st = os.lstat(tmp)
+            if st.st_uid == os.getuid() and not st.st_mode & stat.S_ISVTX:
+                os.chmod(tmp, stat.S_IMODE(st.st_mode) | stat.S_ISVTX)
+        except OSError:
+            pass
         marker = self.root / "catalog.json"
         if not marker.exists():
             _write_atomic(marker, json.dumps({"hpcml_catalog": LAYOUT_VERSION}) + "\n", TAG_MODE)
@@ -217,34 +227,67 @@ class Catalog:
         if reason is not None:
             raise CatalogError(f"catalog {self.root} is not writable ({reason})")
 
-    def build_dir(self, name: str) -> Path:
-        """A private scratch directory for one build, inside this catalog's `tmp/`.
+    def build_dir(self, name: str) -> "BuildDir":
+        """A private (0700) scratch directory for one build, inside this catalog's `tmp/`,
+        held open (see BuildDir).
 
         Building here keeps every byte hpcml writes inside the catalog, and lets `publish`
         move the finished SIF into place with a rename instead of copying gigabytes.
-        `gc` removes such directories left by builders that died, after a day.
+        `gc` removes such directories left by builders that died, after a day. Raises
+        CatalogError when `tmp/` lets other users rename what is in it (not sticky).
         """
         self.require_writable()
         self.init()
-        return Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=self.root / "tmp"))
+        tmp = self.root / "tmp"
+        st = os.lstat(tmp)
+        if not stat.S_ISDIR(st.st_mode):
+            raise CatalogError(f"{tmp} is not a directory (a symbolic link?); remove it so hpcml can recreate it")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise CatalogError(f"{tmp} is writable by other users without the sticky bit, so a lab member could "
+                               f"swap a running build's directory; its owner (uid {st.st_uid}) must run "
+                               f"`chmod +t {tmp}` (docs/security.md)")
+        path = tempfile.mkdtemp(prefix=f"build-{name}-", dir=tmp)  # 0700, ours
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        mine = os.fstat(fd)
+        if mine.st_uid != os.getuid() or mine.st_mode & 0o777 != 0o700:
+            os.close(fd)
+            raise CatalogError(f"{path}: not the private directory hpcml just created")
+        return BuildDir(Path(path), fd)
 
-    def publish(self, sif: Path, manifest: Manifest, log_text: str | None = None) -> Entry:
+    def publish(self, sif: Path, manifest: Manifest, log_text: str | None = None,
+                owned: Callable[[], bool] | None = None) -> Entry:
         """Bring `sif` in, then its manifest: crash-safe; a crash leaves no complete entry.
 
-        A SIF already inside this catalog (built in `build_dir`) is renamed into place;
-        any other is copied.
+        A SIF already inside this catalog (built in `build_dir`) is moved into place; any
+        other is copied. Nothing published is ever replaced: a complete entry already there
+        raises CatalogError (only a SIF without a manifest, left by a publish that crashed,
+        is replaced). `owned` (the build lock's `still_held`) is asked just before each
+        step that makes something visible: a builder whose lock was broken and taken over
+        while it was stopped publishes nothing (issue 12).
         """
         self.require_writable()
         self.init()
         key = manifest.key
+
+        def check_owned() -> None:
+            if owned is not None and not owned():
+                raise CatalogError(f"lost the build lock {self.lock_path(key)} to another builder while building "
+                                   f"{key[:12]} (stopped longer than lock_stale_after?); published nothing")
+            if self.meta_path(key).exists():
+                raise CatalogError(f"image {key[:12]} was published in {self.root} by another builder meanwhile; "
+                                   "kept theirs, published nothing")
+
+        check_owned()
         if log_text is not None:
             _write_atomic(self.log_path(key), log_text, FILE_MODE)
         _mkdir_shared(self.sif_path(key).parent, self.dir_mode())
+        check_owned()
         if (self.root / "tmp") in Path(sif).resolve().parents:
             _move_atomic(sif, self.sif_path(key))
         else:
             _copy_atomic(sif, self.sif_path(key))
-        _write_atomic(self.meta_path(key), manifest.to_json(), FILE_MODE)
+        check_owned()
+        _publish_new(self.meta_path(key), manifest.to_json(), FILE_MODE)
         return Entry(self, manifest)
 
     def write_failed_log(self, name: str, key: str, text: str) -> Path | None:
@@ -304,10 +347,11 @@ class Catalog:
             return None
         return data if isinstance(data, dict) and str(data.get("job_id", "")).isdigit() else None
 
-    def lock(self, key: str, on_wait: Callable[[Owner | None], None] | None = None) -> FileLock:
+    def lock(self, key: str, on_wait: Callable[[Owner | None], None] | None = None,
+             stale_after_s: float = STALE_AFTER_S) -> FileLock:
         self.require_writable()
         self.init()
-        return FileLock(self.lock_path(key), on_wait=on_wait)
+        return FileLock(self.lock_path(key), on_wait=on_wait, stale_after_s=stale_after_s)
 
     def gc(self, days: float, *, dry_run: bool = True, now: float | None = None) -> list[GcItem]:
         """Remove untagged images unused for `days`, incomplete publishes and old temp files."""
@@ -390,12 +434,89 @@ def _copy_atomic(src: Path, dest: Path) -> None:
 
 
 def _move_atomic(src: Path, dest: Path) -> None:
-    """Rename a finished file into place (same filesystem), durable before it is visible."""
-    with open(src, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.chmod(src, FILE_MODE)
-    os.replace(src, dest)
+    """Move a finished file into place (same filesystem), durable before it is visible.
+
+    Linked, then the source unlinked: unlike a rename, a link never replaces a file. A
+    SIF already at `dest` can only be what a crashed publish left (the caller checked
+    there is no manifest): it is moved aside first."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    try:
+        os.link(src, dest, follow_symlinks=False)
+    except FileExistsError:
+        _remove(dest)
+        os.link(src, dest, follow_symlinks=False)
+    _remove(src)
     fsutil.fsync_dir(dest.parent)
+
+
+def _publish_new(dest: Path, text: str, mode: int) -> None:
+    """Write `dest` crash-safely, failing (CatalogError) if it already exists."""
+    tmp = fsutil.temp_name(dest)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(text.encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, dest, follow_symlinks=False)
+        except FileExistsError:
+            raise CatalogError(f"{dest} was published by another builder meanwhile; kept theirs") from None
+    finally:
+        _remove(tmp)
+    fsutil.fsync_dir(dest.parent)
+
+
+class BuildDir:
+    """One build's private directory, held open on a descriptor.
+
+    `here` names it through that descriptor (`/proc/<pid>/fd/<n>`): whatever a lab member
+    renames in the catalog, every path under `here` (and a child started with cwd=`here`)
+    reaches this very directory, never one planted in its place. `path` is where it was
+    created, for messages; `close` removes it.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+        self.pid = os.getpid()
+
+    @property
+    def here(self) -> Path:
+        return Path(f"/proc/{self.pid}/fd/{self.fd}")
+
+    @property
+    def child_path(self) -> Path:
+        """The directory as a child started with pass_fds=[fd] names it."""
+        return Path(f"/proc/self/fd/{self.fd}")
+
+    def moved(self) -> bool:
+        """Whether `path` no longer names this directory (someone renamed it or a parent)."""
+        try:
+            return os.lstat(self.path).st_ino != os.fstat(self.fd).st_ino
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        """Remove the directory's contents (best effort: fakeroot builds can leave files the
+        user cannot delete), then the directory if it is still where it was made."""
+        for entry in os.listdir(self.here):
+            p = self.here / entry
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                _remove(p)
+        try:
+            if not self.moved():
+                os.rmdir(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
 
 
 def _tree_size(path: Path) -> int:

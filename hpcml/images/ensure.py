@@ -3,8 +3,8 @@
 Images are processed parents first; independent images build in parallel threads. For
 each image: look its key up in the catalog path (integrity-checked); otherwise take the
 key's lock in the first writable catalog, look again (another process may have built it
-meanwhile), build in a private temp directory with the workflow root as working
-directory (so relative `%files` sources resolve), and publish. A failed build publishes
+meanwhile), copy the image's inputs into a private build directory (staging.py), build
+there from those copies only, and publish. A failed build publishes
 nothing, keeps its log in the catalog's `logs/failed/`, and its children are skipped.
 
 Example:
@@ -30,6 +30,7 @@ from hpcml.clients.apptainer import Apptainer
 from hpcml.images.catalog import Catalog, Entry
 from hpcml.images.manifest import file_fingerprint, new_manifest
 from hpcml.images.search import CatalogPath
+from hpcml.images.staging import stage_inputs
 from hpcml.config import Settings
 from hpcml.errors import BuildError, HpcmlError
 from hpcml.images.locking import Owner
@@ -256,12 +257,12 @@ class _Builder:
                 return ImageResult(name, image.key, "cached", str(entry.sif))
             target = self.path.writable()
             on_wait = lambda owner: self.emit(name, "waiting", message=_holder(owner))  # noqa: E731
-            with target.lock(image.key, on_wait=on_wait):
+            with target.lock(image.key, on_wait=on_wait, stale_after_s=self.settings.lock_stale_after) as lock:
                 entry = self.path.resolve(image.key)  # built by someone else while we waited
                 if entry is not None:
                     self.emit(name, "cached", sif=str(entry.sif), message="built by another process")
                     return ImageResult(name, image.key, "cached", str(entry.sif))
-                return self.build(image, target, self.parent_sif(image, parent))
+                return self.build(image, target, self.parent_sif(image, parent), lock.still_held)
         except (HpcmlError, OSError) as err:
             self.emit(name, "failed", message=str(err))
             return ImageResult(name, image.key, "failed", error=str(err))
@@ -280,7 +281,8 @@ class _Builder:
             )
         return str(entry.sif)
 
-    def build(self, image: ImagePlan, target: Catalog, parent_sif: str | None) -> ImageResult:
+    def build(self, image: ImagePlan, target: Catalog, parent_sif: str | None,
+              owned: Callable[[], bool] | None = None) -> ImageResult:
         name = image.name
         if self.settings.require_signatures and not self.settings.signing_key:
             # Checked before building: an unsigned image would be published into the lab
@@ -295,27 +297,54 @@ class _Builder:
             raise BuildError(f"image {name}: its %setup/%pre would run on this build host, but the setting "
                              "allow_setup does not name it here (docs/configuration.md)")
         version = self.apptainer_version()
-        tmp = target.build_dir(name)
+        bdir = target.build_dir(name)
+        # Every path of the build goes through the directory's descriptor (catalog.BuildDir):
+        # a lab member who renames things in the catalog's tmp/ cannot redirect it (issue 12).
+        tmp = bdir.here
         # The build's output streams into build.log inside the catalog as it runs: users can
         # follow a long build, and a builder killed mid-way leaves its log (gc'd after a day).
         build_log = tmp / "build.log"
-        self.emit(name, "building", log=str(build_log))
         started = time.monotonic()
+        fds: list[int] = []
         try:
-            def_path, out = tmp / f"{name}.def", tmp / f"{name}.sif"
-            text = deffile.bind(image.definition, parent_sif=parent_sif, name=name, key=image.key,
-                                version=__version__)
-            def_path.write_text(text, encoding="utf-8")
-            binds = list(self.settings.build_binds) + self.ca_binds(image, tmp)
+            os.close(os.open(build_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            self.emit(name, "building", log=str(bdir.path / "build.log"))
+            def_path, out = Path(f"{name}.def"), Path(f"{name}.sif")
+            # Apptainer gets them through the descriptor it inherits (it resolves paths once,
+            # early); %files names stay relative to its working directory, this directory.
+            def_arg, out_arg = str(bdir.child_path / def_path), str(bdir.child_path / out)
+            # Build only from copies of the hashed inputs, under generated names (staging.py).
+            staged = stage_inputs(self.plan.workflow.root, image.inputs, tmp)
+            local = deffile.localize(image.definition, staged, build_args=dict(image.image.build_args),
+                                     allow_host=image.image.host_setup)
+            fds = [bdir.fd]
+            if parent_sif is not None:
+                # The parent is held open and checked on that descriptor: a member who renames
+                # another file onto its catalog path during the build changes nothing.
+                fds.append(self.pin_parent(image, parent_sif))
+                parent_sif = f"/proc/self/fd/{fds[-1]}"
+            text = deffile.bind(local, parent_sif=parent_sif, name=name, key=image.key, version=__version__)
+            with open(os.open(tmp / def_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600),
+                      "w", encoding="utf-8") as fh:
+                fh.write(text)
+            ca = self.ca_binds(image, tmp, bdir.path)
+            binds = list(self.settings.build_binds) + ca
             build_args = image.image.build_args  # validated: buildargs.VALUE_RE, in the key
-            argv = self.app.build_argv(str(def_path), str(out), self.settings.build_flags, binds, build_args)
-            build_log.write_text(_log_header(argv, self.plan.workflow.root, text), encoding="utf-8")
-            done = self.app.build(str(def_path), str(out), flags=self.settings.build_flags, binds=binds,
-                                  cwd=self.plan.workflow.root, log_path=str(build_log), build_args=build_args)
+            argv = self.app.build_argv(def_arg, out_arg, self.settings.build_flags, binds, build_args)
+            with open(build_log, "a", encoding="utf-8") as fh:  # made above, O_NOFOLLOW, in a 0700 directory
+                fh.write(_log_header(argv, str(bdir.path), text))
+            done = self.app.build(def_arg, out_arg, flags=self.settings.build_flags, binds=binds,
+                                  cwd=str(tmp), log_path=str(build_log), build_args=build_args, pass_fds=fds)
             seconds = time.monotonic() - started
             with open(build_log, "a", encoding="utf-8") as fh:
                 fh.write(f"\n# ---- exit: {done.returncode} after {seconds:.1f}s\n")
             log_text = build_log.read_text(encoding="utf-8", errors="replace")
+            out = tmp / out
+            if ca and bdir.moved():
+                # Bind sources are real paths (Apptainer cannot bind through a descriptor):
+                # the directory moved, so the CA bundle the build saw may not be ours.
+                raise BuildError(f"image {name}: {bdir.path} was moved by someone during the build, so what "
+                                 "it bound (the CA bundle) may not be what hpcml put there; published nothing")
             if not done.ok or not out.is_file():
                 log = target.write_failed_log(name, image.key, log_text)
                 self.emit(name, "failed", log=str(log) if log else None, seconds=seconds,
@@ -334,16 +363,32 @@ class _Builder:
                 build_seconds=seconds, log=str(target.log_path(image.key)), signed=signed,
                 build_args=image.image.build_args, host_setup=image.image.host_setup,
             )
-            entry = target.publish(out, manifest, log_text)
+            entry = target.publish(out, manifest, log_text, owned=owned)
             self._remember(entry)
             self.emit(name, "done", sif=str(entry.sif), log=manifest.log, seconds=seconds)
             return ImageResult(name, image.key, "done", str(entry.sif), manifest.log, seconds)
         finally:
-            # fakeroot builds can leave files the invoking user cannot delete; best effort.
-            shutil.rmtree(tmp, ignore_errors=True)
+            for fd in fds[1:]:
+                os.close(fd)
+            bdir.close()
 
-    def ca_binds(self, image: ImagePlan, tmp: Path) -> list[str]:
-        """Bind a private directory holding the CA bundle where deffile's %post prelude looks."""
+    def pin_parent(self, image: ImagePlan, parent_sif: str) -> int:
+        """A descriptor on the parent's SIF, checked (hash, signature) on that descriptor."""
+        entry = self.path.lookup(image.parent_key) if image.parent_key else None
+        if entry is None or str(entry.sif) != parent_sif:
+            raise BuildError(f"image {image.name}: its parent {parent_sif} is no longer in the catalog")
+        fd = os.open(entry.sif, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            self.path.check_open(entry, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def ca_binds(self, image: ImagePlan, tmp: Path, real: Path) -> list[str]:
+        """Bind a private directory holding the CA bundle where deffile's %post prelude looks.
+        `tmp` reaches the build directory through its descriptor; the bind names its real
+        path `real` (Apptainer resolves binds in its own namespaces)."""
         bundle = self.settings.ca_bundle
         if not bundle:
             return []
@@ -355,7 +400,7 @@ class _Builder:
         # tools in %post may still want to write there; the directory is thrown away.
         os.chmod(ca_dir, 0o1777)
         shutil.copyfile(bundle, ca_dir / os.path.basename(deffile.CA_BUNDLE))
-        return [f"{ca_dir}:{deffile.CA_BIND_DIR}"]
+        return [f"{real / 'ca'}:{deffile.CA_BIND_DIR}"]
 
     def _remember(self, entry: Entry) -> None:
         # We hashed this SIF while publishing; record it so the first use does not rehash.

@@ -7,7 +7,9 @@ process. While held, a heartbeat thread touches the lock file's mtime.
 
 A lock is stale when its owner is dead: on the same host, the pid is gone or belongs to a
 process started at another time (pid reuse); on another host, the heartbeat is older than
-`stale_after`. Breaking is serialised by a second, short-lived lock (`<lock>.break`) and
+`stale_after` by the file server's clock (`server_now`). An owner that was only stopped
+(Ctrl-Z, an NFS stall) can find its lock broken when it resumes: `still_held` tells it, and
+the catalog publishes nothing for a builder that lost its lock. Breaking is serialised by a second, short-lived lock (`<lock>.break`) and
 re-reads the owner token just before removing, so two breakers never remove a fresh lock.
 
 Example:
@@ -154,12 +156,19 @@ class FileLock:
         finally:
             _unlink(tmp)
 
+    def still_held(self) -> bool:
+        """Whether the lock file still holds our token (False once someone broke it)."""
+        holder = read_owner(self.path)
+        return self.owner is not None and holder is not None and holder.token == self.owner.token
+
     def _is_stale(self, holder: Owner) -> bool:
         try:
             mtime = os.stat(self.path).st_mtime
         except FileNotFoundError:
             return False
-        return owner_is_dead(holder, mtime, time.time(), self.stale_after_s)
+        if holder.host == socket.gethostname():
+            return owner_is_dead(holder, mtime, 0.0, self.stale_after_s)  # judged by its pid, not by time
+        return owner_is_dead(holder, mtime, server_now(self.path.parent), self.stale_after_s)
 
     def _break(self, holder: Owner) -> None:
         breaker = self.path.with_name(self.path.name + ".break")
@@ -186,10 +195,31 @@ class FileLock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
+            if not self.still_held():
+                # Broken while we were stopped, and maybe taken: touching it would keep
+                # someone else's lock alive in our name. Publishing checks still_held too.
+                log.warning("lock %s was broken by someone else while held", self.path)
+                return
             try:
                 os.utime(self.path)
             except OSError:
                 log.warning("lock %s disappeared while held", self.path)
+
+
+def server_now(directory: Path) -> float:
+    """The current time by the clock of the file server holding `directory`: the mtime of a
+    probe file created there. Heartbeats are mtimes set by that server, so comparing them
+    with this machine's clock would break live locks on a skewed client (issue 12)."""
+    probe = directory / f".clock-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return time.time()  # a directory we cannot write: our clock is all there is
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        _unlink(probe)
 
 
 def read_owner(path: Path) -> Owner | None:

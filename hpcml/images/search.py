@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import re
 from dataclasses import dataclass
@@ -137,6 +138,27 @@ class CatalogPath:
             self.verify_signature(sif)
             signature_ok = True
         self.remember(sif, fingerprint | {"signature_ok": signature_ok})
+
+    def check_open(self, entry: Entry, fd: int) -> None:
+        """Like `check`, for the file open on `fd` (a parent SIF held for a build): the bytes
+        checked are the bytes the build reads, whatever is renamed at the catalog path."""
+        st = os.fstat(fd)
+        fingerprint = file_fingerprint(st, entry.manifest.sha256)
+        cached = _read_json(self._stamp_path(entry.sif))
+        if cached is not None and all(cached.get(k) == v for k, v in fingerprint.items()):
+            if not self.require_signatures or cached.get("signature_ok"):
+                return
+        digest = hashlib.sha256()
+        offset = 0
+        while chunk := os.pread(fd, 1 << 20, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+        if st.st_size != entry.manifest.size or digest.hexdigest() != entry.manifest.sha256:
+            raise CatalogError(f"{entry.sif} is corrupt: its sha256 does not match the manifest "
+                               f"{entry.catalog.meta_path(entry.key)}; it was refused")
+        if self.require_signatures:
+            assert self.verify_signature is not None
+            self.verify_signature(Path(f"/proc/{os.getpid()}/fd/{fd}"))
 
     def remember(self, sif: Path, fingerprint: dict[str, Any]) -> None:
         """Record that `sif` (with this fingerprint) was checked, so the next use skips hashing."""

@@ -19,8 +19,10 @@ images are converted with spython (dockerfile.py).
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
+from collections.abc import Mapping
 
 from hpcml.errors import Diagnostic, SpecError
 from hpcml.model import ENV_NAME_RE, ENV_NAME_RULE, WORD_RE, WORD_RULE, Image, Pos
@@ -33,7 +35,7 @@ from hpcml.render.dockerfile import convert_dockerfile
 __all__ = [
     "BOOTSTRAP_AGENTS", "CA_BIND_DIR", "CA_BUNDLE", "DEFAULT_MIRROR", "HEADER_KEYS", "PARENT_PLACEHOLDER",
     "REFUSED_SECTIONS", "REQUIREMENTS_DST", "SECTIONS", "STAMPED_LABELS", "Definition", "bind", "bind_parent",
-    "convert_dockerfile", "has_glob", "parse_definition", "parse_source", "render",
+    "convert_dockerfile", "has_glob", "localize", "parse_definition", "parse_source", "render",
 ]
 
 #: Stands for the parent image's SIF in a canonical definition (`From: {PARENT_SIF}`).
@@ -291,6 +293,52 @@ def bind(
                 raise ValueError(f"bind: label {k} value {v!r} is not a single word")
         text = _add_labels(text, [f"{k} {v}" for k, v in stamps])
     return text
+
+
+def localize(definition: str, staged: Mapping[str, str], *, build_args: Mapping[str, str] | None = None,
+             allow_host: bool = False) -> str:
+    """The definition with every host file it reads renamed to its staged copy.
+
+    `staged` maps each input (a normalised path relative to the workflow directory) to the
+    name of its copy in the build directory (images/staging.py, e.g. `in/0001/src`). Every
+    `%files`/`%appfiles` line copying from the host becomes `<copy> <destination>`, and the
+    `From:` of a stage built from a local file names the copy, so the only source names
+    Apptainer's shell expansion sees are generated ones. The rest of the text is kept
+    byte for byte (the key was computed from it). `build_args` are a hand-written file's
+    values, substituted only to find the lines (Apptainer substitutes them itself); a
+    rewritten line that held a `{{ NAME }}` keeps the original as a `#!` comment, which
+    Apptainer still substitutes (buildargs.py), so the argument stays used. Raises ValueError for a source the plan did not stage.
+
+    >>> localize("Bootstrap: scratch\\n%files\\n  src /opt/src\\n", {"src": "in/0001/src"})
+    'Bootstrap: scratch\\n%files\\nin/0001/src /opt/src\\n'
+    """
+    resolved = buildargs.substitute(definition, "<definition>", dict(build_args or {})).text
+    parsed = parse_definition(resolved, "<definition>", allow_host=allow_host)
+    lines = definition.split("\n")
+    if len(lines) != len(resolved.split("\n")):
+        raise ValueError("localize: a build argument changed the number of lines")
+
+    def copy_of(src: str) -> str:
+        key = posixpath.normpath(src)
+        if key not in staged:
+            raise ValueError(f"localize: {src!r} was not staged")
+        return staged[key]
+
+    for src, dst, line in parsed.files():
+        old = lines[line - 1]
+        lines[line - 1] = f"{copy_of(src)} {dst}"
+        if "{{" in old:
+            lines[line - 1] += "\n#! was: " + old.strip()
+    for ref, line in parsed.local_sources():
+        if posixpath.isabs(ref) or ref == PARENT_PLACEHOLDER:
+            continue  # a site image, or the parent (bound to its catalog SIF by `bind`)
+        old = lines[line - 1]
+        value = resolved.split("\n")[line - 1].split(":", 1)[1].strip()
+        tail = value[len(ref):]  # an OCI path's `:TAG`
+        lines[line - 1] = f"{old.split(':', 1)[0]}: {copy_of(ref)}{tail}"
+        if "{{" in old:
+            lines[line - 1] += "\n#! was: " + old.strip()
+    return "\n".join(lines)
 
 
 def bind_parent(definition: str, sif_path: str) -> str:

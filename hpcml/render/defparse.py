@@ -117,6 +117,20 @@ class Definition:
                         out.append((words[0], words[1] if len(words) > 1 else words[0], n))
         return out
 
+    def stage_files(self) -> list[tuple[str, int]]:
+        """(src, line) of every `%files from STAGE` entry: copies between stages, whose
+        sources Apptainer expands like host ones."""
+        out = []
+        for stage in self.stages:
+            for name, args, line, body in stage.sections:
+                if name != "files" or not args.strip():
+                    continue
+                for n, raw in enumerate(body, line + 1):
+                    words = raw.split()
+                    if words and not words[0].startswith("#"):
+                        out.append((words[0], n))
+        return out
+
     def local_sources(self) -> list[tuple[str, int]]:
         """(path, line) of every stage built from a local file or directory (localimage,
         oci, oci-archive, docker-archive): files the build reads. A `:TAG` after an OCI

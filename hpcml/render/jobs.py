@@ -74,6 +74,7 @@ class ScriptSpec:
     apptainer: str = "apptainer"
     exec_flags: tuple[str, ...] = ()
     env_file: str | None = None  # secrets and step env, mode 0600, for --env-file
+    verify_key: str | None = None  # require_signatures: the public key the job verifies the SIF with
 
     @property
     def job_name(self) -> str:
@@ -213,6 +214,7 @@ def _settings(spec: ScriptSpec) -> list[str]:
         f"hpcml_shell={q(spec.shell)}",
         f"hpcml_gpu={1 if step.resources.gpus > 0 else 0}",
         "hpcml_container=(" + " ".join(q(a) for a in container) + ")",
+        f"hpcml_verify_key={q(spec.verify_key or '')}",
     ]
     # APPTAINERENV_* survives --cleanenv and, unlike --env, takes values with commas.
     for name, value in step.env:

@@ -19,6 +19,10 @@ from typing import Mapping
 #: (EX_TEMPFAIL); it writes TASK_REQUEUE first, so a program's own 75 is not mistaken.
 REQUEUE_EXIT = 75
 
+#: Exit status of a task whose image fails the signature check in the job
+#: (require_signatures; EX_NOPERM): the wrapper refuses to run it.
+VERIFY_FAILED_EXIT = 77
+
 # ---- the task directory `tasks/<step>/<key>/` (see run/state.py for the whole layout) ----
 
 #: The task's output directory, `{out}` in a command.
@@ -75,6 +79,7 @@ MASTER_PORT_SPAN = 50000
 #: separated by one blank), so it is safe wherever the template puts a marker.
 WRAPPER_VALUES: Mapping[str, str] = {
     "REQUEUE_EXIT": str(REQUEUE_EXIT),
+    "VERIFY_FAILED_EXIT": str(VERIFY_FAILED_EXIT),
     "TASK_OUT": TASK_OUT,
     "TASK_LOG": TASK_LOG,
     "TASK_COMMAND": TASK_COMMAND,

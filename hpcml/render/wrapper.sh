@@ -30,6 +30,7 @@ hpcml_time_limit=3600
 hpcml_shell=bash
 hpcml_gpu=1
 hpcml_container=(apptainer --quiet exec --cleanenv /work/image.sif)
+hpcml_verify_key=/lab/keys/lab.pub.pem  # only with require_signatures
 
 # ---- hpcml task wrapper (the same for every step) ----
 # sbatch passes the submitter's environment on and sets SLURM_ARRAY_* only for arrays: a
@@ -121,6 +122,24 @@ if (( hpcml_gpu )); then  # the container sees exactly the GPUs this job was giv
 fi
 export APPTAINERENV_HPCML_STEP=$hpcml_step APPTAINERENV_HPCML_TASK_INDEX=$hpcml_index
 export APPTAINERENV_HPCML_JOB_ID=${SLURM_JOB_ID:-local}
+
+# require_signatures: the image is verified here, where it runs, on the very file that
+# runs (docs/security.md). The SIF is opened once; `apptainer verify` and every attempt's
+# `apptainer exec` read it through that descriptor (/proc/self/fd/N, inherited), so a file
+# swapped at its catalog path while the job waited, or after this check, is never run.
+if [[ -n ${hpcml_verify_key:-} ]]; then
+  hpcml_sif=${hpcml_container[-1]}
+  hpcml_sif_fd=
+  if [[ -f $hpcml_sif && -r $hpcml_sif ]]; then exec {hpcml_sif_fd}<"$hpcml_sif"; fi
+  if [[ -z $hpcml_sif_fd ]] || ! "${hpcml_container[0]}" verify --key "$hpcml_verify_key" "/proc/self/fd/$hpcml_sif_fd"; then
+    echo "hpcml: $(hpcml_now) refusing to run $hpcml_sif: its signature does not verify against" \
+      "$hpcml_verify_key (require_signatures); it may have been replaced since submission"
+    hpcml_put @TASK_EXITCODE@ @VERIFY_FAILED_EXIT@
+    # shellcheck disable=SC2242  # the marker stands for a number
+    exit @VERIFY_FAILED_EXIT@
+  fi
+  hpcml_container[-1]=/proc/self/fd/$hpcml_sif_fd
+fi
 
 # The attempt record for the report (`@TASK_ATTEMPTS@`): one short line per event, appended
 # in one write; losing it (a full disk) must never fail the task.

@@ -512,4 +512,5 @@ def _script_spec(
         apptainer=ctx.settings.apptainer,
         exec_flags=ctx.settings.exec_flags,
         env_file=str(sub.paths.env_file(step.name)) if step.secrets else None,
+        verify_key=ctx.settings.verify_key if ctx.settings.require_signatures else None,
     )

@@ -63,7 +63,7 @@ class ImageChecks(SecretChecks):
         if "pip" in m:
             fields["pip"] = self.string_list(m["pip"], f"pip of {what}", self.pip_requirement)
         if "requirements" in m:
-            fields["requirements"] = self.word(m["requirements"], self.relative_file(m["requirements"], "requirements file"),
+            fields["requirements"] = self.word(m["requirements"], self.relative_file(m["requirements"], "requirements file", source=True),
                                                "requirements file")
         if "files" in m:
             fields["files"] = self.files(m["files"], what)
@@ -240,7 +240,7 @@ class ImageChecks(SecretChecks):
                 return None
             return path
         proxy = YNode(path, node.line, node.col, None)
-        return self.word(proxy, self.relative_file(proxy, "localimage path", suffix=".sif"), "localimage path")
+        return self.word(proxy, self.relative_file(proxy, "localimage path", suffix=".sif", source=True), "localimage path")
 
     def word(self, node: YNode, value: str | None, what: str) -> str | None:
         """`value` (checked already, None if it was refused) if it can be one word of a
@@ -271,7 +271,7 @@ class ImageChecks(SecretChecks):
         for src, dst_node in node.value.items():
             line, col = node.key_pos[src]
             src_node = YNode(src, line, col)
-            ok_src = self.word(src_node, self.relative_file(src_node, "files source"), "files source")
+            ok_src = self.word(src_node, self.relative_file(src_node, "files source", source=True), "files source")
             dst = self.string(dst_node, "files destination")
             if dst is not None and (not dst.startswith("/") or not WORD_RE.fullmatch(dst)):
                 self.err(dst_node, f"files destination {dst!r} must be an absolute path with {WORD_RULE}")

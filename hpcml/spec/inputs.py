@@ -21,13 +21,16 @@ from hpcml.render import deffile
 from hpcml.spec.rules import NO_SPACE_PATH_RE
 
 
-def path_problem(root: str, rel: str, what: str, *, suffix: str | None = None) -> str | None:
+def path_problem(root: str, rel: str, what: str, *, suffix: str | None = None, source: bool = False) -> str | None:
     """Why `rel` cannot be an input of the workflow in `root` (a message naming it as
     `what`), or None: it must be relative, free of whitespace and '..', exist, and neither
     be nor hold a symbolic link (image keys hash bytes, and a link's target can change
-    without the key noticing)."""
+    without the key noticing). A `source` (a path a definition file names: `files:`,
+    `requirements:`, a relative `localimage`) must also be in SAFE_SOURCE_RE."""
     if not NO_SPACE_PATH_RE.fullmatch(rel):
         return f"{what} {rel!r} must not contain whitespace"
+    if source and (not SAFE_SOURCE_RE.fullmatch(rel) or rel.startswith("-")):
+        return f"{what} {rel!r}: {SAFE_SOURCE_RULE}"
     if os.path.isabs(rel):
         return f"{what} {rel!r} must be relative to the workflow directory"
     if ".." in PurePosixPath(rel).parts:
@@ -44,6 +47,17 @@ def path_problem(root: str, rel: str, what: str, *, suffix: str | None = None) -
         return (f"{what} {rel!r}: {link}: is a symbolic link, which hpcml does not follow; "
                 "copy the file or name its target instead")
     return None
+
+
+#: What a `%files` source or a localimage `From:` of a hand-written file may hold. Apptainer
+#: 1.4 expands `%files` sources with a shell (issue 12): `$`, backquotes, `~`, quotes and
+#: globs would run or read things the image key never saw.
+SAFE_SOURCE_RE = re.compile(r"[A-Za-z0-9._/+,=@-]+")
+SAFE_SOURCE_RULE = ("Apptainer expands %files sources with a shell, so hpcml accepts only letters, digits "
+                    "and . _ / + , = @ - (not starting with -)")
+#: What a `%files from STAGE` source may hold: the safe set and glob characters (those
+#: copies are between stages, not from the host, so a pattern is harmless).
+STAGE_SOURCE_RE = re.compile(r"[A-Za-z0-9._/+,=@*?\[\]-]+")
 
 
 @dataclass(frozen=True)
@@ -83,10 +97,6 @@ def image_source(image: Image, root: str, workflow_file: str, at: Pos | None) ->
     return ImageSource(definition, tuple(input_paths(image, definition)))
 
 
-#: What a `%files` source or a localimage `From:` of a hand-written file may hold. Apptainer
-#: 1.4 expands `%files` sources with a shell (issue 12): `$`, backquotes, `~`, quotes and
-#: globs would run or read things the image key never saw.
-SAFE_SOURCE_RE = re.compile(r"[A-Za-z0-9._/+,=@-]+")
 
 
 def input_paths(image: Image, definition: str) -> list[str]:
@@ -112,9 +122,13 @@ def _definition_inputs(parsed: deffile.Definition, shown: str) -> list[str]:
             raise SpecError(Diagnostic(shown, line, 1, f"%files source {src!r} is a pattern "
                                        "(* ? [); name each file or directory"))
         if not SAFE_SOURCE_RE.fullmatch(src) or src.startswith("-"):
-            raise SpecError(Diagnostic(shown, line, 1, f"%files source {src!r}: Apptainer expands %files sources "
-                                       "with a shell, so hpcml accepts only letters, digits and . _ / + , = @ -"))
+            raise SpecError(Diagnostic(shown, line, 1, f"%files source {src!r}: {SAFE_SOURCE_RULE}"))
         paths.append(os.path.normpath(src))
+    for src, line in parsed.stage_files():
+        if not STAGE_SOURCE_RE.fullmatch(src) or src.startswith("-"):
+            raise SpecError(Diagnostic(shown, line, 1, f"%files from: source {src!r}: Apptainer expands %files "
+                                       "sources with a shell, so hpcml accepts only letters, digits, "
+                                       ". _ / + , = @ - and the patterns * ? [ ]"))
     for ref, line in parsed.local_sources():
         if os.path.isabs(ref):
             continue  # a site image outside the workflow, checked when it is built

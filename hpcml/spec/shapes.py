@@ -173,12 +173,14 @@ class Shapes:
 
     # ---- files --------------------------------------------------------------------
 
-    def relative_file(self, node: YNode, what: str, *, suffix: str | None = None) -> str | None:
-        """A path relative to the workflow directory that exists and stays inside it."""
+    def relative_file(self, node: YNode, what: str, *, suffix: str | None = None,
+                      source: bool = False) -> str | None:
+        """A path relative to the workflow directory that exists and stays inside it (and,
+        for a `source` a definition file names, is in inputs.SAFE_SOURCE_RE)."""
         rel = self.string(node, what)
         if rel is None:
             return None
-        problem = inputs.path_problem(self.root, rel, what, suffix=suffix)
+        problem = inputs.path_problem(self.root, rel, what, suffix=suffix, source=source)
         if problem:
             self.err(node, problem)
             return None

@@ -20,6 +20,7 @@ from hpcml.clients.runner import LocalRunner
 from hpcml.errors import BuildError
 from hpcml.images import ensure as images
 from hpcml.images.catalog import Catalog
+from hpcml.images.staging import staged_names
 from hpcml.render import buildargs, deffile
 from hpcml.spec import checker as spec
 
@@ -102,7 +103,9 @@ def test_apptainer_substituted_what_hpcml_validated(built: dict[str, Any]) -> No
         image = p.images[name]
         done = LocalRunner().run([s.apptainer, "inspect", "--deffile", built["sifs"][name]])
         assert done.ok, done.tail()
-        given = deffile.bind(image.definition, name=name, key=image.key, version=__version__)
+        local = deffile.localize(image.definition, staged_names(image.inputs),
+                                 build_args=dict(image.image.build_args), allow_host=image.image.host_setup)
+        given = deffile.bind(local, name=name, key=image.key, version=__version__)
         ours = buildargs.substitute(given, name, dict(image.image.build_args)).text
         # Apptainer keeps the stage from its Bootstrap: line (comments above it are dropped).
         assert done.stdout.strip() == ours[buildargs.stage_offsets(ours)[-1]:].strip()

@@ -160,9 +160,11 @@ def test_gc_keeps_recently_used(tmp_path: Path) -> None:
 
 def test_a_sif_built_in_the_catalog_is_renamed_into_place_not_copied(tmp_path: Path) -> None:
     cat = Catalog(tmp_path / "cat")
-    work = cat.build_dir("base")
-    assert work.parent == cat.root / "tmp"
-    sif = work / "base.sif"
+    bdir = cat.build_dir("base")
+    assert bdir.path.parent == cat.root / "tmp"
+    assert stat.S_IMODE(bdir.path.stat().st_mode) == 0o700  # private (issue 12)
+    assert (cat.root / "tmp").stat().st_mode & stat.S_ISVTX  # sticky: no one renames it
+    sif = bdir.here / "base.sif"
     sif.write_bytes(b"SIF-bytes")
     inode = sif.stat().st_ino
     manifest = new_manifest(key=KEY_A, name="base", definition="Bootstrap: scratch\n", inputs=[],
@@ -170,11 +172,47 @@ def test_a_sif_built_in_the_catalog_is_renamed_into_place_not_copied(tmp_path: P
     entry = cat.publish(sif, manifest)
     assert entry.sif.stat().st_ino == inode and not sif.exists()
     assert stat.S_IMODE(entry.sif.stat().st_mode) == 0o444
+    bdir.close()
+    assert not bdir.path.exists()
+
+
+def test_publish_never_replaces_and_needs_the_lock(tmp_path: Path) -> None:
+    """Issue 12, finding 4: a complete entry is never replaced; a builder that lost its lock
+    publishes nothing."""
+    cat = Catalog(tmp_path / "cat")
+    manifests = []
+    for content in (b"first", b"second"):
+        bdir = cat.build_dir("base")
+        sif = bdir.here / "base.sif"
+        sif.write_bytes(content)
+        manifests.append((sif, new_manifest(key=KEY_A, name="base", definition="Bootstrap: scratch\n",
+                                            inputs=[], parent_key=None, sif=sif, apptainer_version="1.4.5")))
+    with pytest.raises(CatalogError, match="lost the build lock"):
+        cat.publish(*manifests[0], owned=lambda: False)
+    assert cat.get(KEY_A) is None and not cat.sif_path(KEY_A).exists()
+    cat.publish(*manifests[0], owned=lambda: True)
+    with pytest.raises(CatalogError, match="published .* by another builder"):
+        cat.publish(*manifests[1], owned=lambda: True)
+    assert cat.sif_path(KEY_A).read_bytes() == b"first"
+
+
+def test_build_dir_refuses_a_tmp_others_can_rename_in(tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    cat.init()
+    os.chmod(cat.root / "tmp", 0o777)  # as an older hpcml made it
+    cat.init()  # its owner repairs it
+    assert (cat.root / "tmp").stat().st_mode & stat.S_ISVTX
+    os.chmod(cat.root / "tmp", 0o777)
+    real_init = cat.init
+    cat.init = lambda: None  # type: ignore[method-assign]  # someone else owns it: no repair
+    with pytest.raises(CatalogError, match="chmod \\+t"):
+        cat.build_dir("base")
+    cat.init = real_init  # type: ignore[method-assign]
 
 
 def test_gc_removes_build_directories_of_dead_builders_after_a_day(tmp_path: Path) -> None:
     cat = Catalog(tmp_path / "cat")
-    work = cat.build_dir("base")
+    work = cat.build_dir("base").path
     (work / "base.sif").write_bytes(b"half a SIF")
     assert cat.gc(30, dry_run=True) == []  # a build may still be running
     later = time.time() + 2 * 86400
@@ -222,6 +260,18 @@ def test_lock_on_another_host_is_broken_only_when_its_heartbeat_is_old(tmp_path:
     os.utime(lock_file, (old, old))
     with FileLock(lock_file, timeout_s=5, stale_after_s=60):
         pass
+
+
+def test_lock_staleness_is_judged_by_the_file_servers_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12, finding 4: a client whose clock runs an hour ahead does not break a live
+    lock. The skew is faked (this machine's clock is shared and cannot be skewed for a test)."""
+    other = Owner("some-other-host", 1, "1", "f00d")
+    lock_file = tmp_path / "k.lock"
+    lock_file.write_text(json.dumps(other.__dict__))  # a fresh heartbeat, by the server's clock
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # fake: a skewed local clock
+    with pytest.raises(CatalogError, match="some-other-host:1"):
+        FileLock(lock_file, timeout_s=0.5, stale_after_s=60).acquire()
 
 
 def _contend(path: str, counter: str, n: int) -> None:
@@ -307,7 +357,9 @@ def test_sub_directories_follow_the_mode_the_admin_gave_the_root(tmp_path: Path,
         cat.touch_used(KEY_A)
     finally:
         os.umask(old)
-    for sub in ("sif", "sif/aa", "meta", "tags", "tags/base", "logs", "locks", "used", "tmp"):
+    for sub in ("sif", "sif/aa", "meta", "tags", "tags/base", "logs", "locks", "used"):
         assert stat.S_IMODE(os.stat(root / sub).st_mode) == sub_mode, sub
+    # tmp/ holds private build directories: sticky, so no member renames another's (issue 12)
+    assert stat.S_IMODE(os.stat(root / "tmp").st_mode) == sub_mode | stat.S_ISVTX
     assert stat.S_IMODE(os.stat(root / "tags/base/v1").st_mode) == 0o644  # replaced by rename only
     assert stat.S_IMODE(os.stat(root / "used" / KEY_A).st_mode) == stamp_mode
