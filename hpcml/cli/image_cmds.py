@@ -263,7 +263,7 @@ def catalog_verify_cmd(as_json: bool) -> None:
 
 
 @catalog_group.command("scan")
-@click.argument("refs", nargs=-1, shell_complete=complete.images)
+@click.argument("refs", nargs=-1)
 @click.option("--all", "all_images", is_flag=True, help="Every image of every catalog in the search path.")
 @click.option("--stale", metavar="DURATION",
               help="Only images not scanned for DURATION (e.g. 7d, 12h), for a cron job.")

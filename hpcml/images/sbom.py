@@ -71,7 +71,7 @@ def render(inventory: Inventory, findings: Sequence[Finding], *, image_name: str
     # The image contains every package: its dependency graph is this one level.
     bom.register_dependency(bom.metadata.component, list(bom.components))
     for f in findings:
-        ref = refs.get(_ident(f.ecosystem, f.package, f.version))
+        target = refs.get(_ident(f.ecosystem, f.package, f.version))
         bom.vulnerabilities.add(Vulnerability(
             id=f.id,
             source=VulnerabilitySource(name=f.source),
@@ -80,7 +80,7 @@ def render(inventory: Inventory, findings: Sequence[Finding], *, image_name: str
                                          method=VulnerabilityScoreSource.OTHER)],
             description=f.summary or None,
             recommendation=f"upgrade {f.package} to {' or '.join(f.fixed)}" if f.fixed else None,
-            affects=[BomTarget(ref=ref)] if ref else None,
+            affects=[BomTarget(ref=target)] if target else None,
         ))
     return make_outputter(bom, OutputFormat.JSON, SCHEMA).output_as_string(indent=2) + "\n"
 

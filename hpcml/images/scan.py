@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -174,18 +174,18 @@ def scan_images(settings: Settings, refs: Sequence[str] = (), *, all_images: boo
     scanner = Scanner(settings, runner or LocalRunner(), cats)
     now = time.time()
     for ref, entry in chosen:
-        base = dict(ref=ref, key=entry.key, name=entry.manifest.name, catalog=str(entry.catalog.root))
+        base = ScanOutcome(ref, entry.key, entry.manifest.name, str(entry.catalog.root))
         if stale_s is not None:
             found = read_record(cats, entry)
             if found is not None and now - found[0].scanned_at < stale_s:
-                yield ScanOutcome(**base, record=found[0], skipped=f"scanned {found[0].scanned}")
+                yield replace(base, record=found[0], skipped=f"scanned {found[0].scanned}")
                 continue
         try:
-            yield ScanOutcome(**base, record=scanner.scan(entry))
+            yield replace(base, record=scanner.scan(entry))
         except ConfigError:
             raise
         except (HpcmlError, OSError) as err:
-            yield ScanOutcome(**base, error=str(err))
+            yield replace(base, error=str(err))
 
 
 class Scanner:
