@@ -156,8 +156,8 @@ def _select(listing: list[ListedFile]) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     dists = 0
     for f in listing:
-        if f.kind != "file":
-            continue
+        if f.kind != "file" or any(part in ("", ".", "..") for part in f.path.split("/")):
+            continue  # a crafted file system's '..' must not lead the reading out of the extraction
         is_db = f.path in (DPKG_STATUS, APK_INSTALLED) or f.path.startswith(DPKG_STATUS_D) or f.path in OS_RELEASE
         is_dist = bool(_DIST.search(f.path))
         if not (is_db or is_dist):

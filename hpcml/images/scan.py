@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from hpcml.images.ensure import BuildReport
 
 SCAN_SCHEMA = 1
+#: The modules of the `scan` extra (pyproject.toml), checked before a scan starts.
+EXTRA_MODULES = ("pip_audit", "cyclonedx", "packageurl", "debian", "cvss", "packaging")
 EXTRA_HINT = "scanning needs the scan extra: pip install 'hpcml[scan]' (pip-audit, cyclonedx-python-lib, python-debian, cvss)"
 
 
@@ -192,10 +195,11 @@ class Scanner:
     """Scans entries with one set of advisories (loaded once)."""
 
     def __init__(self, settings: Settings, runner: Runner, cats: CatalogPath):
-        try:
-            from hpcml.images import advisories
-        except ImportError as err:
-            raise ConfigError(f"{EXTRA_HINT} ({err})") from None
+        missing = [m for m in EXTRA_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise HpcmlError(f"{EXTRA_HINT}; missing: {', '.join(missing)}")
+        from hpcml.images import advisories
+
         self.settings, self.runner, self.cats = settings, runner, cats
         self.db = advisories.AdvisoryDB.load(settings.advisories)
         self.online = settings.advisory_service
@@ -204,11 +208,9 @@ class Scanner:
 
     def scan(self, entry: Entry) -> ScanRecord:
         """Scan one image (after its integrity check) and store the SBOM and summary."""
-        try:
-            from hpcml.images import advisories, sbom
-            from hpcml.images.inventory import read_inventory
-        except ImportError as err:
-            raise ConfigError(f"{EXTRA_HINT} ({err})") from None
+        from hpcml.images import advisories, sbom
+        from hpcml.images.inventory import read_inventory
+
         self.cats.check(entry)  # the scan describes the SIF the manifest names, or nothing
         inv = read_inventory(str(entry.sif), self.runner, apptainer=self.settings.apptainer,
                              exec_flags=self.settings.exec_flags)

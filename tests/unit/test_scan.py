@@ -232,3 +232,22 @@ def test_fail_on_counts_findings_at_or_above_and_unrated_ones() -> None:
     summary = {"scanned": rec.scanned, "counts": rec.counts, "python_audited": False, "os_audited": None}
     assert scan_cell(summary) == "2026-12-02 C0/H1/M1/L0/U1 !py"
     assert scan_cell(None) == "not scanned"
+
+
+def test_a_crafted_dotdot_path_is_never_extracted_or_read() -> None:
+    crafted = [ListedFile("x/site-packages/../../../etc/y.dist-info/METADATA", "file", 10),
+               ListedFile("usr/lib/python3/dist-packages/./a-1.dist-info/METADATA", "file", 10)]
+    assert _select(crafted)[0] == []
+
+
+def test_scanning_without_the_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from hpcml.config import Settings
+    from hpcml.errors import HpcmlError
+    from hpcml.images import scan
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "pip_audit" else real(name))
+    with pytest.raises(HpcmlError, match=r"pip install 'hpcml\[scan\]'.*missing: pip_audit"):
+        scan.Scanner(Settings(), None, None)  # type: ignore[arg-type]
