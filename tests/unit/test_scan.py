@@ -251,3 +251,14 @@ def test_scanning_without_the_extra_says_how_to_install_it(monkeypatch: pytest.M
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "pip_audit" else real(name))
     with pytest.raises(HpcmlError, match=r"pip install 'hpcml\[scan\]'.*missing: pip_audit"):
         scan.Scanner(Settings(), None, None)  # type: ignore[arg-type]
+
+
+def test_scan_runs_on_the_cluster_with_remote(tmp_path: Path) -> None:
+    from hpcml.remote.commands import translate
+
+    cmd = translate(("catalog", "scan"), {"refs": ("torch:v1",), "all_images": False, "stale": "7d", "fail_on": "high",
+                                          "as_json": True}, tmp_path, lambda p: "/w", False)
+    assert cmd.argv == ("catalog", "scan", "torch:v1", "--stale", "7d", "--fail-on", "high", "--json")
+    cmd = translate(("build",), {"file": "wf.yaml", "images": (), "jobs": None, "scan": True}, tmp_path,
+                    lambda p: "/w", False)
+    assert cmd.argv == ("build", "/w/wf.yaml", "--scan")
