@@ -298,12 +298,9 @@ def compare_pypi(a: str, b: str) -> int:
 
 
 def compare_dpkg(a: str, b: str) -> int:
-    from debian.debian_support import Version  # the scan extra (python-debian)
+    from debian.debian_support import Version  # the scan extra (python-debian); ValueError if unreadable
 
-    try:
-        va, vb = Version(a), Version(b)
-    except ValueError:
-        raise
+    va, vb = Version(a), Version(b)
     return (va > vb) - (va < vb)
 
 
