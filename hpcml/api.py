@@ -15,7 +15,7 @@ import os as _os
 import re as _re
 import shutil as _shutil
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path as _Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,7 @@ from hpcml.spec import checker as _spec
 if TYPE_CHECKING:
     from hpcml.images.catalog import GcItem
     from hpcml.images.ensure import BuildReport, ImageEvent
+    from hpcml.images.scan import ScanOutcome
     from hpcml.images.search import CatalogPath, VerifyResult
     from hpcml.run.notify import Sent
     from hpcml.run.buildjobs import BuildJob
@@ -132,11 +133,13 @@ def build(
     jobs: int | None = None,
     progress: Callable[[ImageEvent], None] | None = None,
     settings: _Settings | None = None,
+    scan: bool = False,
 ) -> BuildReport:
     """Build every missing image of a workflow (or `names` and their parents).
 
     Returns an images.BuildReport; failures are in `report.failed`, not raised, so a
-    caller can show them all. Example: ``build("workflow.yaml", ["torch"], jobs=4)``.
+    caller can show them all. With `scan` (or the setting scan_on_publish) the images are
+    scanned afterwards ("scanned" progress events). Example: ``build("workflow.yaml", ["torch"], jobs=4)``.
     """
     from hpcml import plan as _plan_mod  # start-up speed
     from hpcml.images import ensure as images  # start-up speed
@@ -145,7 +148,7 @@ def build(
     cats = images.catalog_path(s)
     plan_ = _plan_mod.build(_spec.load(path), lambda name, tag: cats.find(f"{name}:{tag or 'latest'}").key,
                             build_options=_build_options(s))
-    return images.build_images(plan_, s, names=names, jobs=jobs, progress=progress)
+    return images.build_images(plan_, s, names=names, jobs=jobs, progress=progress, scan=scan)
 
 
 def build_jobs(
@@ -243,24 +246,59 @@ def _gpu_step_sif(workflow: str | _os.PathLike[str], s: _Settings) -> str | None
 
 
 def catalog_list(s: _Settings | None = None) -> list[CatalogRow]:
-    """Every complete image in every catalog of the search path, in search order."""
+    """Every complete image in every catalog of the search path, in search order, with the
+    summary of its newest scan (None when never scanned)."""
+    from hpcml.images import scan as _scan  # start-up speed
+
     rows = []
-    for cat in _catalogs(s).catalogs:
+    cats = _catalogs(s)
+    for cat in cats.catalogs:
         tags = cat.tags()
         for e in cat.entries():
             m = e.manifest
+            try:
+                found = _scan.read_record(cats, e)
+                scan = _scan.summary(found[0] if found else None)
+            except CatalogError as err:
+                scan = {"error": str(err)}
             rows.append(CatalogRow(str(cat.root), m.key, m.name, m.size, m.created,
-                                   tuple(tags.get(m.key, ())), str(e.sif)))
+                                   tuple(tags.get(m.key, ())), str(e.sif), scan))
     return rows
 
 
 def catalog_show(ref: str, s: _Settings | None = None) -> dict[str, object]:
-    """The manifest of `ref` (name[:tag] or key prefix) plus where it lives and its tags."""
-    entry = _catalogs(s).find(ref)
+    """The manifest of `ref` (name[:tag] or key prefix) plus where it lives, its tags and
+    its newest scan (`scan`: the whole scan record, findings included; None if never scanned)."""
+    from dataclasses import asdict  # start-up speed
+
+    from hpcml.images import scan as _scan  # start-up speed
+
+    cats = _catalogs(s)
+    entry = cats.find(ref)
     doc: dict[str, object] = _json.loads(entry.manifest.to_json())
     doc["catalog"], doc["sif"] = str(entry.catalog.root), str(entry.sif)
     doc["tags"] = entry.catalog.tags().get(entry.key, [])
+    found = _scan.read_record(cats, entry)
+    doc["scan"] = asdict(found[0]) if found else None
     return doc
+
+
+def catalog_scan(
+    refs: list[str] | None = None,
+    *,
+    all_images: bool = False,
+    stale_s: float | None = None,
+    settings: _Settings | None = None,
+) -> Iterator[ScanOutcome]:
+    """Scan images (`refs`, or every image with `all_images`): an SBOM (CycloneDX JSON) and
+    a vulnerability audit each, stored beside the manifest. Yields one images.scan.ScanOutcome
+    per image as it is done; with `stale_s`, images scanned less than that long ago are
+    skipped. Needs the `scan` extra. Example: ``list(catalog_scan(["numpy"]))[0].record.counts``.
+    """
+    from hpcml.images import scan as _scan  # start-up speed
+
+    s = settings or load_settings()
+    return _scan.scan_images(s, refs or [], all_images=all_images, stale_s=stale_s, cats=_catalogs(s))
 
 
 def catalog_path(ref: str, s: _Settings | None = None) -> str:

@@ -97,6 +97,17 @@ class Settings:
         DEFAULT_MAX_TASKS, "tasks", "the most tasks a workflow may expand to (all steps together), checked before "
         "any matrix is expanded: a small file cannot cost a login node minutes and gigabytes (at least 1000)"
     )
+    scan_on_publish: bool = _f(
+        False, "bool", "scan every image right after it is published (SBOM + audit, docs/security.md#scanning)"
+    )
+    advisories: tuple[str, ...] = _f(
+        (), "paths", "local vulnerability advisories for scans: OSV files, directories or .zip, "
+        "or Debian security tracker JSON (docs/security.md#scanning)"
+    )
+    advisory_service: str = _f(
+        "auto", "choice", "online advisory service pip-audit asks about Python packages during scans "
+        "(auto: osv when no `advisories` are set, else off)", ("auto", "osv", "pypi", "off")
+    )
     remotes: tuple[Remote, ...] = _f(
         (), "remotes", "clusters reachable over SSH, one [remotes.NAME] table each (docs/remote.md)"
     )

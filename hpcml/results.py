@@ -52,6 +52,9 @@ class CatalogRow:
     created: str
     tags: tuple[str, ...]
     sif: str
+    #: The newest scan's summary (images/scan.summary): when, counts by severity, packages,
+    #: whether Python and OS packages were audited; None when never scanned.
+    scan: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def event_line(event: ImageEvent, was_building: bool) -> str | None:
         return f"image {name}: built in {event.seconds:.0f}s"
     if event.state == "cached":
         return f"image {name}: cached{f' ({event.message})' if event.message else ''}"
-    if event.state == "waiting":
+    if event.state in ("waiting", "scanned"):
         return f"image {name}: {event.message}"
     if event.state in ("failed", "skipped") and was_building:
         return f"image {name}: {event.state} after {event.seconds:.0f}s"

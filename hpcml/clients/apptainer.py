@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from hpcml.errors import BuildError, CatalogError, HpcmlError
@@ -100,6 +101,10 @@ class Apptainer:
         """Verify against a PEM public key."""
         return [self.binary, "verify", "--key", key, sif]
 
+    def sif_list_argv(self, sif: str) -> list[str]:
+        """`apptainer sif list SIF`: the partitions (descriptors) of a SIF and their offsets."""
+        return [self.binary, "sif", "list", sif]
+
     # ---- runners ------------------------------------------------------------------
 
     def version(self) -> str:
@@ -140,6 +145,13 @@ class Apptainer:
         if not done.ok:
             raise BuildError(f"signing {sif} with {key} failed:\n{done.tail()}")
 
+    def sif_partitions(self, sif: str) -> list[SifPartition]:
+        """The data objects of `sif` (`apptainer sif list`); CatalogError when it is no SIF."""
+        done = self.runner.run(self.sif_list_argv(sif), timeout=120)
+        if not done.ok:
+            raise CatalogError(f"cannot list the partitions of {sif}:\n{done.tail(5)}")
+        return parse_sif_list(done.stdout)
+
     def verify(self, sif: str, key: str) -> None:
         """Raise CatalogError unless `sif` carries a valid signature by `key`."""
         done = self.runner.run(self.verify_argv(sif, key), timeout=600)
@@ -148,6 +160,35 @@ class Apptainer:
                 f"signature check failed for {sif} (key {key}); signatures are required "
                 f"by the configuration (require_signatures):\n{done.tail(5)}"
             )
+
+
+@dataclass(frozen=True)
+class SifPartition:
+    """One data object of a SIF: `kind` as `sif list` prints it, e.g. 'FS (Squashfs/*System/amd64)'."""
+
+    id: int
+    start: int
+    end: int
+    kind: str
+
+    @property
+    def primary_squashfs(self) -> bool:
+        """The image's root file system: a squashfs partition marked primary (`*System`)."""
+        return self.kind.startswith("FS (Squashfs/*System")
+
+
+_SIF_ROW = re.compile(r"^\s*(\d+)\s*\|[^|]*\|[^|]*\|\s*(\d+)-(\d+)\s*\|\s*(.+?)\s*$")
+
+
+def parse_sif_list(text: str) -> list[SifPartition]:
+    """Rows of `apptainer sif list` (`ID |GROUP |LINK |SIF POSITION (start-end) |TYPE`)."""
+    parts = []
+    for line in text.splitlines():
+        match = _SIF_ROW.match(line)
+        if match:
+            ident, start, end, kind = match.groups()
+            parts.append(SifPartition(int(ident), int(start), int(end), kind))
+    return parts
 
 
 _VERSION = re.compile(r"(?:apptainer|singularity)(?:-ce)? version (\S+)", re.IGNORECASE)

@@ -85,6 +85,7 @@ class LocalRunner:
                 timeout=timeout,
                 capture_output=True,
                 text=True,
+                errors="replace",  # undecodable output (a file name in an image) must not crash the caller
                 check=False,
             )
         except OSError as err:

@@ -7,6 +7,8 @@ One catalog is a directory, usually on a shared filesystem:
     sif/ab/<key>.sif        the image (read-only once published)
     meta/<key>.json         its manifest; written AFTER the SIF, so a SIF without one is
                             an incomplete publish: ignored by readers, removed by gc
+    meta/<key>.cdx.json     its SBOM (CycloneDX) and meta/<key>.scan.json the summary of its
+                            newest scan, when scanned (scan.py); removed by gc with the image
     tags/<name>/<tag>       a file holding a key
     logs/<key>.log          the build log (failed builds: logs/failed/)
     locks/<key>.lock        held while one process builds <key> (see locking.py)
@@ -362,8 +364,9 @@ class Catalog:
         for entry in self.entries():
             if entry.key in tagged or self.last_used(entry) >= cutoff:
                 continue
+            meta = self.root / "meta"
             for path in (self.meta_path(entry.key), entry.sif, self.root / "used" / entry.key,
-                         self.log_path(entry.key)):
+                         self.log_path(entry.key), meta / f"{entry.key}.scan.json", meta / f"{entry.key}.cdx.json"):
                 if path.exists():
                     doomed.append(GcItem(str(path), f"unused for {days:g} days", path.stat().st_size))
         known = set(self.keys())

@@ -37,7 +37,7 @@ from hpcml.images.locking import Owner
 from hpcml.model import ImagePlan, Plan
 from hpcml.clients.runner import LocalRunner, Runner
 
-State = Literal["pending", "cached", "waiting", "building", "done", "failed", "skipped"]
+State = Literal["pending", "cached", "waiting", "building", "done", "failed", "skipped", "scanned"]
 FINAL: frozenset[str] = frozenset({"cached", "done", "failed", "skipped"})
 #: Directories apptainer creates in every build root, even `Bootstrap: scratch` (measured,
 #: 1.4.5): the only places a build-time bind can land in an empty root.
@@ -189,10 +189,14 @@ def build_images(
     jobs: int | None = None,
     progress: Progress | None = None,
     runner: Runner | None = None,
+    scan: bool = False,
 ) -> BuildReport:
     """Bring every selected image into the catalog; never raises for a single failed build.
 
     Ancestors of requested images that are already in a catalog are not built (`needed`).
+    Images published here are scanned when the setting `scan_on_publish` is on; with
+    `scan` (`hpcml build --scan`) cached images that were never scanned are scanned too.
+    A scan's outcome is a "scanned" event; a failed scan does not fail the build.
     """
     builder = _Builder(plan, settings, runner or LocalRunner(), progress or (lambda e: None))
     order = needed(plan, names, builder.path)
@@ -222,6 +226,10 @@ def build_images(
                 name = running.pop(fut)
                 report.results[name] = fut.result()
     report.results = {n: report.results[n] for n in order}
+    if scan or settings.scan_on_publish:
+        from hpcml.images.scan import scan_built  # the scan extra, imported only when scanning
+
+        scan_built(report, settings, builder.path, builder.emit, runner or LocalRunner(), cached_too=scan)
     return report
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from hpcml.errors import RemoteError
 
 #: Commands that `hpcml --remote NAME` runs on the cluster (group commands as "catalog list").
-SUPPORTED = ("run", "status", "logs", "cancel", "runs", "build", "plan", "catalog list", "catalog show", "catalog verify")
+SUPPORTED = ("run", "status", "logs", "cancel", "runs", "build", "plan", "catalog list", "catalog show", "catalog verify",
+             "catalog scan")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def translate(
             watch = tty if p.get("watch") is None else bool(p["watch"])
             return RemoteCommand(name, tuple(argv), local, watch)
         if name == "build":
-            argv = ["build", remote, *p.get("images", ()), *(["-j", str(p["jobs"])] if p.get("jobs") else [])]
+            argv = ["build", remote, *p.get("images", ()), *(["-j", str(p["jobs"])] if p.get("jobs") else []),
+                    *(["--scan"] if p.get("scan") else [])]
         else:
             argv = ["plan", remote, *json_flag]
         return RemoteCommand(name, tuple(argv), local)
@@ -84,6 +86,11 @@ def translate(
         return RemoteCommand(name, ("cancel", *([p["run"]] if p.get("run") else []), *where()))
     if name == "runs":
         return RemoteCommand(name, ("runs", *json_flag, *where()))
+    if name == "catalog scan":
+        argv = ["catalog", "scan", *p.get("refs", ()), *(["--all"] if p.get("all_images") else []),
+                *(["--stale", p["stale"]] if p.get("stale") else []),
+                *(["--fail-on", p["fail_on"]] if p.get("fail_on") else []), *json_flag]
+        return RemoteCommand(name, tuple(argv))
     # catalog list | show | verify
     sub = path[1]
     return RemoteCommand(name, ("catalog", sub, *([p["ref"]] if p.get("ref") else []), *json_flag))

@@ -143,7 +143,8 @@ def package_root() -> str:
 
 #: The settings a build reads (images/ensure.py), handed to the build job as resolved here.
 BUILD_SETTINGS = ("catalogs", "cache_dir", "apptainer", "build_flags", "build_binds", "ca_bundle", "require_signatures",
-                  "signing_key", "verify_key", "allow_setup")
+                  "signing_key", "verify_key", "allow_setup",
+                  "scan_on_publish", "advisories", "advisory_service")  # scan_on_publish scans in the job
 
 
 def settings_json(settings: Settings) -> str:
