@@ -184,7 +184,7 @@ def parse_sif_list(text: str) -> list[SifPartition]:
     """Rows of `apptainer sif list` (`ID |GROUP |LINK |SIF POSITION (start-end) |TYPE`)."""
     parts = []
     for line in text.splitlines():
-        match = _SIF_ROW.match(line)
+        match = _SIF_ROW.fullmatch(line)
         if match:
             ident, start, end, kind = match.groups()
             parts.append(SifPartition(int(ident), int(start), int(end), kind))

@@ -83,7 +83,7 @@ def parse_listing(text: str) -> list[ListedFile]:
     """The entries of `unsquashfs -lln` output (the root itself and device nodes left out)."""
     out = []
     for line in text.splitlines():
-        match = _LINE.match(line)
+        match = _LINE.fullmatch(line)
         if not match or match.group(3) is None:
             continue
         kind = _KINDS.get(match.group(1), "other")

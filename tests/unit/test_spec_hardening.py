@@ -58,7 +58,7 @@ def test_notify_script_checks_its_partition_and_run_directory() -> None:
     ("{from: 'localimage:/shared/a#b.sif'}", "7:13", "localimage path '/shared/a#b.sif' must end with .sif and have no blanks, '#'"),
     ("{from: 'debootstrap:bookworm', mirror: 'http://deb.debian.org/debian#x'}", "7:45", "invalid mirror URL"),
     ("{from: scratch, files: {src: '/opt/a#b'}}", "7:35", "files destination '/opt/a#b' must be an absolute path with no blanks, '#'"),
-    ("{from: scratch, files: {'a#b': /opt/x}}", "7:30", "files source 'a#b' cannot be written in a definition file"),
+    ("{from: scratch, files: {'a#b': /opt/x}}", "7:30", "files source 'a#b': Apptainer expands %files sources with a shell"),
 ])
 def test_a_hash_in_a_definition_word_is_refused_where_it_is_written(tmp_path: Path, image: str, where: str,
                                                                     fragment: str) -> None:
