@@ -34,6 +34,18 @@ hpcml_rank() {  # hpcml_rank GPU PER_GPU RECORDS ARGV...: one rank: its ids and 
     done
   fi
   shift 3
+  if [[ -n ${HPCML_RANK_VERIFY_KEY:-} ]]; then  # require_signatures: verified on this rank's node
+    local argv=("$@") fd='' sif=${*: -3:1}
+    if [[ -f $sif && -r $sif ]]; then exec {fd}<"$sif"; fi
+    if [[ -z $fd ]] || ! "$1" verify --key "$HPCML_RANK_VERIFY_KEY" "/proc/self/fd/$fd" >/dev/null; then
+      echo "hpcml: rank $SLURM_PROCID refuses to run $sif: its signature does not verify against $HPCML_RANK_VERIFY_KEY"
+      printf '%s\n' @VERIFY_FAILED_EXIT@ >"$records/$(date +%s%N).$SLURM_PROCID" 2>/dev/null || true
+      # shellcheck disable=SC2242  # the marker stands for a number
+      exit @VERIFY_FAILED_EXIT@
+    fi
+    argv[${#argv[@]}-3]=/proc/self/fd/$fd
+    set -- "${argv[@]}"
+  fi
   # The container gets the rank's signals itself (SLURM signals every process of the step;
   # locally they share a process group); this shell only waits and records.
   trap ':' INT TERM HUP QUIT ALRM USR1 USR2

@@ -129,16 +129,24 @@ export APPTAINERENV_HPCML_JOB_ID=${SLURM_JOB_ID:-local}
 # swapped at its catalog path while the job waited, or after this check, is never run.
 if [[ -n ${hpcml_verify_key:-} ]]; then
   hpcml_sif=${hpcml_container[-1]}
+  hpcml_apptainer=${hpcml_container[0]}
+  if [[ $hpcml_apptainer == hpcml_ranks ]]; then hpcml_apptainer=${hpcml_container[1]}; fi
   hpcml_sif_fd=
   if [[ -f $hpcml_sif && -r $hpcml_sif ]]; then exec {hpcml_sif_fd}<"$hpcml_sif"; fi
-  if [[ -z $hpcml_sif_fd ]] || ! "${hpcml_container[0]}" verify --key "$hpcml_verify_key" "/proc/self/fd/$hpcml_sif_fd"; then
+  if [[ -z $hpcml_sif_fd ]] || ! "$hpcml_apptainer" verify --key "$hpcml_verify_key" "/proc/self/fd/$hpcml_sif_fd"; then
     echo "hpcml: $(hpcml_now) refusing to run $hpcml_sif: its signature does not verify against" \
       "$hpcml_verify_key (require_signatures); it may have been replaced since submission"
     hpcml_put @TASK_EXITCODE@ @VERIFY_FAILED_EXIT@
     # shellcheck disable=SC2242  # the marker stands for a number
     exit @VERIFY_FAILED_EXIT@
   fi
-  hpcml_container[-1]=/proc/self/fd/$hpcml_sif_fd
+  if [[ ${hpcml_container[0]} == hpcml_ranks ]]; then
+    # Ranks that srun starts do not inherit this descriptor: each verifies again where it
+    # runs, on the descriptor it then executes (hpcml_rank).
+    export HPCML_RANK_VERIFY_KEY=$hpcml_verify_key
+  else
+    hpcml_container[-1]=/proc/self/fd/$hpcml_sif_fd
+  fi
 fi
 
 # The attempt record for the report (`@TASK_ATTEMPTS@`): one short line per event, appended
