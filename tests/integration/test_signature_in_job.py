@@ -100,3 +100,32 @@ def test_local_executor_refuses_a_swapped_sif_too(tmp_path: Path, apptainer, bus
     assert states["victim"].state == "failed" and states["victim"].exit_code == protocol.VERIFY_FAILED_EXIT
     log = next((tasks / "victim").glob("*/log")).read_text()
     assert f"refusing to run {sif}: its signature does not verify" in log, log
+
+
+RANK_STEPS = """\
+ranks:
+  resources: {partition: multi, nodes: 2, launch: per_node, time: 2m, cpus: 1, mem: 100M}
+  run: echo "rank $RANK on $HPCML_NODE" > {out}/rank-$RANK
+"""
+
+
+def test_every_rank_of_a_multi_node_step_verifies_on_its_node(tmp_path: Path, apptainer, slurm_cluster) -> None:  # noqa: ANN001
+    """srun's ranks cannot inherit the batch script's descriptor: each rank opens the SIF,
+    verifies it and runs that descriptor (ranks.sh), so a signed image runs on every node."""
+    priv, pub = keypair(tmp_path)
+    wf = write_workflow(tmp_path / "wf", "sigranks", RANK_STEPS)
+    env = {"HOME": str(tmp_path), **settings_env(apptainer, tmp_path),
+           "HPCML_SIGNING_KEY": str(priv), "HPCML_VERIFY_KEY": str(pub), "HPCML_REQUIRE_SIGNATURES": "true"}
+    settings = config.load(env=env)
+    outcome = api.run(wf, executor="slurm", settings=settings, watch=False)
+    assert outcome.submitted == 1
+    for _ in range(900):  # the testbed is shared: the job may wait for others
+        st = api.status(workflow=str(wf))
+        if st.finished:
+            break
+        time.sleep(1)
+    task_dir = next((wf.parent / ".hpcml" / "tasks" / "ranks").iterdir())
+    log = (task_dir / "log").read_text()
+    assert st.tasks[0].state == "completed", log
+    ranks = sorted(p.read_text().split() for p in (task_dir / "out").glob("rank-*"))
+    assert [r[1] for r in ranks] == ["0", "1"] and ranks[0][3] != ranks[1][3], ranks  # two nodes
