@@ -7,6 +7,8 @@ journal record is still found and depended on instead of submitted twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hpcml.clients.runner import Runner
 from hpcml.clients.slurm import Slurm
 from hpcml.config import Settings
@@ -63,13 +65,19 @@ def reconcile(ex: Executor, run_dir: RunDir, workflow: str) -> tuple[dict[str, s
     return out, arrays
 
 
-def refuse_if_queued_on_slurm(run_dir: RunDir, workflow: str, settings: Settings, runner: Runner | None) -> None:
-    """Another executor must not take tasks that SLURM still holds: they would run twice."""
+def refuse_if_queued_on_slurm(
+    run_dir: RunDir, workflow: str, settings: Settings, runner: Runner | None,
+    say: Callable[[str], None] | None = None,
+) -> None:
+    """Another executor must not take tasks that SLURM still holds: they would run twice.
+    A controller that does not answer now is waited for (up to `slurm_wait_s`), never taken
+    for "nothing is queued": only SLURM gone from this machine (no sbatch, no configuration)
+    lets the tasks go without asking."""
     on_slurm = [r for r in run_dir.run_ids() if any(
         rec.get("event") == "run" and rec.get("executor") == "slurm" for rec in read_journal(run_dir.run(r).journal))]
-    if not on_slurm or not Slurm(runner).usable()[0]:
+    if not on_slurm or Slurm(runner).controller()[0] in ("absent", "unconfigured"):
         return
-    live = live_tasks(make_executor("slurm", settings, runner), run_dir, workflow)
+    live = live_tasks(make_executor("slurm", settings, runner, say), run_dir, workflow)
     if live:
         raise SubmitError(
             f"{len(live)} task(s) of workflow {workflow} are still queued or running on SLURM (run "

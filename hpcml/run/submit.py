@@ -202,7 +202,7 @@ def start(
 def _start_locked(ctx: _Context, lock: RunLock, progress: _Progress) -> RunStarted:
     wf = ctx.plan.workflow
     if ctx.executor.name != "slurm":
-        refuse_if_queued_on_slurm(ctx.run_dir, wf.name, ctx.settings, ctx.runner)
+        refuse_if_queued_on_slurm(ctx.run_dir, wf.name, ctx.settings, ctx.runner, ctx.say)
     if _lacks_upstream(ctx, _complete(ctx), {}):
         # Refused before any image is built unless a live job makes what is missing.
         _refuse_missing_upstream(ctx, _complete(ctx), live_tasks(ctx.executor, ctx.run_dir, wf.name))

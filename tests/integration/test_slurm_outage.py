@@ -131,6 +131,27 @@ def test_watching_rides_out_an_outage(
     assert [ran(o) for s in ("first", "sweep") for o in outs(wf, s)] == [1, 1, 1]  # none lost, none twice
 
 
+def test_local_executor_does_not_take_tasks_slurm_may_hold_while_it_does_not_answer(
+    tmp_path: Path, apptainer, catalog: Path, client_conf: ClientSlurmConf,  # noqa: ANN001
+) -> None:
+    """`--executor local` while slurmctld does not answer: the earlier run's job may still be
+    queued, so hpcml waits for the controller (here past a 12 s wait: a clear error) instead of
+    running the task a second time on this machine."""
+    wf = write_workflow(tmp_path / "w", "outagelocal", "long:\n  run: echo x >> {out}/ran; sleep 30\n")
+    env = env_for(apptainer, catalog, client_conf, 12)
+    code, _out, err = Hpcml("run", str(wf), "--detach", "--executor", "slurm", env=env).finish()
+    assert code == 0, err
+    client_conf.cut_controller()
+    code, out, err = Hpcml("run", str(wf), "--executor", "local", env=env).finish()
+    client_conf.restore()
+    assert code == 1, out + err
+    assert "slurmctld does not answer (" in err and "(looking for queued jobs of earlier runs)" in err, err
+    assert "error: slurmctld did not answer for " in err and "Traceback" not in err, err
+    code, _out, err = Hpcml("cancel", "--workflow", str(wf), env=env).finish()
+    assert code == 0, err
+    assert [ran(o) for o in outs(wf, "long")] in ([0], [1])  # never twice (0: cancelled before it started)
+
+
 ENDED = """\
 sweep:
   matrix: {i: [1, 2, 3]}
