@@ -89,7 +89,7 @@ def test_faults_are_named_with_their_fix(env: dict[str, str], catalog: Path, tmp
     part = checks["slurm.partitions"]
     assert rc == 1 and part["status"] == "fail"
     assert "step train asks for partition 'nosuch', which this cluster does not have" in part["detail"]
-    assert "set `partition:` of those steps (or build_partition) to one of: cpu, gpu, multi" in part["fix"]
+    assert "set `partition:` of those steps (or build_partition) to one of: cpu, gpu, low, high, multi" in part["fix"]
 
 
 def test_gpu_job_reports_what_the_image_saw(env: dict[str, str], busybox_sif: Path) -> None:

@@ -50,10 +50,12 @@ def test_partitions_and_gpus_are_as_configured(slurm_cluster: SlurmCluster) -> N
     done = slurm_cluster.run("sinfo", "--noheader", "--format=%P %G")
     assert done.ok, done.tail()
     lines = sorted(done.stdout.split("\n")[:-1])
-    assert lines == ["cpu* gpu:2", "gpu gpu:2", "multi gpu:2"]
+    assert lines == ["cpu* gpu:2", "gpu gpu:2", "high gpu:2", "low gpu:2", "multi gpu:2"]
     nodes = slurm_cluster.run("sinfo", "--noheader", "--Node", "--format=%N %P %G")
     assert sorted(nodes.stdout.split("\n")[:-1]) == sorted([
-        f"{slurm_cluster.node} cpu* gpu:2", f"{slurm_cluster.node} gpu gpu:2", "hpcml-n1 multi gpu:2", "hpcml-n2 multi gpu:2",
+        f"{slurm_cluster.node} cpu* gpu:2", f"{slurm_cluster.node} gpu gpu:2",
+        f"{slurm_cluster.node} low gpu:2", f"{slurm_cluster.node} high gpu:2",
+        "hpcml-n1 multi gpu:2", "hpcml-n2 multi gpu:2",
     ])
 
 
