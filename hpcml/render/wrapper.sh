@@ -75,6 +75,30 @@ rm -f "$taskdir/@TASK_EXITCODE@" "$taskdir/@TASK_CAUSE@" "$taskdir/@TASK_REQUEUE
 hpcml_child=
 hpcml_signal=
 hpcml_forwarded=
+hpcml_preempt=
+# Whether SLURM is preempting this instance of the job: `scontrol show job` gives a
+# PreemptTime from the moment it decides to (while the job still runs, before the signal
+# arrives), and None otherwise. A PreemptTime before this instance's StartTime belongs to
+# an earlier instance of a requeued job. Never in the local executor.
+# shellcheck disable=SC2120,SC2317  # `${@EXECUTOR_ENV@` reads like `$@`; called by traps
+hpcml_preempted() {
+  # shellcheck disable=SC2199  # a marker, not `$@`
+  [[ ${@EXECUTOR_ENV@:-slurm} != @LOCAL_EXECUTOR@ && -n ${SLURM_JOB_ID:-} ]] || return 1
+  local info preempt start
+  info=$(timeout 30 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 1
+  [[ $info =~ PreemptTime=([^[:space:]]+) ]] || return 1
+  preempt=${BASH_REMATCH[1]}
+  [[ $preempt != None && $preempt != Unknown ]] || return 1
+  [[ $info =~ StartTime=([^[:space:]]+) ]] && start=${BASH_REMATCH[1]}
+  [[ -z ${start:-} || ! $preempt < $start ]]
+}
+# shellcheck disable=SC2317  # called by the traps below
+hpcml_check_preempted() {  # on a signal from outside: remember a preemption once seen
+  if [[ -z $hpcml_preempt ]] && hpcml_preempted; then
+    hpcml_preempt=1
+    echo "hpcml: $(hpcml_now) SLURM is preempting job $hpcml_job_ref (SIG$1); the task will run again"
+  fi
+}
 hpcml_forward() {  # pass a signal on to the whole task (its own process group)
   hpcml_signal=$1
   if [[ -n $hpcml_child ]]; then
@@ -83,8 +107,11 @@ hpcml_forward() {  # pass a signal on to the whole task (its own process group)
   fi
 }
 # shellcheck disable=SC2317  # called by the TERM trap below
-hpcml_terminated() {  # SIGTERM: the time limit, or scancel / Ctrl-C of the local executor
-  if (( hpcml_time_limit > 0 && SECONDS + 15 >= hpcml_time_limit )); then
+hpcml_terminated() {  # SIGTERM: preemption, the time limit, or scancel / Ctrl-C of the local executor
+  hpcml_check_preempted TERM
+  if [[ -n $hpcml_preempt ]]; then
+    :  # not an end: SLURM requeues the job, and nothing may say otherwise meanwhile
+  elif (( hpcml_time_limit > 0 && SECONDS + 15 >= hpcml_time_limit )); then
     hpcml_put @TASK_CAUSE@ @CAUSE_TIMEOUT@
   else
     hpcml_put @TASK_CAUSE@ @CAUSE_CANCELLED@
@@ -94,7 +121,7 @@ hpcml_terminated() {  # SIGTERM: the time limit, or scancel / Ctrl-C of the loca
 trap hpcml_terminated TERM
 trap 'hpcml_forward INT' INT
 if [[ -n $hpcml_checkpoint_signal ]]; then
-  trap 'hpcml_forward "$hpcml_checkpoint_signal"' "$hpcml_checkpoint_signal"
+  trap 'hpcml_check_preempted "$hpcml_checkpoint_signal"; hpcml_forward "$hpcml_checkpoint_signal"' "$hpcml_checkpoint_signal"
 fi
 
 # shellcheck disable=SC2120  # `${@EXECUTOR_ENV@` reads like `$@` to shellcheck
@@ -112,6 +139,24 @@ hpcml_requeue() {  # on the checkpoint signal: run again later, from the checkpo
   fi
   echo "hpcml: scontrol requeue $hpcml_job_ref failed; the task ends here"
   rm -f "$taskdir/@TASK_REQUEUE@"
+}
+
+hpcml_yield() {  # after a preempted attempt: let SLURM run the task again, never count it as an end
+  local n
+  n=$(( $(cat "$taskdir/@TASK_PREEMPTED@" 2>/dev/null || echo 0) + 1 ))
+  hpcml_put @TASK_PREEMPTED@ "$n"
+  hpcml_put @TASK_REQUEUE@ "$(hpcml_now)"
+  # A preempted job that ends by itself before SLURM's GraceTime is over is recorded
+  # COMPLETED and never requeued: hand the allocation back with a requeue now (the
+  # high-priority job starts at once) and, should that fail, stay until SLURM ends it.
+  if [[ $hpcml_signal != TERM ]]; then
+    echo "hpcml: $(hpcml_now) preempted (×$n, retries untouched); scontrol requeue $hpcml_job_ref"
+    if scontrol requeue "$hpcml_job_ref"; then exit 0; fi
+  fi
+  echo "hpcml: $(hpcml_now) preempted (×$n, retries untouched); waiting for SLURM to requeue the job"
+  trap '' TERM
+  if [[ -n $hpcml_checkpoint_signal ]]; then trap '' "$hpcml_checkpoint_signal"; fi
+  while :; do sleep 5; done
 }
 
 if (( hpcml_gpu )); then  # the container sees exactly the GPUs this job was given
@@ -168,12 +213,17 @@ hpcml_stop_sampler() {
   if [[ -n $hpcml_sampler ]]; then kill "$hpcml_sampler" 2>/dev/null || true; hpcml_sampler=; fi
 }
 
+# Attempts are counted in `@TASK_ATTEMPT@` (every start) and `@TASK_TRIES@` (only those
+# that spend the step's retries: a failure of the task's own, a requeue at the time
+# limit). A preempted attempt, and one whose node failed under it (its wrapper never came
+# back to count it), spend nothing.
 hpcml_status=0
 while :; do
   hpcml_attempt=$(( $(cat "$taskdir/@TASK_ATTEMPT@" 2>/dev/null || echo 0) + 1 ))
+  hpcml_tries=$(cat "$taskdir/@TASK_TRIES@" 2>/dev/null || echo 0)
   hpcml_put @TASK_ATTEMPT@ "$hpcml_attempt"
   export APPTAINERENV_HPCML_ATTEMPT=$hpcml_attempt
-  echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index key $hpcml_key attempt $hpcml_attempt of $(( hpcml_retries + 1 ))" \
+  echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index key $hpcml_key attempt $hpcml_attempt of $(( hpcml_attempt + hpcml_retries - hpcml_tries ))" \
     "on $(hostname) job $hpcml_job_ref" \
     "devices ${CUDA_VISIBLE_DEVICES:-none}"
   if [[ -n $hpcml_signal ]]; then
@@ -199,16 +249,19 @@ while :; do
     done
     hpcml_child=
     hpcml_stop_sampler
-    hpcml_mark end "$hpcml_attempt" "$hpcml_status" "${hpcml_signal:--}"
+    hpcml_mark end "$hpcml_attempt" "$hpcml_status" "${hpcml_signal:--}" ${hpcml_preempt:+preempted}
   fi
   echo "hpcml: $(hpcml_now) attempt $hpcml_attempt exited with $hpcml_status${hpcml_signal:+ after SIG$hpcml_signal}"
   (( hpcml_status == 0 )) && break
-  if [[ -n $hpcml_signal && $hpcml_signal == "$hpcml_checkpoint_signal" ]] && (( hpcml_attempt <= hpcml_retries )); then
+  [[ -n $hpcml_preempt ]] && hpcml_yield  # does not return
+  hpcml_tries=$(( hpcml_tries + 1 ))
+  hpcml_put @TASK_TRIES@ "$hpcml_tries"
+  if [[ -n $hpcml_signal && $hpcml_signal == "$hpcml_checkpoint_signal" ]] && (( hpcml_tries <= hpcml_retries )); then
     # shellcheck disable=SC2119  # see hpcml_requeue
     hpcml_requeue
   fi
   [[ -n $hpcml_signal ]] && break  # ended from outside: no retry here
-  (( hpcml_attempt > hpcml_retries )) && break
+  (( hpcml_tries > hpcml_retries )) && break
   echo "hpcml: retrying in this allocation"
 done
 hpcml_put @TASK_EXITCODE@ "$hpcml_status"

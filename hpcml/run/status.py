@@ -133,7 +133,8 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
             # Its image was never built: SLURM cancels (or holds) the task; say why.
             bad = failed_images[step.image]
             state, detail = "image_failed", f"image {bad.image}, build job {bad.job}"
-        states[t.key] = TaskState(step.name, t.index, t.key, state, files.exit_code, ref, detail, files.attempt)
+        states[t.key] = TaskState(step.name, t.index, t.key, state, files.exit_code, ref, detail, files.attempt,
+                                  files.preempted)
     return RunStatus(run_id, rec.plan.workflow, rec.executor, tuple(states.values()), seen.accounting if seen else True,
                      images, (seen.note,) if seen and seen.note else ())
 
