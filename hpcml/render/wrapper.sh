@@ -76,27 +76,34 @@ hpcml_child=
 hpcml_signal=
 hpcml_forwarded=
 hpcml_preempt=
-# Whether SLURM is preempting this instance of the job: `scontrol show job` gives a
-# PreemptTime from the moment it decides to (while the job still runs, before the signal
-# arrives), and None otherwise. A PreemptTime before this instance's StartTime belongs to
-# an earlier instance of a requeued job. Never in the local executor.
+# Whether SLURM is taking this instance of the job off its node to run it again: from the
+# moment it decides to preempt it (while the job still runs, before the signal arrives)
+# `scontrol show job` gives a PreemptTime (None otherwise; one before this instance's
+# StartTime belongs to an earlier instance); once it requeues it (the end of GraceTime, an
+# administrator's `scontrol requeue`) the job is no longer RUNNING but PENDING, REQUEUED
+# or PREEMPTED while this instance is still being ended. Never in the local executor.
+hpcml_slurm_says=
 # shellcheck disable=SC2120,SC2317  # `${@EXECUTOR_ENV@` reads like `$@`; called by traps
 hpcml_preempted() {
   # shellcheck disable=SC2199  # a marker, not `$@`
   [[ ${@EXECUTOR_ENV@:-slurm} != @LOCAL_EXECUTOR@ && -n ${SLURM_JOB_ID:-} ]] || return 1
-  local info preempt start
+  local info state='' preempt='' start=''
   info=$(timeout 30 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 1
-  [[ $info =~ PreemptTime=([^[:space:]]+) ]] || return 1
-  preempt=${BASH_REMATCH[1]}
-  [[ $preempt != None && $preempt != Unknown ]] || return 1
-  [[ $info =~ StartTime=([^[:space:]]+) ]] && start=${BASH_REMATCH[1]}
-  [[ -z ${start:-} || ! $preempt < $start ]]
+  if [[ $info =~ JobState=([^[:space:]]+) ]]; then state=${BASH_REMATCH[1]}; fi
+  if [[ $info =~ PreemptTime=([^[:space:]]+) ]]; then preempt=${BASH_REMATCH[1]}; fi
+  if [[ $info =~ StartTime=([^[:space:]]+) ]]; then start=${BASH_REMATCH[1]}; fi
+  hpcml_slurm_says="JobState=$state PreemptTime=$preempt StartTime=$start"
+  case $state in
+    PENDING | REQUEUED | REQUEUE_FED | REQUEUE_HOLD | PREEMPTED) return 0 ;;
+  esac
+  [[ -n $preempt && $preempt != None && $preempt != Unknown && ! $preempt < $start ]]
 }
 # shellcheck disable=SC2317  # called by the traps below
 hpcml_check_preempted() {  # on a signal from outside: remember a preemption once seen
   if [[ -z $hpcml_preempt ]] && hpcml_preempted; then
     hpcml_preempt=1
-    echo "hpcml: $(hpcml_now) SLURM is preempting job $hpcml_job_ref (SIG$1); the task will run again"
+    echo "hpcml: $(hpcml_now) SLURM is preempting or requeueing job $hpcml_job_ref (SIG$1; $hpcml_slurm_says);" \
+      "the task will run again"
   fi
 }
 hpcml_forward() {  # pass a signal on to the whole task (its own process group)
@@ -141,22 +148,38 @@ hpcml_requeue() {  # on the checkpoint signal: run again later, from the checkpo
   rm -f "$taskdir/@TASK_REQUEUE@"
 }
 
+# shellcheck disable=SC2317  # called by hpcml_yield
+hpcml_job_state() {  # this job's JobState as slurmctld says it now; nothing when it does not answer
+  local info
+  info=$(timeout 30 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 0
+  if [[ $info =~ JobState=([^[:space:]]+) ]]; then printf '%s\n' "${BASH_REMATCH[1]}"; fi
+}
 hpcml_yield() {  # after a preempted attempt: let SLURM run the task again, never count it as an end
-  local n
+  local n state requeued=
   n=$(( $(cat "$taskdir/@TASK_PREEMPTED@" 2>/dev/null || echo 0) + 1 ))
   hpcml_put @TASK_PREEMPTED@ "$n"
   hpcml_put @TASK_REQUEUE@ "$(hpcml_now)"
-  # A preempted job that ends by itself before SLURM's GraceTime is over is recorded
-  # COMPLETED and never requeued: hand the allocation back with a requeue now (the
-  # high-priority job starts at once) and, should that fail, stay until SLURM ends it.
-  if [[ $hpcml_signal != TERM ]]; then
-    echo "hpcml: $(hpcml_now) preempted (×$n, retries untouched); scontrol requeue $hpcml_job_ref"
-    if scontrol requeue "$hpcml_job_ref"; then exit 0; fi
-  fi
-  echo "hpcml: $(hpcml_now) preempted (×$n, retries untouched); waiting for SLURM to requeue the job"
   trap '' TERM
   if [[ -n $hpcml_checkpoint_signal ]]; then trap '' "$hpcml_checkpoint_signal"; fi
-  while :; do sleep 5; done
+  # A preempted job that ends by itself while SLURM still runs it (during GraceTime) is
+  # recorded COMPLETED and never requeued. So: once SLURM is ending it (the SIGTERM at the
+  # end of GraceTime: no longer RUNNING) the wrapper may go; before that it hands the
+  # allocation back with a requeue (the high-priority job starts at once) or, should that
+  # fail, stays until SLURM ends it.
+  while :; do
+    state=$(hpcml_job_state)
+    if [[ -n $state && $state != RUNNING ]]; then
+      echo "hpcml: $(hpcml_now) preempted (×$n, retries untouched); SLURM requeues the job (now $state)"
+      exit 0
+    fi
+    if [[ $state == RUNNING && -z $requeued ]]; then
+      requeued=1
+      echo "hpcml: $(hpcml_now) preempted (×$n, retries untouched); scontrol requeue $hpcml_job_ref"
+      if scontrol requeue "$hpcml_job_ref"; then exit 0; fi
+      echo "hpcml: $(hpcml_now) scontrol requeue failed; waiting for SLURM to requeue the job"
+    fi
+    sleep 2
+  done
 }
 
 if (( hpcml_gpu )); then  # the container sees exactly the GPUs this job was given

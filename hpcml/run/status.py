@@ -213,7 +213,8 @@ def watch(
     st = _poll(started.run_dir, started.run_id, started.executor, on_update, sleep=sleep, min_s=min_s, max_s=max_s)
     if started.lock is not None:
         try:
-            Journal(started.run_dir.run(started.run_id).journal).append("finished", counts=st.counts, ok=st.ok)
+            Journal(started.run_dir.run(started.run_id).journal).append("finished", counts=st.counts, ok=st.ok,
+                                                                     preempted=st.preempted)
         except OSError as err:  # a full disk: the run is over all the same; `runs` says "not watched to the end"
             log.warning("could not record the end of run %s: %s", started.run_id, err)
     return st

@@ -376,13 +376,15 @@ def test_an_array_task_requeues_itself_by_array_id(tmp_path: Path) -> None:
 # `show job` answers as SLURM 22.05 does for a job it is preempting (PreemptTime after the
 # instance's StartTime) or not (PreemptTime=None); every call is logged. The real thing is
 # tests/integration/test_preemption_slurm.py.
-def _fake_scontrol(tmp_path: Path, preempt_time: str) -> tuple[Path, Path]:
+def _fake_scontrol(tmp_path: Path, preempt_time: str, job_state: str = "RUNNING",
+                   requeue_ok: bool = True) -> tuple[Path, Path]:
     calls = tmp_path / "scontrol-calls"
-    show = ("JobId=500 JobName=s\n   JobState=RUNNING Reason=None Dependency=(null)\n"
-            f"   SubmitTime=2026-12-02T10:00:00 EligibleTime=2026-12-02T10:00:00\n"
-            f"   StartTime=2026-12-02T10:00:01 EndTime=Unknown Deadline=N/A\n"
-            f"   PreemptEligibleTime=2026-12-02T10:00:01 PreemptTime={preempt_time}\n")
-    body = f'echo "$@" >>{calls}\nif [ "$1" = show ]; then printf "{show}"; fi'
+    show = (f"JobId=500 JobName=s\\n   JobState={job_state} Reason=None Dependency=(null)\\n"
+            "   SubmitTime=2026-12-02T10:00:00 EligibleTime=2026-12-02T10:00:00\\n"
+            "   StartTime=2026-12-02T10:00:01 EndTime=Unknown Deadline=N/A\\n"
+            f"   PreemptEligibleTime=2026-12-02T10:00:01 PreemptTime={preempt_time}\\n")
+    body = (f'echo "$@" >>{calls}\nif [ "$1" = show ]; then printf "{show}"; fi\n'
+            f'if [ "$1" = requeue ]; then exit {0 if requeue_ok else 1}; fi')
     return _fake_bin(tmp_path, "scontrol", body), calls
 
 
@@ -411,7 +413,7 @@ def test_a_preempted_checkpointing_task_requeues_without_spending_a_retry(tmp_pa
     for name in (protocol.TASK_EXITCODE, protocol.TASK_CAUSE, protocol.TASK_TRIES):
         assert not (taskdir / name).exists(), name
     assert (taskdir / protocol.TASK_ATTEMPTS).read_text().splitlines()[-1].endswith(" 9 USR2 preempted")
-    assert "SLURM is preempting job 500" in (taskdir / "log").read_text()
+    assert "SLURM is preempting or requeueing job 500" in (taskdir / "log").read_text()
 
 
 def test_the_checkpoint_signal_without_a_preemption_spends_a_retry(tmp_path: Path) -> None:
@@ -444,14 +446,33 @@ def test_a_preemption_time_of_an_earlier_instance_is_not_this_ones(tmp_path: Pat
     assert not (taskdir / protocol.TASK_PREEMPTED).exists()
 
 
-def test_a_preempted_task_without_checkpoints_waits_for_slurm_and_writes_no_end(tmp_path: Path) -> None:
-    # SIGTERM of a preemption: no exit code, no `cancelled`, no retry spent; the wrapper
-    # stays (a job that ends by itself during GraceTime is COMPLETED, never requeued) until
-    # SLURM kills it: here, the test does.
+@pytest.mark.parametrize(("preempt_time", "job_state"), [("2026-12-02T10:05:00", "PREEMPTED"), ("None", "PENDING")])
+def test_a_preempted_task_leaves_when_slurm_ends_the_job_and_writes_no_end(tmp_path: Path, preempt_time: str,
+                                                                           job_state: str) -> None:
+    # The SIGTERM at the end of GraceTime, or of an administrator's requeue (the job no
+    # longer RUNNING; a requeue resets PreemptTime): no exit code, no `cancelled`, no retry
+    # spent, no requeue of its own; SLURM requeues the job.
     step = Step(name="s", image="i", run="touch started; while :; do sleep 0.05; done", resources=Resources(),
                 retries=0)
     script, taskdir = _runnable(tmp_path, step)
-    bindir, calls = _fake_scontrol(tmp_path, "2026-12-02T10:05:00")
+    bindir, calls = _fake_scontrol(tmp_path, preempt_time, job_state=job_state)
+    proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500"},
+                            cwd=tmp_path)
+    _signal_when_started(proc, tmp_path / "started", 15)
+    assert proc.wait(timeout=30) == 0
+    assert _requeues(calls) == []
+    assert (taskdir / protocol.TASK_PREEMPTED).read_text() == "1\n"
+    for name in (protocol.TASK_EXITCODE, protocol.TASK_CAUSE, protocol.TASK_TRIES):
+        assert not (taskdir / name).exists(), name
+
+
+def test_a_preempted_task_stays_while_slurm_still_runs_its_job(tmp_path: Path) -> None:
+    # Still RUNNING and the requeue refused: leaving now would make the job COMPLETED (never
+    # requeued), so the wrapper stays, ignoring SIGTERM, until SLURM kills it (here the test).
+    step = Step(name="s", image="i", run="touch started; while :; do sleep 0.05; done", resources=Resources(),
+                retries=0)
+    script, taskdir = _runnable(tmp_path, step)
+    bindir, calls = _fake_scontrol(tmp_path, "2026-12-02T10:05:00", requeue_ok=False)
     proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500"},
                             cwd=tmp_path, start_new_session=True)
     _signal_when_started(proc, tmp_path / "started", 15)
@@ -459,12 +480,12 @@ def test_a_preempted_task_without_checkpoints_waits_for_slurm_and_writes_no_end(
         if "waiting for SLURM to requeue" in (taskdir / "log").read_text():
             break
         subprocess.run(["sleep", "0.05"])
-    proc.send_signal(15)  # ignored now: SLURM's SIGKILL ends the job
+    proc.send_signal(15)
     subprocess.run(["sleep", "0.3"])
     assert proc.poll() is None
     os.killpg(proc.pid, 9)
     proc.wait(timeout=30)
-    assert _requeues(calls) == []
+    assert _requeues(calls) == ["requeue 500"]
     assert (taskdir / protocol.TASK_PREEMPTED).read_text() == "1\n"
     for name in (protocol.TASK_EXITCODE, protocol.TASK_CAUSE, protocol.TASK_TRIES):
         assert not (taskdir / name).exists(), name
