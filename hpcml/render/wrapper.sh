@@ -76,26 +76,26 @@ hpcml_child=
 hpcml_signal=
 hpcml_forwarded=
 hpcml_preempt=
-# Whether SLURM is taking this instance of the job off its node to run it again: from the
-# moment it decides to preempt it (while the job still runs, before the signal arrives)
+# Whether SLURM is taking this instance of the job off its node to run it again. From the
+# moment it decides to preempt the job (while it still runs, before the signal arrives)
 # `scontrol show job` gives a PreemptTime (None otherwise; one before this instance's
-# StartTime belongs to an earlier instance); once it requeues it (the end of GraceTime, an
-# administrator's `scontrol requeue`) the job is no longer RUNNING but PENDING, REQUEUED
-# or PREEMPTED while this instance is still being ended. Never in the local executor.
+# StartTime belongs to an earlier instance). Once SLURM requeues it (the end of GraceTime,
+# an administrator's `scontrol requeue`), the PreemptTime is gone but its Restarts count is
+# above the SLURM_RESTART_COUNT this instance started with (JobState COMPLETING, as for a
+# scancel, which leaves Restarts alone). Never in the local executor.
 hpcml_slurm_says=
 # shellcheck disable=SC2120,SC2317  # `${@EXECUTOR_ENV@` reads like `$@`; called by traps
 hpcml_preempted() {
   # shellcheck disable=SC2199  # a marker, not `$@`
   [[ ${@EXECUTOR_ENV@:-slurm} != @LOCAL_EXECUTOR@ && -n ${SLURM_JOB_ID:-} ]] || return 1
-  local info state='' preempt='' start=''
+  local info state='' preempt='' start='' restarts=0
   info=$(timeout 30 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 1
   if [[ $info =~ JobState=([^[:space:]]+) ]]; then state=${BASH_REMATCH[1]}; fi
   if [[ $info =~ PreemptTime=([^[:space:]]+) ]]; then preempt=${BASH_REMATCH[1]}; fi
   if [[ $info =~ StartTime=([^[:space:]]+) ]]; then start=${BASH_REMATCH[1]}; fi
-  hpcml_slurm_says="JobState=$state PreemptTime=$preempt StartTime=$start"
-  case $state in
-    PENDING | REQUEUED | REQUEUE_FED | REQUEUE_HOLD | PREEMPTED) return 0 ;;
-  esac
+  if [[ $info =~ Restarts=([0-9]+) ]]; then restarts=${BASH_REMATCH[1]}; fi
+  hpcml_slurm_says="JobState=$state PreemptTime=${preempt:-None} Restarts=$restarts"
+  (( restarts > ${SLURM_RESTART_COUNT:-0} )) && return 0
   [[ -n $preempt && $preempt != None && $preempt != Unknown && ! $preempt < $start ]]
 }
 # shellcheck disable=SC2317  # called by the traps below

@@ -377,9 +377,10 @@ def test_an_array_task_requeues_itself_by_array_id(tmp_path: Path) -> None:
 # instance's StartTime) or not (PreemptTime=None); every call is logged. The real thing is
 # tests/integration/test_preemption_slurm.py.
 def _fake_scontrol(tmp_path: Path, preempt_time: str, job_state: str = "RUNNING",
-                   requeue_ok: bool = True) -> tuple[Path, Path]:
+                   requeue_ok: bool = True, restarts: int = 0) -> tuple[Path, Path]:
     calls = tmp_path / "scontrol-calls"
     show = (f"JobId=500 JobName=s\\n   JobState={job_state} Reason=None Dependency=(null)\\n"
+            f"   Requeue=1 Restarts={restarts} BatchFlag=1 Reboot=0 ExitCode=0:0\\n"
             "   SubmitTime=2026-12-02T10:00:00 EligibleTime=2026-12-02T10:00:00\\n"
             "   StartTime=2026-12-02T10:00:01 EndTime=Unknown Deadline=N/A\\n"
             f"   PreemptEligibleTime=2026-12-02T10:00:01 PreemptTime={preempt_time}\\n")
@@ -432,13 +433,14 @@ def test_the_checkpoint_signal_without_a_preemption_spends_a_retry(tmp_path: Pat
     assert not (taskdir / protocol.TASK_PREEMPTED).exists()
 
 
-def test_a_preemption_time_of_an_earlier_instance_is_not_this_ones(tmp_path: Path) -> None:
-    # A requeued job keeps the PreemptTime of its preempted instance: before StartTime, it is
-    # not a preemption of this one, and a later scancel is a cancel.
+def test_a_preemption_of_an_earlier_instance_is_not_this_ones(tmp_path: Path) -> None:
+    # The second instance of a requeued job (SLURM_RESTART_COUNT=1, Restarts=1), with a
+    # PreemptTime before its StartTime: a scancel now is a cancel, not a preemption.
     step = Step(name="s", image="i", run="touch started; while :; do sleep 0.05; done", resources=Resources())
     script, taskdir = _runnable(tmp_path, step)
-    bindir, _calls = _fake_scontrol(tmp_path, "2026-12-02T09:00:00")
-    proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500"},
+    bindir, _calls = _fake_scontrol(tmp_path, "2026-12-02T09:00:00", job_state="COMPLETING", restarts=1)
+    proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500",
+                                                        "SLURM_RESTART_COUNT": "1"},
                             cwd=tmp_path)
     _signal_when_started(proc, tmp_path / "started", 15)
     assert proc.wait(timeout=30) == 143
@@ -446,16 +448,14 @@ def test_a_preemption_time_of_an_earlier_instance_is_not_this_ones(tmp_path: Pat
     assert not (taskdir / protocol.TASK_PREEMPTED).exists()
 
 
-@pytest.mark.parametrize(("preempt_time", "job_state"), [("2026-12-02T10:05:00", "PREEMPTED"), ("None", "PENDING")])
-def test_a_preempted_task_leaves_when_slurm_ends_the_job_and_writes_no_end(tmp_path: Path, preempt_time: str,
-                                                                           job_state: str) -> None:
-    # The SIGTERM at the end of GraceTime, or of an administrator's requeue (the job no
-    # longer RUNNING; a requeue resets PreemptTime): no exit code, no `cancelled`, no retry
-    # spent, no requeue of its own; SLURM requeues the job.
+def test_a_preempted_task_leaves_when_slurm_ends_the_job_and_writes_no_end(tmp_path: Path) -> None:
+    # The SIGTERM at the end of GraceTime, as SLURM 22.05 shows the job then (measured): no
+    # PreemptTime any more, Restarts already 1 above this instance's, COMPLETING. No exit
+    # code, no `cancelled`, no retry spent, no requeue of its own; SLURM requeues the job.
     step = Step(name="s", image="i", run="touch started; while :; do sleep 0.05; done", resources=Resources(),
                 retries=0)
     script, taskdir = _runnable(tmp_path, step)
-    bindir, calls = _fake_scontrol(tmp_path, preempt_time, job_state=job_state)
+    bindir, calls = _fake_scontrol(tmp_path, "None", job_state="COMPLETING", restarts=1)
     proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500"},
                             cwd=tmp_path)
     _signal_when_started(proc, tmp_path / "started", 15)
