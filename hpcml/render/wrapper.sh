@@ -89,7 +89,7 @@ hpcml_preempted() {
   # shellcheck disable=SC2199  # a marker, not `$@`
   [[ ${@EXECUTOR_ENV@:-slurm} != @LOCAL_EXECUTOR@ && -n ${SLURM_JOB_ID:-} ]] || return 1
   local info state='' preempt='' start='' restarts=0
-  info=$(timeout 30 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 1
+  info=$(timeout 10 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 1
   if [[ $info =~ JobState=([^[:space:]]+) ]]; then state=${BASH_REMATCH[1]}; fi
   if [[ $info =~ PreemptTime=([^[:space:]]+) ]]; then preempt=${BASH_REMATCH[1]}; fi
   if [[ $info =~ StartTime=([^[:space:]]+) ]]; then start=${BASH_REMATCH[1]}; fi
@@ -115,6 +115,9 @@ hpcml_forward() {  # pass a signal on to the whole task (its own process group)
 }
 # shellcheck disable=SC2317  # called by the TERM trap below
 hpcml_terminated() {  # SIGTERM: preemption, the time limit, or scancel / Ctrl-C of the local executor
+  # The task first (asking slurmctld takes a round trip, longer when it is busy); the
+  # main loop reads what the check found only after this trap has returned.
+  hpcml_forward TERM
   hpcml_check_preempted TERM
   if [[ -n $hpcml_preempt ]]; then
     :  # not an end: SLURM requeues the job, and nothing may say otherwise meanwhile
@@ -123,12 +126,11 @@ hpcml_terminated() {  # SIGTERM: preemption, the time limit, or scancel / Ctrl-C
   else
     hpcml_put @TASK_CAUSE@ @CAUSE_CANCELLED@
   fi
-  hpcml_forward TERM
 }
 trap hpcml_terminated TERM
 trap 'hpcml_forward INT' INT
 if [[ -n $hpcml_checkpoint_signal ]]; then
-  trap 'hpcml_check_preempted "$hpcml_checkpoint_signal"; hpcml_forward "$hpcml_checkpoint_signal"' "$hpcml_checkpoint_signal"
+  trap 'hpcml_forward "$hpcml_checkpoint_signal"; hpcml_check_preempted "$hpcml_checkpoint_signal"' "$hpcml_checkpoint_signal"
 fi
 
 # shellcheck disable=SC2120  # `${@EXECUTOR_ENV@` reads like `$@` to shellcheck
@@ -151,7 +153,7 @@ hpcml_requeue() {  # on the checkpoint signal: run again later, from the checkpo
 # shellcheck disable=SC2317  # called by hpcml_yield
 hpcml_job_state() {  # this job's JobState as slurmctld says it now; nothing when it does not answer
   local info
-  info=$(timeout 30 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 0
+  info=$(timeout 10 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 0
   if [[ $info =~ JobState=([^[:space:]]+) ]]; then printf '%s\n' "${BASH_REMATCH[1]}"; fi
 }
 hpcml_yield() {  # after a preempted attempt: let SLURM run the task again, never count it as an end
@@ -270,6 +272,11 @@ while :; do
       hpcml_status=0
       wait "$hpcml_child" || hpcml_status=$?
     done
+    # It may have ended while a trap ran (the trap asks slurmctld after forwarding): then
+    # the interrupted wait's 128+N is not its status. bash keeps a child's status, so
+    # waiting once more gives the task's own.
+    hpcml_status=0
+    wait "$hpcml_child" || hpcml_status=$?
     hpcml_child=
     hpcml_stop_sampler
     hpcml_mark end "$hpcml_attempt" "$hpcml_status" "${hpcml_signal:--}" ${hpcml_preempt:+preempted}
