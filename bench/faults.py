@@ -338,11 +338,17 @@ def preemption(b: Bench) -> Row:
     table = hpcml(["status", "--workflow", str(path)], env)[1]
     final = sorted(set(re.findall(r"\d+ \w+ \(preempted ×\d+\)", table)))
     shown = ", ".join(f"`{s}`" for s in sorted(labels - {"running"}))
+    ckpt, plain = (next(tasks.glob(f"{step}/*")) for step in ("ckpt", "plain"))
+    saved = (ckpt / "out" / "n").read_text().strip() if (ckpt / "out" / "n").exists() else "?"
+    resumed = (ckpt / "out" / "result").read_text().strip() if (ckpt / "out" / "result").exists() else "did not resume"
+    plain_runs = len((plain / "out" / "ran").read_text().splitlines())
+    spent = sum(int((t / "tries").read_text()) for t in (ckpt, plain) if (t / "tries").exists())
     return Row("a `high`-partition job takes the node from a run on partition `low` (PreemptMode=REQUEUE, "
                "GraceTime 20 s): one checkpointing and one plain task, `retries: 0`",
-               f"status while waiting and after: {shown}; table: {', '.join(final) or '?'}; the checkpointing "
-               f"task resumed from its checkpoint, the plain one ran again from scratch; no retry spent; "
-               f"{back:.0f} s from the preemption to both completed ({time.monotonic() - t0:.0f} s in all)",
+               f"status while waiting and after: {shown}; each step's row: {', '.join(final) or '?'}; the "
+               f"checkpointing task saved n={saved} and {resumed}, the plain one ran {plain_runs} times from "
+               f"scratch; retries spent: {spent}; {back:.0f} s from the preemption to both completed "
+               f"({time.monotonic() - t0:.0f} s in all)",
                *b.count(path, env))
 
 
