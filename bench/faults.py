@@ -13,7 +13,9 @@ task's command, each appending to its out/ran). Prints one markdown row per scen
   whose jobs have left squeue (waits MinJobAge, ~6 minutes; `--quick` leaves it out);
 - full disk: the workflow directory on a small tmpfs, nearly filled (needs root);
 - job limit: a FAKE sbatch answering QOSMaxSubmitJobPerUserLimit after two submissions
-  (the shared testbed does not enforce accounting limits; enforcing needs a restart).
+  (the shared testbed does not enforce accounting limits; enforcing needs a restart);
+- preemption: a plain `sbatch -p high` job needing the whole node preempts a run of a
+  checkpointing and a plain task on partition `low` (PreemptMode=REQUEUE, GraceTime 20 s).
 
     .venv/bin/python bench/faults.py [--quick] [--only NAME]
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -283,6 +286,72 @@ def job_limit(b: Bench) -> Row:
                f"`not submitted` ({states})", *b.count(path, env))
 
 
+PREEMPT_STEPS = """\
+ckpt:
+  resources: {partition: low}
+  retries: 0
+  checkpoint: {signal: USR1, grace: 15}
+  run: |
+    if [ -f {out}/n ]; then echo "resumed $(cat {out}/n)" > {out}/result; exit 0; fi
+    echo x >> {out}/ran
+    n=0
+    trap 'echo $n > {out}/n; exit 99' USR1
+    touch {out}/started
+    while [ $n -lt 600 ]; do n=$((n+1)); sleep 1; done
+plain:
+  resources: {partition: low}
+  retries: 0
+  run: |
+    echo x >> {out}/ran
+    touch {out}/started
+    if [ "$(wc -l < {out}/ran)" -ge 2 ]; then exit 0; fi
+    sleep 600
+"""
+
+
+def preemption(b: Bench) -> Row:
+    # The checkpointing task appends to `ran` only when it starts from scratch: a resume is
+    # not a duplicate. The plain one must rerun from scratch (by design): 1 duplicate.
+    path = b.workflow(b.root / "p1", "fault-preempt", PREEMPT_STEPS)
+    env = b.env()
+    t0 = time.monotonic()
+    hpcml(["run", str(path), "--detach", "--executor", "slurm"], env)
+    tasks = path.parent / ".hpcml" / "tasks"
+    deadline = time.monotonic() + 600
+    while len(list(tasks.glob("*/*/out/started"))) < 2:
+        if time.monotonic() > deadline:
+            raise SystemExit("the low tasks never started (is the node busy with other jobs?)")
+        time.sleep(1)
+    time.sleep(2)
+    high = subprocess.run(["sbatch", "--parsable", "-p", "high", "-c", "2", "--mem=100M", "-J", "hpcml-bench-high",
+                           "-o", "/dev/null", "--wrap", "sleep 2"], capture_output=True, text=True, check=True)
+    preempted_at = time.monotonic()
+    labels: set[str] = set()
+    while True:
+        doc = json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])
+        labels |= {f"{t['state']} (preempted ×{t['preempted']})" if t["preempted"] else t["state"] for t in doc["tasks"]}
+        if doc["finished"] or time.monotonic() > preempted_at + 600:
+            break
+        time.sleep(1)
+    back = time.monotonic() - preempted_at
+    subprocess.run(["scancel", high.stdout.strip().split(";")[0]], capture_output=True)
+    table = hpcml(["status", "--workflow", str(path)], env)[1]
+    final = sorted(set(re.findall(r"\d+ \w+ \(preempted ×\d+\)", table)))
+    shown = ", ".join(f"`{s}`" for s in sorted(labels - {"running"}))
+    ckpt, plain = (next(tasks.glob(f"{step}/*")) for step in ("ckpt", "plain"))
+    saved = (ckpt / "out" / "n").read_text().strip() if (ckpt / "out" / "n").exists() else "?"
+    resumed = (ckpt / "out" / "result").read_text().strip() if (ckpt / "out" / "result").exists() else "did not resume"
+    plain_runs = len((plain / "out" / "ran").read_text().splitlines())
+    spent = sum(int((t / "tries").read_text()) for t in (ckpt, plain) if (t / "tries").exists())
+    return Row("a `high`-partition job takes the node from a run on partition `low` (PreemptMode=REQUEUE, "
+               "GraceTime 20 s): one checkpointing and one plain task, `retries: 0`",
+               f"status while waiting and after: {shown}; each step's row: {', '.join(final) or '?'}; the "
+               f"checkpointing task saved n={saved} and {resumed}, the plain one ran {plain_runs} times from "
+               f"scratch; retries spent: {spent}; {back:.0f} s from the preemption to both completed "
+               f"({time.monotonic() - t0:.0f} s in all)",
+               *b.count(path, env))
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "controller-start": controller_down_at_start,
     "controller-back": controller_back_before_submit,
@@ -291,6 +360,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "accounting": accounting_down,
     "full-disk": full_disk,
     "job-limit": job_limit,
+    "preemption": preemption,
 }
 
 

@@ -103,6 +103,11 @@ class RunStatus:
         """Tasks per state, in state order, zeros left out."""
         return summarize({t.key: t for t in self.tasks})
 
+    @property
+    def preempted(self) -> int:
+        """Preemptions over every task (each requeued by SLURM, none a failure)."""
+        return sum(t.preempted for t in self.tasks)
+
     def steps(self) -> dict[str, list[TaskState]]:
         """The tasks grouped by step, in DAG order."""
         out: dict[str, list[TaskState]] = {}
@@ -119,6 +124,7 @@ class RunStatus:
             "finished": self.finished,
             "ok": self.ok,
             "counts": self.counts,
+            "preempted": self.preempted,
             "tasks": [t.as_dict() for t in self.tasks],
             "images": [i.as_dict() for i in self.images],
             "notes": list(self.notes),
@@ -144,6 +150,7 @@ class RunSummary:
     tasks: int
     counts: Mapping[str, int]
     finished: bool
+    preempted: int = 0  # preemptions over every task: requeued by SLURM, not failures
 
 
 @dataclass(frozen=True)

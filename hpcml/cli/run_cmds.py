@@ -228,4 +228,5 @@ def runs_cmd(ctx: click.Context, as_json: bool, directory: str | None, workflow:
         return
     for r in items:
         unwatched = "" if r.finished else "  (not watched to the end)"
-        click.echo(f"{r.run_id}  {r.executor:<6} {r.tasks:>5} tasks  {tables.counts_line(r.counts)}{unwatched}")
+        preempted = f"; preempted ×{r.preempted} (requeued, not failures)" if r.preempted else ""
+        click.echo(f"{r.run_id}  {r.executor:<6} {r.tasks:>5} tasks  {tables.counts_line(r.counts)}{preempted}{unwatched}")

@@ -12,6 +12,9 @@ HPCML_EXECUTOR=local and the SLURM_* variables a job would see), so both share o
   itself (`scontrol requeue`, array-task aware; locally: exit REQUEUE_EXIT and a `requeue`
   marker);
 - a plain failure is retried in the same allocation while the budget lasts;
+- every step's job is `--requeue`: a preemption (PreemptMode=REQUEUE) or a node failure
+  runs the task again; the wrapper tells a preemption from an end (scontrol's PreemptTime),
+  counts it in `preempted` and spends no retry on it (docs/running.md, "Preemption");
 - the exit code is written atomically (tmp + mv) to the task directory, and on TERM a
   `cause` file says whether the time limit (timeout) or someone else (cancelled) ended it.
 
@@ -144,7 +147,9 @@ def sbatch_directives(spec: ScriptSpec) -> list[str]:
         out.append(f"--array={format_array_spec(array, step.max_parallel)}")
     if step.checkpoint is not None:
         out.append(f"--signal=B:{_signal(step.checkpoint.signal)}@{step.checkpoint.grace_s}")
-        out.append("--requeue")
+    # Requeueable whatever the cluster's JobRequeue default: a preempted (or node-failed)
+    # task runs again rather than being lost; the wrapper never reruns a completed one.
+    out.append("--requeue")
     return out
 
 

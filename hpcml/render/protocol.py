@@ -39,6 +39,11 @@ TASK_CAUSE = "cause"
 TASK_REQUEUE = "requeue"
 #: The number of the attempt running or last run (1 for the first).
 TASK_ATTEMPT = "attempt"
+#: How many attempts spent the step's `retries`: those that failed on their own or were
+#: requeued at the time limit; preempted ones and those lost with their node do not.
+TASK_TRIES = "tries"
+#: How many times SLURM preempted the task (its wrapper counts each: docs/running.md).
+TASK_PREEMPTED = "preempted"
 #: One line appended per attempt event, for the report (run/trace.py reads it):
 #: `start EPOCH ATTEMPT NODE JOBREF DEVICES` and `end EPOCH ATTEMPT STATUS SIGNAL` (DEVICES
 #: and SIGNAL are `-` when there are none). Each line is one
@@ -87,6 +92,8 @@ WRAPPER_VALUES: Mapping[str, str] = {
     "TASK_CAUSE": TASK_CAUSE,
     "TASK_REQUEUE": TASK_REQUEUE,
     "TASK_ATTEMPT": TASK_ATTEMPT,
+    "TASK_TRIES": TASK_TRIES,
+    "TASK_PREEMPTED": TASK_PREEMPTED,
     "TASK_ATTEMPTS": TASK_ATTEMPTS,
     "TASK_GPU_SAMPLES": TASK_GPU_SAMPLES,
     "GPU_SAMPLE_S": str(GPU_SAMPLE_S),

@@ -114,6 +114,10 @@ def _summary(tr: RunTrace) -> str:
         ("CPU-hours", f"{tr.cpu_hours:.3f} (allocated CPUs × elapsed, sacct)" if tr.cpu_hours is not None else "not known"),
         ("peak memory", _peak_memory(tr)),
     ]
+    preempted = [t for t in tr.ordered() if t.preempted]
+    if preempted:  # not failures: SLURM requeued each, and no retry was spent on it
+        rows.append(("preempted", ", ".join(f"{escape(t.label)} ×{t.preempted}" for t in preempted)
+                     + " (requeued by SLURM; retries untouched)"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     missing = ""
     if tr.missing:

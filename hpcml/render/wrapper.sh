@@ -75,6 +75,37 @@ rm -f "$taskdir/@TASK_EXITCODE@" "$taskdir/@TASK_CAUSE@" "$taskdir/@TASK_REQUEUE
 hpcml_child=
 hpcml_signal=
 hpcml_forwarded=
+hpcml_preempt=
+# Whether SLURM is taking this instance of the job off its node to run it again. From the
+# moment it decides to preempt the job (while it still runs, before the signal arrives)
+# `scontrol show job` gives a PreemptTime (None otherwise; one before this instance's
+# StartTime belongs to an earlier instance). Once SLURM requeues it (the end of GraceTime,
+# an administrator's `scontrol requeue`), the PreemptTime is gone but its Restarts count is
+# above the SLURM_RESTART_COUNT this instance started with (JobState COMPLETING, as for a
+# scancel, which leaves Restarts alone). Never in the local executor.
+hpcml_slurm_says=
+# shellcheck disable=SC2120,SC2317  # `${@EXECUTOR_ENV@` reads like `$@`; called by traps
+hpcml_preempted() {
+  # shellcheck disable=SC2199  # a marker, not `$@`
+  [[ ${@EXECUTOR_ENV@:-slurm} != @LOCAL_EXECUTOR@ && -n ${SLURM_JOB_ID:-} ]] || return 1
+  local info state='' preempt='' start='' restarts=0
+  info=$(timeout 10 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 1
+  if [[ $info =~ JobState=([^[:space:]]+) ]]; then state=${BASH_REMATCH[1]}; fi
+  if [[ $info =~ PreemptTime=([^[:space:]]+) ]]; then preempt=${BASH_REMATCH[1]}; fi
+  if [[ $info =~ StartTime=([^[:space:]]+) ]]; then start=${BASH_REMATCH[1]}; fi
+  if [[ $info =~ Restarts=([0-9]+) ]]; then restarts=${BASH_REMATCH[1]}; fi
+  hpcml_slurm_says="JobState=$state PreemptTime=${preempt:-None} Restarts=$restarts"
+  (( restarts > ${SLURM_RESTART_COUNT:-0} )) && return 0
+  [[ -n $preempt && $preempt != None && $preempt != Unknown && ! $preempt < $start ]]
+}
+# shellcheck disable=SC2317  # called by the traps below
+hpcml_check_preempted() {  # on a signal from outside: remember a preemption once seen
+  if [[ -z $hpcml_preempt ]] && hpcml_preempted; then
+    hpcml_preempt=1
+    echo "hpcml: $(hpcml_now) SLURM is preempting or requeueing job $hpcml_job_ref (SIG$1; $hpcml_slurm_says);" \
+      "the task will run again"
+  fi
+}
 hpcml_forward() {  # pass a signal on to the whole task (its own process group)
   hpcml_signal=$1
   if [[ -n $hpcml_child ]]; then
@@ -83,18 +114,23 @@ hpcml_forward() {  # pass a signal on to the whole task (its own process group)
   fi
 }
 # shellcheck disable=SC2317  # called by the TERM trap below
-hpcml_terminated() {  # SIGTERM: the time limit, or scancel / Ctrl-C of the local executor
-  if (( hpcml_time_limit > 0 && SECONDS + 15 >= hpcml_time_limit )); then
+hpcml_terminated() {  # SIGTERM: preemption, the time limit, or scancel / Ctrl-C of the local executor
+  # The task first (asking slurmctld takes a round trip, longer when it is busy); the
+  # main loop reads what the check found only after this trap has returned.
+  hpcml_forward TERM
+  hpcml_check_preempted TERM
+  if [[ -n $hpcml_preempt ]]; then
+    :  # not an end: SLURM requeues the job, and nothing may say otherwise meanwhile
+  elif (( hpcml_time_limit > 0 && SECONDS + 15 >= hpcml_time_limit )); then
     hpcml_put @TASK_CAUSE@ @CAUSE_TIMEOUT@
   else
     hpcml_put @TASK_CAUSE@ @CAUSE_CANCELLED@
   fi
-  hpcml_forward TERM
 }
 trap hpcml_terminated TERM
 trap 'hpcml_forward INT' INT
 if [[ -n $hpcml_checkpoint_signal ]]; then
-  trap 'hpcml_forward "$hpcml_checkpoint_signal"' "$hpcml_checkpoint_signal"
+  trap 'hpcml_forward "$hpcml_checkpoint_signal"; hpcml_check_preempted "$hpcml_checkpoint_signal"' "$hpcml_checkpoint_signal"
 fi
 
 # shellcheck disable=SC2120  # `${@EXECUTOR_ENV@` reads like `$@` to shellcheck
@@ -112,6 +148,40 @@ hpcml_requeue() {  # on the checkpoint signal: run again later, from the checkpo
   fi
   echo "hpcml: scontrol requeue $hpcml_job_ref failed; the task ends here"
   rm -f "$taskdir/@TASK_REQUEUE@"
+}
+
+# shellcheck disable=SC2317  # called by hpcml_yield
+hpcml_job_state() {  # this job's JobState as slurmctld says it now; nothing when it does not answer
+  local info
+  info=$(timeout 10 scontrol show job "$SLURM_JOB_ID" 2>/dev/null) || return 0
+  if [[ $info =~ JobState=([^[:space:]]+) ]]; then printf '%s\n' "${BASH_REMATCH[1]}"; fi
+}
+hpcml_yield() {  # after a preempted attempt: let SLURM run the task again, never count it as an end
+  local n state requeued=
+  n=$(( $(cat "$taskdir/@TASK_PREEMPTED@" 2>/dev/null || echo 0) + 1 ))
+  hpcml_put @TASK_PREEMPTED@ "$n"
+  hpcml_put @TASK_REQUEUE@ "$(hpcml_now)"
+  trap '' TERM
+  if [[ -n $hpcml_checkpoint_signal ]]; then trap '' "$hpcml_checkpoint_signal"; fi
+  # A preempted job that ends by itself while SLURM still runs it (during GraceTime) is
+  # recorded COMPLETED and never requeued. So: once SLURM is ending it (the SIGTERM at the
+  # end of GraceTime: no longer RUNNING) the wrapper may go; before that it hands the
+  # allocation back with a requeue (the high-priority job starts at once) or, should that
+  # fail, stays until SLURM ends it.
+  while :; do
+    state=$(hpcml_job_state)
+    if [[ -n $state && $state != RUNNING ]]; then
+      echo "hpcml: $(hpcml_now) preempted (×$n, retries untouched); SLURM requeues the job (now $state)"
+      exit 0
+    fi
+    if [[ $state == RUNNING && -z $requeued ]]; then
+      requeued=1
+      echo "hpcml: $(hpcml_now) preempted (×$n, retries untouched); scontrol requeue $hpcml_job_ref"
+      if scontrol requeue "$hpcml_job_ref"; then exit 0; fi
+      echo "hpcml: $(hpcml_now) scontrol requeue failed; waiting for SLURM to requeue the job"
+    fi
+    sleep 2
+  done
 }
 
 if (( hpcml_gpu )); then  # the container sees exactly the GPUs this job was given
@@ -168,12 +238,17 @@ hpcml_stop_sampler() {
   if [[ -n $hpcml_sampler ]]; then kill "$hpcml_sampler" 2>/dev/null || true; hpcml_sampler=; fi
 }
 
+# Attempts are counted in `@TASK_ATTEMPT@` (every start) and `@TASK_TRIES@` (only those
+# that spend the step's retries: a failure of the task's own, a requeue at the time
+# limit). A preempted attempt, and one whose node failed under it (its wrapper never came
+# back to count it), spend nothing.
 hpcml_status=0
 while :; do
   hpcml_attempt=$(( $(cat "$taskdir/@TASK_ATTEMPT@" 2>/dev/null || echo 0) + 1 ))
+  hpcml_tries=$(cat "$taskdir/@TASK_TRIES@" 2>/dev/null || echo 0)
   hpcml_put @TASK_ATTEMPT@ "$hpcml_attempt"
   export APPTAINERENV_HPCML_ATTEMPT=$hpcml_attempt
-  echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index key $hpcml_key attempt $hpcml_attempt of $(( hpcml_retries + 1 ))" \
+  echo "hpcml: $(hpcml_now) task $hpcml_step/$hpcml_index key $hpcml_key attempt $hpcml_attempt of $(( hpcml_attempt + hpcml_retries - hpcml_tries ))" \
     "on $(hostname) job $hpcml_job_ref" \
     "devices ${CUDA_VISIBLE_DEVICES:-none}"
   if [[ -n $hpcml_signal ]]; then
@@ -197,18 +272,26 @@ while :; do
       hpcml_status=0
       wait "$hpcml_child" || hpcml_status=$?
     done
+    # It may have ended while a trap ran (the trap asks slurmctld after forwarding): then
+    # the interrupted wait's 128+N is not its status. bash keeps a child's status, so
+    # waiting once more gives the task's own.
+    hpcml_status=0
+    wait "$hpcml_child" || hpcml_status=$?
     hpcml_child=
     hpcml_stop_sampler
-    hpcml_mark end "$hpcml_attempt" "$hpcml_status" "${hpcml_signal:--}"
+    hpcml_mark end "$hpcml_attempt" "$hpcml_status" "${hpcml_signal:--}" ${hpcml_preempt:+preempted}
   fi
   echo "hpcml: $(hpcml_now) attempt $hpcml_attempt exited with $hpcml_status${hpcml_signal:+ after SIG$hpcml_signal}"
   (( hpcml_status == 0 )) && break
-  if [[ -n $hpcml_signal && $hpcml_signal == "$hpcml_checkpoint_signal" ]] && (( hpcml_attempt <= hpcml_retries )); then
+  [[ -n $hpcml_preempt ]] && hpcml_yield  # does not return
+  hpcml_tries=$(( hpcml_tries + 1 ))
+  hpcml_put @TASK_TRIES@ "$hpcml_tries"
+  if [[ -n $hpcml_signal && $hpcml_signal == "$hpcml_checkpoint_signal" ]] && (( hpcml_tries <= hpcml_retries )); then
     # shellcheck disable=SC2119  # see hpcml_requeue
     hpcml_requeue
   fi
   [[ -n $hpcml_signal ]] && break  # ended from outside: no retry here
-  (( hpcml_attempt > hpcml_retries )) && break
+  (( hpcml_tries > hpcml_retries )) && break
   echo "hpcml: retrying in this allocation"
 done
 hpcml_put @TASK_EXITCODE@ "$hpcml_status"

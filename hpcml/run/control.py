@@ -98,8 +98,10 @@ def history(run_dir: RunDir) -> list[RunSummary]:
             continue
         finished = [r for r in read_journal(run_dir.run(run_id).journal) if r["event"] == "finished"]
         counts: dict[str, int]
+        preempted = 0
         if finished:
             counts = dict(finished[-1].get("counts", {}))
+            preempted = int(finished[-1].get("preempted", 0))
         else:
             # Not watched to the end: only the files speak (no executor is asked here).
             rest = "cancelled" if rec.cancelled else "unfinished"
@@ -108,8 +110,9 @@ def history(run_dir: RunDir) -> list[RunSummary]:
                 files = read_task_files(run_dir.task(step.name, t.key))
                 label = rest if files.exit_code is None else derive_state(files, cached=t.key in rec.plan.cached)[0]
                 counts[label] = counts.get(label, 0) + 1
+                preempted += files.preempted
         n = sum(len(s.tasks) for s in rec.plan.steps)
-        out.append(RunSummary(run_id, rec.plan.workflow, rec.executor, n, counts, bool(finished)))
+        out.append(RunSummary(run_id, rec.plan.workflow, rec.executor, n, counts, bool(finished), preempted))
     return out
 
 

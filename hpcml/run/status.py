@@ -133,7 +133,8 @@ def status(run_dir: RunDir, run: str | None = None, executor: Executor | None = 
             # Its image was never built: SLURM cancels (or holds) the task; say why.
             bad = failed_images[step.image]
             state, detail = "image_failed", f"image {bad.image}, build job {bad.job}"
-        states[t.key] = TaskState(step.name, t.index, t.key, state, files.exit_code, ref, detail, files.attempt)
+        states[t.key] = TaskState(step.name, t.index, t.key, state, files.exit_code, ref, detail, files.attempt,
+                                  files.preempted)
     return RunStatus(run_id, rec.plan.workflow, rec.executor, tuple(states.values()), seen.accounting if seen else True,
                      images, (seen.note,) if seen and seen.note else ())
 
@@ -212,7 +213,8 @@ def watch(
     st = _poll(started.run_dir, started.run_id, started.executor, on_update, sleep=sleep, min_s=min_s, max_s=max_s)
     if started.lock is not None:
         try:
-            Journal(started.run_dir.run(started.run_id).journal).append("finished", counts=st.counts, ok=st.ok)
+            Journal(started.run_dir.run(started.run_id).journal).append("finished", counts=st.counts, ok=st.ok,
+                                                                     preempted=st.preempted)
         except OSError as err:  # a full disk: the run is over all the same; `runs` says "not watched to the end"
             log.warning("could not record the end of run %s: %s", started.run_id, err)
     return st

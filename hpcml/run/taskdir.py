@@ -14,7 +14,16 @@ from hpcml.model import Plan, StepPlan, Task
 from hpcml.render import jobs as _jobs
 from hpcml.run.durable import DurableBatch
 from hpcml.run.rundir import RunDir
-from hpcml.render.protocol import TASK_ATTEMPT, TASK_CAUSE, TASK_COMMAND, TASK_EXITCODE, TASK_OUT, TASK_REQUEUE
+from hpcml.render.protocol import (
+    TASK_ATTEMPT,
+    TASK_CAUSE,
+    TASK_COMMAND,
+    TASK_EXITCODE,
+    TASK_OUT,
+    TASK_PREEMPTED,
+    TASK_REQUEUE,
+    TASK_TRIES,
+)
 
 
 def step_shell(plan: Plan, sp: StepPlan) -> str:
@@ -33,7 +42,8 @@ def prepare_task(run_dir: RunDir, plan: Plan, task: Task, batch: DurableBatch) -
     command = _plan.fill_paths(task.command, str(tdir / TASK_OUT), inputs)
     batch.write(tdir / TASK_COMMAND, _jobs.render_task_command(command, step_shell(plan, sp), sp.step, task.index))
     batch.write(tdir / "point.json", json.dumps(dict(task.point), sort_keys=True) + "\n")
-    for name in () if fresh else (TASK_EXITCODE, TASK_CAUSE, TASK_REQUEUE):
+    # A new submission has its whole `retries` again, and counts its own preemptions.
+    for name in () if fresh else (TASK_EXITCODE, TASK_CAUSE, TASK_REQUEUE, TASK_TRIES, TASK_PREEMPTED):
         (tdir / name).unlink(missing_ok=True)
     batch.write(tdir / TASK_ATTEMPT, "0\n")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcml.render.protocol import TASK_ATTEMPT, TASK_CAUSE, TASK_EXITCODE, TASK_REQUEUE
+from hpcml.render.protocol import TASK_ATTEMPT, TASK_CAUSE, TASK_EXITCODE, TASK_PREEMPTED, TASK_REQUEUE
 
 #: Every state a task can be shown in.
 STATES = (
@@ -61,6 +61,7 @@ class TaskFiles:
     cause: str | None = None  # `cause`: timeout / cancelled / checkpoint, written on a signal
     requeue: bool = False  # `requeue` marker: requeued on the checkpoint signal
     attempt: int = 0
+    preempted: int = 0  # `preempted`: how many times SLURM preempted it (the wrapper counts)
 
 
 def read_exit_code(task_dir: Path) -> int | None:
@@ -83,11 +84,13 @@ def read_task_files(task_dir: Path) -> TaskFiles:
         return _read_small(os.path.join(folder, name)) if name in names else None
 
     attempt = text(TASK_ATTEMPT)
+    preempted = text(TASK_PREEMPTED)
     return TaskFiles(
         exit_code=_exit_code(text(TASK_EXITCODE)),
         cause=text(TASK_CAUSE) or None,
         requeue=TASK_REQUEUE in names,
         attempt=int(attempt) if attempt and attempt.isdigit() else 0,
+        preempted=int(preempted) if preempted and preempted.isdigit() else 0,
     )
 
 
@@ -115,13 +118,16 @@ class TaskState:
     job: str | None = None
     detail: str = ""
     attempt: int = 0
+    preempted: int = 0  # times SLURM preempted it: requeued, never counted as a failure
 
     @property
     def label(self) -> str:
-        """`failed (exit 3)`, `upstream failed`, `completed`…"""
+        """`failed (exit 3)`, `upstream failed`, `completed`, `requeued (preempted ×1)`…"""
         text = self.state.replace("_", " ")
         if self.state == "failed" and self.exit_code is not None:
             text += f" (exit {self.exit_code})"
+        if self.preempted:
+            text += f" (preempted ×{self.preempted})"
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -134,6 +140,7 @@ class TaskState:
             "job": self.job,
             "detail": self.detail,
             "attempt": self.attempt,
+            "preempted": self.preempted,
         }
 
 

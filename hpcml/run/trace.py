@@ -58,6 +58,7 @@ class Attempt:
     devices: tuple[str, ...]
     exit_code: int | None
     signal: str = ""  # the signal that ended it (TERM, USR2, … or REQUEUED from sacct), if one did
+    preempted: bool = False  # SLURM preempted it (the wrapper's `end … preempted`): it ran again
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,15 @@ class TaskTrace:
     def devices(self) -> tuple[str, ...]:
         return self.attempts[-1].devices if self.attempts else ()
 
+    @property
+    def preempted(self) -> int:
+        """How many times SLURM preempted the task: sacct's PREEMPTED allocations where there
+        is accounting, the wrapper's preempted attempts otherwise (the larger count: a
+        preempted checkpointing job hands its allocation back with a requeue, which sacct
+        records as REQUEUED)."""
+        return max(sum(1 for a in self.attempts if a.preempted),
+                   sum(1 for u in self.allocations if u.state == "PREEMPTED"))
+
     def segments(self, now: float) -> tuple[Segment, ...]:
         """The task's timeline bars: queued from submission, each attempt, the wait for a
         requeue between attempts, and a live task's bar up to `now`."""
@@ -179,7 +189,7 @@ class TaskTrace:
                 outcome = "running"
             elif a.exit_code == 0:
                 outcome = "ok"
-            elif (n + 1 < len(runs) or self.state in ("requeued", "pending")) and a.signal:
+            elif (n + 1 < len(runs) or self.state in ("requeued", "pending")) and (a.signal or a.preempted):
                 # Ended by a signal and run again: requeued (a plain failure retried in its
                 # allocation stays a failed attempt).
                 outcome = "requeued"
@@ -213,9 +223,10 @@ class TaskTrace:
             "max_rss": self.max_rss,
             "req_mem": self.req_mem,
             "gpu_samples": self.gpu_samples,
+            "preempted": self.preempted,
             "attempts": [
                 {"number": a.number, "start": a.start, "end": a.end, "node": a.node, "job": a.job,
-                 "devices": list(a.devices), "exit_code": a.exit_code, "signal": a.signal}
+                 "devices": list(a.devices), "exit_code": a.exit_code, "signal": a.signal, "preempted": a.preempted}
                 for a in self.attempts
             ],
             "allocations": [
@@ -366,7 +377,9 @@ def parse_attempts(text: str) -> tuple[Attempt, ...]:
             elif len(f) >= 4 and f[0] == "end" and int(f[2]) in started:
                 a = started[int(f[2])]
                 signal = f[4] if len(f) > 4 and f[4] != "-" else ""
-                started[a.number] = Attempt(a.number, a.start, float(f[1]), a.node, a.job, a.devices, int(f[3]), signal)
+                preempted = len(f) > 5 and f[5] == "preempted"
+                started[a.number] = Attempt(a.number, a.start, float(f[1]), a.node, a.job, a.devices, int(f[3]), signal,
+                                            preempted)
         except ValueError:
             continue
     return tuple(started[n] for n in order)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import replace
@@ -302,6 +303,11 @@ def _fake_bin(tmp_path: Path, name: str, body: str) -> Path:
     return bindir
 
 
+def _requeues(calls: Path) -> list[str]:
+    """The `scontrol requeue` calls a fake scontrol saw (the wrapper also asks `show job`)."""
+    return [line for line in calls.read_text().splitlines() if line.startswith("requeue")]
+
+
 def test_a_signal_before_the_task_started_keeps_it_from_starting(tmp_path: Path) -> None:
     # Regression: the loop cleared the signal flag before each attempt, so a scancel (or the
     # time limit) arriving while the wrapper set up, or between two attempts, was forgotten:
@@ -344,7 +350,7 @@ def test_a_plain_job_ignores_array_ids_inherited_from_its_submitter(tmp_path: Pa
         subprocess.run(["sleep", "0.05"])
     proc.send_signal(12)  # the checkpoint signal: requeue this job
     assert proc.wait(timeout=30) == 0
-    assert calls.read_text() == "requeue 500\n"
+    assert _requeues(calls) == ["requeue 500"]
     assert "task s/0 key k0" in (taskdir / "log").read_text()
 
 
@@ -363,7 +369,126 @@ def test_an_array_task_requeues_itself_by_array_id(tmp_path: Path) -> None:
         subprocess.run(["sleep", "0.05"])
     proc.send_signal(12)
     assert proc.wait(timeout=30) == 0
-    assert calls.read_text() == "requeue 500_0\n"
+    assert _requeues(calls) == ["requeue 500_0"]
+
+
+# A fake scontrol for what a real preemption cannot be made to do inside a unit test:
+# `show job` answers as SLURM 22.05 does for a job it is preempting (PreemptTime after the
+# instance's StartTime) or not (PreemptTime=None); every call is logged. The real thing is
+# tests/integration/test_preemption_slurm.py.
+def _fake_scontrol(tmp_path: Path, preempt_time: str, job_state: str = "RUNNING",
+                   requeue_ok: bool = True, restarts: int = 0) -> tuple[Path, Path]:
+    calls = tmp_path / "scontrol-calls"
+    show = (f"JobId=500 JobName=s\\n   JobState={job_state} Reason=None Dependency=(null)\\n"
+            f"   Requeue=1 Restarts={restarts} BatchFlag=1 Reboot=0 ExitCode=0:0\\n"
+            "   SubmitTime=2026-12-02T10:00:00 EligibleTime=2026-12-02T10:00:00\\n"
+            "   StartTime=2026-12-02T10:00:01 EndTime=Unknown Deadline=N/A\\n"
+            f"   PreemptEligibleTime=2026-12-02T10:00:01 PreemptTime={preempt_time}\\n")
+    body = (f'echo "$@" >>{calls}\nif [ "$1" = show ]; then printf "{show}"; fi\n'
+            f'if [ "$1" = requeue ]; then exit {0 if requeue_ok else 1}; fi')
+    return _fake_bin(tmp_path, "scontrol", body), calls
+
+
+def _signal_when_started(proc: subprocess.Popen, started: Path, signum: int) -> None:
+    for _ in range(200):
+        if started.exists() or proc.poll() is not None:
+            break
+        subprocess.run(["sleep", "0.05"])
+    proc.send_signal(signum)
+
+
+def test_a_preempted_checkpointing_task_requeues_without_spending_a_retry(tmp_path: Path) -> None:
+    # retries 0: a checkpoint requeue at the time limit would be refused; a preemption is not
+    # the task's failure, so the wrapper hands the job back to SLURM anyway and counts it.
+    step = Step(name="s", image="i", run="trap 'exit 9' USR2; touch started; while :; do sleep 0.05; done",
+                resources=Resources(), retries=0, checkpoint=Checkpoint("USR2", 10))
+    script, taskdir = _runnable(tmp_path, step)
+    bindir, calls = _fake_scontrol(tmp_path, "2026-12-02T10:05:00")
+    proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500"},
+                            cwd=tmp_path)
+    _signal_when_started(proc, tmp_path / "started", 12)
+    assert proc.wait(timeout=30) == 0
+    assert _requeues(calls) == ["requeue 500"]
+    assert (taskdir / protocol.TASK_PREEMPTED).read_text() == "1\n"
+    assert (taskdir / protocol.TASK_REQUEUE).exists()
+    for name in (protocol.TASK_EXITCODE, protocol.TASK_CAUSE, protocol.TASK_TRIES):
+        assert not (taskdir / name).exists(), name
+    assert (taskdir / protocol.TASK_ATTEMPTS).read_text().splitlines()[-1].endswith(" 9 USR2 preempted")
+    assert "SLURM is preempting or requeueing job 500" in (taskdir / "log").read_text()
+
+
+def test_the_checkpoint_signal_without_a_preemption_spends_a_retry(tmp_path: Path) -> None:
+    # PreemptTime=None: the signal is the time limit's; with retries 0 the task ends there.
+    step = Step(name="s", image="i", run="trap 'exit 9' USR2; touch started; while :; do sleep 0.05; done",
+                resources=Resources(), retries=0, checkpoint=Checkpoint("USR2", 10))
+    script, taskdir = _runnable(tmp_path, step)
+    bindir, calls = _fake_scontrol(tmp_path, "None")
+    proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500"},
+                            cwd=tmp_path)
+    _signal_when_started(proc, tmp_path / "started", 12)
+    assert proc.wait(timeout=30) == 9
+    assert _requeues(calls) == []
+    assert (taskdir / protocol.TASK_EXITCODE).read_text() == "9\n"
+    assert (taskdir / protocol.TASK_TRIES).read_text() == "1\n"
+    assert not (taskdir / protocol.TASK_PREEMPTED).exists()
+
+
+def test_a_preemption_of_an_earlier_instance_is_not_this_ones(tmp_path: Path) -> None:
+    # The second instance of a requeued job (SLURM_RESTART_COUNT=1, Restarts=1), with a
+    # PreemptTime before its StartTime: a scancel now is a cancel, not a preemption.
+    step = Step(name="s", image="i", run="touch started; while :; do sleep 0.05; done", resources=Resources())
+    script, taskdir = _runnable(tmp_path, step)
+    bindir, _calls = _fake_scontrol(tmp_path, "2026-12-02T09:00:00", job_state="COMPLETING", restarts=1)
+    proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500",
+                                                        "SLURM_RESTART_COUNT": "1"},
+                            cwd=tmp_path)
+    _signal_when_started(proc, tmp_path / "started", 15)
+    assert proc.wait(timeout=30) == 143
+    assert (taskdir / protocol.TASK_CAUSE).read_text() == "cancelled\n"
+    assert not (taskdir / protocol.TASK_PREEMPTED).exists()
+
+
+def test_a_preempted_task_leaves_when_slurm_ends_the_job_and_writes_no_end(tmp_path: Path) -> None:
+    # The SIGTERM at the end of GraceTime, as SLURM 22.05 shows the job then (measured): no
+    # PreemptTime any more, Restarts already 1 above this instance's, COMPLETING. No exit
+    # code, no `cancelled`, no retry spent, no requeue of its own; SLURM requeues the job.
+    step = Step(name="s", image="i", run="touch started; while :; do sleep 0.05; done", resources=Resources(),
+                retries=0)
+    script, taskdir = _runnable(tmp_path, step)
+    bindir, calls = _fake_scontrol(tmp_path, "None", job_state="COMPLETING", restarts=1)
+    proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500"},
+                            cwd=tmp_path)
+    _signal_when_started(proc, tmp_path / "started", 15)
+    assert proc.wait(timeout=30) == 0
+    assert _requeues(calls) == []
+    assert (taskdir / protocol.TASK_PREEMPTED).read_text() == "1\n"
+    for name in (protocol.TASK_EXITCODE, protocol.TASK_CAUSE, protocol.TASK_TRIES):
+        assert not (taskdir / name).exists(), name
+
+
+def test_a_preempted_task_stays_while_slurm_still_runs_its_job(tmp_path: Path) -> None:
+    # Still RUNNING and the requeue refused: leaving now would make the job COMPLETED (never
+    # requeued), so the wrapper stays, ignoring SIGTERM, until SLURM kills it (here the test).
+    step = Step(name="s", image="i", run="touch started; while :; do sleep 0.05; done", resources=Resources(),
+                retries=0)
+    script, taskdir = _runnable(tmp_path, step)
+    bindir, calls = _fake_scontrol(tmp_path, "2026-12-02T10:05:00", requeue_ok=False)
+    proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_ID": "500"},
+                            cwd=tmp_path, start_new_session=True)
+    _signal_when_started(proc, tmp_path / "started", 15)
+    for _ in range(200):
+        if "waiting for SLURM to requeue" in (taskdir / "log").read_text():
+            break
+        subprocess.run(["sleep", "0.05"])
+    proc.send_signal(15)
+    subprocess.run(["sleep", "0.3"])
+    assert proc.poll() is None
+    os.killpg(proc.pid, 9)
+    proc.wait(timeout=30)
+    assert _requeues(calls) == ["requeue 500"]
+    assert (taskdir / protocol.TASK_PREEMPTED).read_text() == "1\n"
+    for name in (protocol.TASK_EXITCODE, protocol.TASK_CAUSE, protocol.TASK_TRIES):
+        assert not (taskdir / name).exists(), name
 
 
 def test_locally_a_checkpointed_task_asks_for_a_requeue(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from collections.abc import Callable
 
 from hpcml.clients.slurm import Slurm, UsageRow, parse_size, parse_tres, parse_usage
@@ -110,6 +111,25 @@ def test_figures_from_allocations() -> None:
     ]
     # A failure retried in its allocation is a failed attempt, not a requeue.
     assert [s.outcome for s in tr.tasks[2].segments(tr.now)] == ["", "failed", "failed"]
+
+
+def test_a_preemption_is_a_requeue_and_counted_once_from_either_record() -> None:
+    t = 1_800_000_000.0
+    assert parse_attempts("start 5 1 n 7 -\nend 6 1 143 TERM preempted\n")[0].preempted
+    attempts = (Attempt(1, t + 1, t + 30, "vm", "7", (), 9, "USR1", True), Attempt(2, t + 90, t + 95, "vm", "7", (), 0))
+    # The checkpointing job handed its allocation back with a requeue: sacct says REQUEUED.
+    task = TaskTrace("train", 0, "a" * 64, {}, "completed", "", 0, "7", t, attempts,
+                     (_usage("7", t, t + 1, t + 30, 0, "REQUEUED"), _usage("7", t + 30, t + 90, t + 95, 0)))
+    assert task.preempted == 1
+    assert [s.outcome for s in task.segments(t + 100) if s.kind == "run"] == ["requeued", "ok"]
+    # Without the wrapper's record (its file lost) sacct's PREEMPTED allocation counts.
+    bare = replace(task, attempts=(), allocations=(_usage("7", t, t + 1, t + 30, 0, "PREEMPTED"),
+                                                   _usage("7", t + 30, t + 90, t + 95, 0)))
+    assert bare.preempted == 1 and task.as_dict(t + 100)["preempted"] == 1
+    tr = replace(small_trace(), tasks=(task,))
+    page = render(tr)
+    assert "train/0 ×1 (requeued by SLURM; retries untouched)" in page
+    assert 'id="failures"' not in page
 
 
 def test_failures_first_own_failure_before_upstream() -> None:

@@ -112,3 +112,23 @@ def test_retry_keys_and_an_edited_workflow(plan: Plan) -> None:
 
 def test_split_names() -> None:
     assert select.split_names(("a,b", "c", "a")) == ("a", "b", "c")
+
+
+def test_a_task_submitted_again_has_its_whole_retries_and_no_old_preemptions(plan: Plan, tmp_path: Path) -> None:
+    # `hpcml retry` / `--force`: the wrapper counts retries spent in `tries` and preemptions
+    # in `preempted`; a new submission starts both afresh (as it does `attempt`).
+    from hpcml.run.durable import DurableBatch
+    from hpcml.run.rundir import RunDir
+    from hpcml.run.taskdir import prepare_task
+
+    run_dir = RunDir(tmp_path / ".hpcml")
+    task = plan.steps["fetch"].tasks[0]
+    folder = run_dir.task("fetch", task.key)
+    folder.mkdir(parents=True)
+    for name, text in (("exitcode", "3\n"), ("tries", "2\n"), ("preempted", "1\n"), ("attempt", "3\n")):
+        (folder / name).write_text(text)
+    batch = DurableBatch()
+    prepare_task(run_dir, plan, task, batch)
+    batch.flush()
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == ["attempt", "cmd.sh", "point.json"]
+    assert (folder / "attempt").read_text() == "0\n"

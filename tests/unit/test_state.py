@@ -13,7 +13,7 @@ import pytest
 from hpcml.run.durable import atomic_write
 from hpcml.run.journal import Journal
 from hpcml.run.rundir import RunDir, RunLock, new_run_id
-from hpcml.run.tasks import JobRecord, TaskFiles, derive_state, read_task_files
+from hpcml.run.tasks import JobRecord, TaskFiles, TaskState, derive_state, read_task_files
 
 
 def test_run_ids_sort_by_time() -> None:
@@ -73,6 +73,19 @@ def test_read_task_files(tmp_path: Path) -> None:
     (tmp_path / "cause").write_text("timeout\n")
     (tmp_path / "attempt").write_text("2\n")
     assert read_task_files(tmp_path) == TaskFiles(3, "timeout", False, 2)
+    (tmp_path / "preempted").write_text("2\n")
+    assert read_task_files(tmp_path).preempted == 2
+
+
+def test_a_preempted_task_says_so_whatever_its_state() -> None:
+    waiting = TaskState("train", 0, "k", "requeued", None, "7", "BeginTime", 1, preempted=1)
+    done = TaskState("train", 0, "k", "completed", 0, "7", "", 2, preempted=1)
+    assert waiting.label == "requeued (preempted ×1)" and done.label == "completed (preempted ×1)"
+    assert done.as_dict()["preempted"] == 1 and done.as_dict()["state"] == "completed"
+    assert TaskState("t", 0, "k", "failed", 3).label == "failed (exit 3)"
+    # While SLURM requeues it the wrapper's marker says requeued, not pending or failed.
+    assert derive_state(TaskFiles(requeue=True, attempt=1, preempted=1), record=JobRecord("PENDING", "BeginTime")) == (
+        "requeued", "BeginTime")
 
 
 @pytest.mark.parametrize(
