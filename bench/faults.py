@@ -286,18 +286,17 @@ def slurmdbd_stopped(b: Bench) -> Row:
         while any(subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", j, "-o", "%i"], capture_output=True,
                                  text=True).stdout.strip() for j in jobs) and time.monotonic() < end:
             time.sleep(10)
-        out = hpcml(["status", "--workflow", str(path)], env)[1]
-        seen.append(next((line for line in out.splitlines() if line.startswith("note:")), "no note"))
-        seen.append(next((line.strip() for line in out.splitlines() if "sweep/2:" in line), "?"))
+        doc = json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])
+        seen += ["note: " + " ".join(doc["notes"]), "{state} ({detail})".format(**doc["tasks"][2])]
         daemons.start_accounting()
         time.sleep(10)
-        out = hpcml(["status", "--workflow", str(path)], env)[1]
-        seen.append(next((line.strip() for line in out.splitlines() if "sweep/2:" in line), "?"))
+        doc = json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])
+        seen.append("{state} ({detail}); notes: {n}".format(n=len(doc["notes"]), **doc["tasks"][2]))
     finally:
         daemons.restore()
     return Row("slurmdbd stopped for a whole run (exit 3 in task 2, task 3 SIGKILLed) and until its jobs left squeue",
-               f"`run --watch` exit {code}, states from squeue; once squeue forgot the jobs: “{short(seen[0], 160)}”, "
-               f"`{short(seen[1], 120)}`; slurmdbd back: `{short(seen[2], 160)}`", *b.count(path, env))
+               f"`run --watch` exit {code}, states from squeue; once squeue forgot the jobs: “{short(seen[0], 200)}”, "
+               f"task 3 `{short(seen[1], 120)}`; slurmdbd back: task 3 `{short(seen[2], 200)}`", *b.count(path, env))
 
 
 def node_failure(b: Bench) -> Row:

@@ -121,10 +121,6 @@ class Daemons:
 
     main_node: str
     stopped: set[str] = field(default_factory=set)
-    events: list[str] = field(default_factory=list)
-
-    def _say(self, text: str) -> None:
-        self.events.append(f"{time.strftime('%H:%M:%S')} {text}")
 
     def _term(self, pidfile: Path, name: str, timeout: float = 60) -> None:
         pid = pid_of(pidfile, name)
@@ -136,27 +132,23 @@ class Daemons:
     def stop_controller(self) -> None:
         self.stopped.add("slurmctld")
         self._term(RUN / "slurmctld.pid", "slurmctld")
-        self._say("slurmctld stopped")
 
     def start_controller(self) -> None:
         if pid_of(RUN / "slurmctld.pid", "slurmctld") is None:
             start("slurmctld")
         poll("slurmctld to answer", controller_ok, 120)
         self.stopped.discard("slurmctld")
-        self._say("slurmctld answers")
 
     # ---- slurmdbd
     def stop_accounting(self) -> None:
         self.stopped.add("slurmdbd")
         self._term(RUN / "slurmdbd.pid", "slurmdbd")
-        self._say("slurmdbd stopped")
 
     def start_accounting(self) -> None:
         if pid_of(RUN / "slurmdbd.pid", "slurmdbd") is None:
             start("slurmdbd")
         poll("slurmdbd to answer", accounting_ok, 120)
         self.stopped.discard("slurmdbd")
-        self._say("slurmdbd answers")
 
     # ---- a node
     def kill_node(self, node: str, job_ids: list[str]) -> list[int]:
@@ -175,7 +167,6 @@ class Daemons:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self._say(f"{node}: slurmd and {len(victims) - 1} job process(es) killed")
         return victims
 
     def start_node(self, node: str, timeout: float = 180) -> None:
@@ -192,7 +183,6 @@ class Daemons:
                 resumed = True
             time.sleep(1)
         self.stopped.discard(node)
-        self._say(f"{node} takes work again")
 
     def restore(self) -> None:
         """Start whatever is down, then wait for the cluster (all nodes) to answer; last

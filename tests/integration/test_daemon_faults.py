@@ -27,7 +27,7 @@ from typing import Iterator
 
 import pytest
 
-from daemons import Daemons, Hpcml, node_state, poll
+from daemons import Daemons, Hpcml, poll
 from test_run_slurm import catalog, outs, ran, settings_env, write_workflow  # noqa: F401 - fixtures
 from testbed import SlurmCluster, run_quietly
 
@@ -89,7 +89,7 @@ sweep:
 
 
 def test_slurmctld_stopped_while_submitting_and_watching(
-    tmp_path: Path, apptainer, catalog: Path, daemons: Daemons, slurm_cluster: SlurmCluster,  # noqa: ANN001
+    tmp_path: Path, apptainer, catalog: Path, daemons: Daemons,  # noqa: ANN001
 ) -> None:
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
     env = env_for(apptainer, catalog)
@@ -140,7 +140,6 @@ def test_slurmctld_stopped_while_submitting_and_watching(
             r if len(r := sacct_runs(wf, since)) == jobs and all(s == ["COMPLETED"] for s in r.values()) else None),
             120, every=2)
         assert len(runs) == jobs
-    assert "slurmctld stopped" in daemons.events[0] and node_state(slurm_cluster.node)
 
 
 # ---------------------------------------------------------------- slurmdbd down, a node dies
@@ -236,7 +235,7 @@ def test_slurmdbd_down_for_a_whole_run_while_a_node_dies(
     code, doc, _ = task_json(accounted, env)
     assert code == 1 and doc["notes"] == [], doc
     assert [(t["state"], t["exit_code"]) for t in doc["tasks"]] == [("completed", 0), ("failed", 3), ("failed", None)]
-    assert "FAILED" in doc["tasks"][2]["detail"]
+    assert doc["tasks"][2]["detail"].startswith("the job was killed by signal 9 (FAILED)"), doc["tasks"][2]
 
 
 def api_tasks(wf: Path):  # noqa: ANN201 - hpcml's TaskState
