@@ -1,9 +1,11 @@
 """The testbed's SLURM daemons really stopped while runs go on (issue 15, "Faults"):
 
 - slurmctld stopped (SIGTERM) for ~60 s while one `hpcml run --watch` is submitting, one
-  `hpcml status --watch` follows a run whose job is running, one `hpcml run --watch` starts
-  and one `hpcml run` without `--executor` (a short `slurm_wait_s`) starts: the first three
-  wait, say why and finish (exit 0), the last gives up clearly having submitted nothing;
+  `hpcml run --watch` and one `hpcml status --watch` follow a run whose job is running, one
+  `hpcml run --watch` starts and one `hpcml run` without `--executor` (a short
+  `slurm_wait_s`) starts: the first four wait, say why and finish (exit 0), the last gives
+  up clearly having submitted nothing (these cover, with the daemon really stopped, what
+  the former test_slurm_outage.py showed with a closed port in a private slurm.conf);
 - slurmdbd stopped for a whole run and until its jobs have left squeue: `status` works from
   squeue and the exit-code files, then says in a note that causes are unknown; once
   slurmdbd is back, slurmctld's queued accounting arrives and the causes appear;
@@ -51,12 +53,11 @@ def env_for(apptainer, catalog: Path, wait_s: int = 300) -> dict[str, str]:  # n
 
 
 def journal_has(wf: Path, event: str) -> bool:
-    return any(f'"event": "{event}"' in p.read_text() or f'"event":"{event}"' in p.read_text()
-               for p in (wf.parent / ".hpcml" / "runs").glob("*/journal.jsonl"))
+    return any(f'"event": "{event}"' in p.read_text() for p in (wf.parent / ".hpcml" / "runs").glob("*/journal.jsonl"))
 
 
 def sacct_runs(workflow: str, since: str) -> dict[str, list[str]]:
-    """Job name → states of its allocations (`sacct -X --duplicates`), this workflow's jobs."""
+    """Job id → states of its allocations (`sacct -X --duplicates`), this workflow's jobs."""
     done = run_quietly(["sacct", "-X", "--duplicates", "--parsable2", "--noheader", "-S", since,
                         "-o", "JobID,JobName,State"], timeout=60)
     assert done.ok, done.tail()
