@@ -1,21 +1,21 @@
 """Faults on the real SLURM testbed, and what each does to a run: the table of docs/reliability.md.
 
 Each scenario runs the real `hpcml` CLI on a tiny busybox workflow, injects its fault for
-real (as tests/integration/test_slurm_outage.py, test_full_disk.py and
+real (as tests/integration/test_daemon_faults.py, test_full_disk.py and
 test_job_limit_slurm.py do), recovers the way the user would, and counts the tasks:
 completed (status completed/cached at the end), lost (not), duplicated (extra runs of a
 task's command, each appending to its out/ran). Prints one markdown row per scenario.
 
-- controller faults: the hpcml processes read a private copy of slurm.conf whose
-  SlurmctldPort is switched to a closed loopback port and back (the shared slurmctld keeps
-  running; the client commands really fail with "Unable to contact slurm controller");
-- accounting down: the same copy with AccountingStoragePort closed, for `status` of a run
-  whose jobs have left squeue (waits MinJobAge, ~6 minutes; `--quick` leaves it out);
 - full disk: the workflow directory on a small tmpfs, nearly filled (needs root);
 - job limit: a FAKE sbatch answering QOSMaxSubmitJobPerUserLimit after two submissions
   (the shared testbed does not enforce accounting limits; enforcing needs a restart);
 - preemption: a plain `sbatch -p high` job needing the whole node preempts a run of a
   checkpointing and a plain task on partition `low` (PreemptMode=REQUEUE, GraceTime 20 s).
+- daemons really stopped (tests/integration/test_daemon_faults.py; `daemons.Daemons`):
+  slurmctld-stopped (SIGTERM for 60 s during submission and watching), slurmdbd-stopped
+  (a whole run, until its jobs left squeue; ~7 minutes), node-failure (SIGKILL to a
+  `multi` node's slurmd and the job's processes). They stop daemons other sessions share:
+  run them under `flock -x /tmp/hpcml-testbed.lock`.
 
     .venv/bin/python bench/faults.py [--quick] [--only NAME]
 """
@@ -40,7 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from testbed import ClientSlurmConf, testbed_status  # noqa: E402 - the tests' helpers, after the path
+from daemons import Daemons  # noqa: E402 - the tests' helpers, after the path
+from testbed import testbed_status  # noqa: E402
 
 STEPS = """\
 first:
@@ -109,7 +110,6 @@ class Bench:
     def __init__(self, root: Path):
         self.root = root
         apptainer = testbed_status("apptainer")["apptainer"]
-        self.conf_source = Path(testbed_status("slurm")["slurm"]["conf"])
         self.base = {
             **{k: v for k, v in os.environ.items() if not k.startswith("HPCML_")},
             "HPCML_CATALOGS": str(root / "cat"), "HPCML_CACHE_DIR": str(root / "cache"),
@@ -125,11 +125,8 @@ class Bench:
         path.write_text(IMAGE.format(name=name) + textwrap.indent(steps, "  "))
         return path
 
-    def conf(self, name: str) -> ClientSlurmConf:
-        return ClientSlurmConf(self.conf_source, self.root / f"conf-{name}")
-
-    def env(self, conf: ClientSlurmConf | None = None, wait_s: int = 300, **extra: str) -> dict[str, str]:
-        return {**self.base, **(conf.env() if conf else {}), "HPCML_SLURM_WAIT_S": str(wait_s), **extra}
+    def env(self, wait_s: int = 300, **extra: str) -> dict[str, str]:
+        return {**self.base, "HPCML_SLURM_WAIT_S": str(wait_s), **extra}
 
     def count(self, path: Path, env: dict[str, str]) -> tuple[int, int, int]:
         """(completed, lost, duplicated) of the workflow's latest run, and the task files."""
@@ -149,81 +146,6 @@ def short(text: str, n: int = 150) -> str:
 
 
 # ---- scenarios -------------------------------------------------------------------------
-
-
-def controller_down_at_start(b: Bench) -> Row:
-    path = b.workflow(b.root / "c1", "fault-ctl-start", STEPS.format(sleep=1))
-    conf = b.conf("c1")
-    conf.cut_controller()
-    code, _out, err = hpcml(["run", str(path), "--detach"], b.env(conf, wait_s=20))
-    local = (path.parent / ".hpcml" / "tasks").exists()
-    conf.restore()
-    hpcml(["run", str(path), "--watch"], b.env(conf))
-    done = b.count(path, b.env(conf))
-    return Row("slurmctld unreachable when `hpcml run` starts (no `--executor`), for longer than `slurm_wait_s` (20 s)",
-               f"`executor: slurm (… does not answer now; waiting for it)`, a note, then exit {code}: "
-               f"“{short(last_error(err), 110)}”; tasks run on the login node: {'yes' if local else 'none'}. "
-               "Rerun once it answers", *done)
-
-
-def controller_back_before_submit(b: Bench) -> Row:
-    path = b.workflow(b.root / "c2", "fault-ctl-back", STEPS.format(sleep=1))
-    conf = b.conf("c2")
-    conf.cut_controller()
-    child = Child(["run", str(path), "--watch", "--executor", "slurm"], b.env(conf))
-    child.wait_for("slurmctld does not answer (")
-    time.sleep(20)
-    conf.restore()
-    code, _out, err = child.finish()
-    return Row("slurmctld unreachable for ~30 s when `hpcml run --watch` starts",
-               f"`slurmctld does not answer (…); waiting for it up to 5 min (before submitting)…`, then "
-               f"`slurmctld answers again after …`; exit {code}", *b.count(path, b.env(conf)))
-
-
-def controller_down_while_watching(b: Bench, watcher: str) -> Row:
-    name = "c3" if watcher == "run" else "c4"
-    path = b.workflow(b.root / name, f"fault-ctl-{name}", STEPS.format(sleep=30))
-    conf = b.conf(name)
-    env = b.env(conf)
-    if watcher == "run":
-        child = Child(["run", str(path), "--watch", "--executor", "slurm"], env)
-        child.wait_for("submitted sweep: job")
-    else:
-        hpcml(["run", str(path), "--detach", "--executor", "slurm"], env)
-        child = Child(["status", "--watch", "--workflow", str(path)], env)
-        time.sleep(2)
-    conf.cut_controller()
-    child.wait_for("slurmctld does not answer (")
-    time.sleep(40)
-    conf.restore()
-    code, _out, err = child.finish()
-    what = "`hpcml run --watch`" if watcher == "run" else "`hpcml status --watch` of a detached run"
-    return Row(f"slurmctld unreachable for ~60 s during {what}",
-               f"`slurmctld does not answer (…); waiting for it up to 5 min (following the run); queued jobs keep "
-               f"running meanwhile`, then `answers again`; exit {code}", *b.count(path, env))
-
-
-def accounting_down(b: Bench) -> Row:
-    steps = "sweep:\n  matrix: {i: [1, 2, 3]}\n  run: echo x >> {out}/ran\n"
-    path = b.workflow(b.root / "a1", "fault-acct", steps)
-    conf = b.conf("a1")
-    env = b.env(conf)
-    out = hpcml(["run", str(path), "--detach", "--executor", "slurm"], env)[1]
-    job = next(w.split("=", 1)[1] for w in out.split() if w.startswith("sweep="))
-    min_age = int(testbed_status("slurm")["slurm"]["min_job_age"])
-    deadline = time.monotonic() + min_age + 300
-    while subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", job, "-o", "%i"], capture_output=True,
-                         text=True).stdout.strip():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"job {job} still in squeue")
-        time.sleep(10)
-    conf.cut_accounting()
-    code, out, err = hpcml(["status", "--workflow", str(path)], env)
-    note = next((line for line in out.splitlines() if line.startswith("note:")), "")
-    done = b.count(path, env)
-    conf.restore()
-    return Row("accounting (slurmdbd) unreachable; `hpcml status` of a run whose jobs have left squeue",
-               f"the table from the exit-code files, exit {code}, and “{short(note, 240)}”", *done)
 
 
 def full_disk(b: Bench) -> Row:
@@ -352,24 +274,157 @@ def preemption(b: Bench) -> Row:
                *b.count(path, env))
 
 
+# ---- real daemon faults (tests/integration/test_daemon_faults.py): the daemons really stop;
+# run under `flock -x /tmp/hpcml-testbed.lock`, as they are shared.
+
+
+def _daemons() -> Daemons:
+    return Daemons(testbed_status("slurm")["slurm"]["node"])
+
+
+def _journaled(path: Path) -> bool:
+    journals = (path.parent / ".hpcml" / "runs").glob("*/journal.jsonl")
+    return any('"event": "submitted"' in j.read_text() for j in journals)
+
+
+def slurmctld_stopped(b: Bench) -> Row:
+    chain = "".join(f"s{i}:\n{'  needs: [s' + str(i - 1) + ']' + chr(10) if i else ''}  run: echo x >> {{out}}/ran\n"
+                    for i in range(6)) + "fan:\n  needs: [s5]\n  matrix: {i: [1, 2, 3]}\n  run: echo x >> {out}/ran\n"
+    watched = b.workflow(b.root / "d1w", "fault-dctl-watched", STEPS.format(sleep=40))
+    submitting = b.workflow(b.root / "d1s", "fault-dctl-submit", chain)
+    late = b.workflow(b.root / "d1l", "fault-dctl-late", STEPS.format(sleep=1))
+    gives_up = b.workflow(b.root / "d1q", "fault-dctl-quit", STEPS.format(sleep=1))
+    env, daemons = b.env(), _daemons()
+    try:
+        watcher = Child(["run", str(watched), "--watch", "--executor", "slurm"], env)
+        watcher.wait_for("submitted sweep: job")
+        follower = Child(["status", "--watch", "--workflow", str(watched)], env)
+        time.sleep(5)
+        sub = Child(["run", str(submitting), "--watch", "--executor", "slurm"], env)
+        end = time.monotonic() + 120
+        while not _journaled(submitting) and time.monotonic() < end:
+            time.sleep(0.02)
+        daemons.stop_controller()
+        stopped = time.monotonic()
+        starter = Child(["run", str(late), "--watch", "--executor", "slurm"], env)
+        quitter = Child(["run", str(gives_up), "--detach"], b.env(wait_s=20))
+        for child in (sub, watcher, follower, starter):
+            child.wait_for("slurmctld does not answer (")
+        quit_code, _out, quit_err = quitter.finish()
+        time.sleep(max(0.0, 60 - (time.monotonic() - stopped)))
+        daemons.start_controller()
+        outcomes = [c.finish() for c in (sub, watcher, follower, starter)]
+    finally:
+        daemons.restore()
+    local = (gives_up.parent / ".hpcml" / "tasks").exists()
+    hpcml(["run", str(gives_up), "--watch"], env)  # the user's rerun once it answers
+    done = [b.count(p, env) for p in (submitting, watched, late, gives_up)]
+    mid = "mid-submission" if "(submitting hpcml." in outcomes[0][2] else "after submission"
+    return Row("slurmctld stopped (SIGTERM) for 60 s: while `hpcml run --watch` submits a 9-task run, while "
+               "`run --watch` and `status --watch` follow a running job, when a `run --watch` starts, and when a "
+               "`run` without `--executor` starts with `slurm_wait_s` 20 s (rerun once it answers)",
+               f"each of the first four: `slurmctld does not answer (…); waiting for it up to 5 min (submitting …/"
+               f"following the run/before submitting)`, then `slurmctld answers again after …`; exits "
+               f"{', '.join(str(o[0]) for o in outcomes)} (the stop came {mid}); the last: exit {quit_code}, "
+               f"“{short(last_error(quit_err), 110)}”, tasks run on the login node: {'yes' if local else 'none'}",
+               *(sum(d[i] for d in done) for i in range(3)))
+
+
+def slurmdbd_stopped(b: Bench) -> Row:
+    steps = ("sweep:\n  matrix: {i: [1, 2, 3]}\n  run: |\n    echo x >> {out}/ran\n"
+             "    if [ {i} = 2 ]; then exit 3; fi\n    if [ {i} = 3 ]; then sleep 300; fi\n")
+    path = b.workflow(b.root / "d2", "fault-dbd", steps)
+    env, daemons = b.env(), _daemons()
+    seen: list[str] = []
+    try:
+        daemons.stop_accounting()
+        child = Child(["run", str(path), "--watch", "--executor", "slurm"], env)
+        end = time.monotonic() + 180
+        while time.monotonic() < end:  # task 3 killed by SIGKILL, as an OOM killer would: no exit code
+            try:
+                task3 = json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])["tasks"][2]
+            except json.JSONDecodeError:  # no run yet
+                time.sleep(1)
+                continue
+            started = (path.parent / ".hpcml" / "tasks" / "sweep" / task3["key"] / "out" / "ran").exists()
+            if task3["state"] == "running" and started:
+                subprocess.run(["scancel", "--signal=KILL", "--batch", task3["job"]], check=True)
+                break
+            time.sleep(1)
+        code, _out, _err = child.finish()
+        tasks = json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])["tasks"]
+        jobs = {t["job"].split("_")[0] for t in tasks}
+        end = time.monotonic() + int(testbed_status("slurm")["slurm"]["min_job_age"]) + 300
+        while any(subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", j, "-o", "%i"], capture_output=True,
+                                 text=True).stdout.strip() for j in jobs) and time.monotonic() < end:
+            time.sleep(10)
+        doc = json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])
+        seen += ["note: " + " ".join(doc["notes"]), "{state} ({detail})".format(**doc["tasks"][2])]
+        daemons.start_accounting()
+        back = time.monotonic()
+        while True:  # slurmctld sends the records it kept a little after slurmdbd answers
+            doc = json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])
+            if doc["tasks"][2]["state"] != "lost" or time.monotonic() - back > 180:
+                break
+            time.sleep(2)
+        task3 = doc["tasks"][2]
+        seen.append(f"after {time.monotonic() - back:.0f} s: {task3['state']} ({task3['detail']}); "
+                    f"notes: {len(doc['notes'])}")
+    finally:
+        daemons.restore()
+    seen = [text.replace("`", "") for text in seen]  # inside the row's code spans
+    return Row("slurmdbd stopped for a whole run and until its jobs left squeue (by design task 2 exits 3 and task 3 "
+               "is SIGKILLed: the 2 not completed)",
+               f"`run --watch` exit {code}, states from squeue; once squeue forgot the jobs: “{short(seen[0], 200)}”, "
+               f"task 3 `{short(seen[1], 120)}`; slurmdbd back: task 3 `{short(seen[2], 200)}`", *b.count(path, env))
+
+
+def node_failure(b: Bench) -> Row:
+    steps = ("long:\n  resources: {partition: multi, time: 5m, cpus: 1, mem: 100M}\n"
+             "  run: echo x >> {out}/ran; sleep 45; echo x >> {out}/done\n")
+    path = b.workflow(b.root / "d3", "fault-node", steps)
+    env, daemons = b.env(), _daemons()
+    try:
+        child = Child(["run", str(path), "--watch", "--executor", "slurm"], env)
+        child.wait_for("submitted long: job")
+        end = time.monotonic() + 180
+        while not list((path.parent / ".hpcml" / "tasks" / "long").glob("*/out/ran")) and time.monotonic() < end:
+            time.sleep(0.5)
+        job = json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])["tasks"][0]["job"]
+        node = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True).stdout.strip()
+        killed = time.monotonic()
+        daemons.kill_node(node, [job])
+        code, _out, err = child.finish()
+        took = time.monotonic() - killed
+        daemons.start_node(node)
+    finally:
+        daemons.restore()
+    states = subprocess.run(["sacct", "-X", "--duplicates", "-n", "-P", "-j", job, "-o", "State"], capture_output=True,
+                            text=True).stdout.split()
+    done_lines = sum(len(p.read_text().splitlines()) for p in (path.parent / ".hpcml" / "tasks").glob("*/*/out/done"))
+    completed, lost, _dup = b.count(path, env)
+    return Row("a `multi` node fails (SIGKILL to its slurmd and the job's processes) under a running job",
+               f"the job ends NODE_FAIL, SLURM requeues it on the other node (sacct: {' → '.join(states)}); "
+               f"`run --watch` exit {code} {took:.0f} s after the failure; the killed attempt's line is in out/ran, "
+               "the rerun finished once", completed, lost, max(0, done_lines - 1))
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
-    "controller-start": controller_down_at_start,
-    "controller-back": controller_back_before_submit,
-    "controller-run-watch": lambda b: controller_down_while_watching(b, "run"),
-    "controller-status-watch": lambda b: controller_down_while_watching(b, "status"),
-    "accounting": accounting_down,
     "full-disk": full_disk,
     "job-limit": job_limit,
     "preemption": preemption,
+    "slurmctld-stopped": slurmctld_stopped,
+    "slurmdbd-stopped": slurmdbd_stopped,
+    "node-failure": node_failure,
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="leave out the accounting scenario (~6 minutes)")
+    parser.add_argument("--quick", action="store_true", help="leave out the scenario that waits for MinJobAge")
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
     args = parser.parse_args()
-    names = args.only or [n for n in SCENARIOS if not (args.quick and n == "accounting")]
+    names = args.only or [n for n in SCENARIOS if not (args.quick and n == "slurmdbd-stopped")]
     print("| scenario | what the user sees | completed | lost | duplicated |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="hpcml-bench-faults-") as tmp:

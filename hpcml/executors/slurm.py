@@ -207,7 +207,7 @@ def _last_line(err: Exception) -> str:
 
 
 def _put(records: dict[str, JobRecord], row: JobRow, wanted: set[str]) -> None:
-    record = JobRecord(row.state, row.reason, row.exit_code)
+    record = JobRecord(row.state, row.reason, row.exit_code, row.signal)
     records[row.ref] = record
     # A dependency may name a whole array (`123`): it is live while any task is.
     if row.array_task is not None and row.job_id in wanted and row.job_id not in records:

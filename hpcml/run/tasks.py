@@ -152,6 +152,7 @@ class JobRecord:
     state: str
     reason: str = ""
     exit_code: int | None = None
+    signal: int | None = None  # the signal that ended the job's batch script (sacct's `0:9`)
 
 
 def derive_state(
@@ -201,6 +202,11 @@ def derive_state(
         # SLURM says the job ended well but no exit code was written: the wrapper died
         # before writing it (e.g. its node went away) — the output cannot be trusted.
         return "lost", "job completed without writing its exit code"
+    if record is not None and record.signal:
+        # Killed by a signal the wrapper cannot trap (SIGKILL: the kernel's OOM killer, a
+        # kill -9 on the node): only SLURM's record knows.
+        return "failed", (f"the job was killed by signal {record.signal} ({record.state}) before its wrapper could "
+                          "write an exit code: out of memory, or killed on its node? see `hpcml logs`")
     if record is not None:
         # SLURM still knows the job, which failed before its wrapper could write an exit
         # code: the wrapper exits non-zero when a write of its own fails (a full disk).

@@ -126,3 +126,12 @@ def test_what_derive_state_says_when_the_cause_is_unknown() -> None:
     assert derive_state(TaskFiles(), causes_unknown=True)[1] == "no exit code written; cause unknown (accounting did not answer)"
     assert "without writing its exit code: was the run directory's file system full?" in \
         derive_state(TaskFiles(), record=JobRecord("FAILED", "", 1))[1]
+
+
+def test_a_job_killed_by_a_signal_says_so() -> None:
+    # sacct's ExitCode `0:9`: the batch script got SIGKILL (the OOM killer, kill -9 on the
+    # node), which the wrapper cannot trap; seen in test_daemon_faults.py
+    state, detail = derive_state(TaskFiles(attempt=1), record=JobRecord("FAILED", "", 0, 9))
+    assert state == "failed" and detail.startswith("the job was killed by signal 9 (FAILED) before its wrapper")
+    # a wrapper that exited non-zero on its own (no signal) keeps the full-disk hint
+    assert "file system full?" in derive_state(TaskFiles(), record=JobRecord("FAILED", "", 1, 0))[1]
