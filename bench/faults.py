@@ -14,6 +14,8 @@ task's command, each appending to its out/ran). Prints one markdown row per scen
 - full disk: the workflow directory on a small tmpfs, nearly filled (needs root);
 - job limit: a FAKE sbatch answering QOSMaxSubmitJobPerUserLimit after two submissions
   (the shared testbed does not enforce accounting limits; enforcing needs a restart).
+- kill9: a real SIGKILL of `hpcml run` at a random moment, 24 trials of a 1,000-task sweep
+  held behind a gate task; the job instances of every task counted (tests/integration/kill9.py).
 
     .venv/bin/python bench/faults.py [--quick] [--only NAME]
 """
@@ -69,7 +71,7 @@ steps:
 class Row:
     scenario: str
     sees: str
-    completed: int
+    completed: int | str
     lost: int
     duplicated: int
 
@@ -283,6 +285,36 @@ def job_limit(b: Bench) -> Row:
                f"`not submitted` ({states})", *b.count(path, env))
 
 
+def kill9_trials(b: Bench, trials: int = 24) -> Row:
+    """kill -9 of `hpcml run` at random moments of a 1,000-task sweep (as
+    test_kill9_trials.py does): per trial, the job instances of every task after a rerun."""
+    import random
+    from collections import Counter
+
+    import kill9
+
+    seed = random.SystemRandom().randrange(10**6)
+    env = b.env()
+    kill9.timed_submission(kill9.write_workflow(b.root / "k9cal", f"k9cal-{seed}"), env)  # builds the image
+    took = kill9.timed_submission(kill9.write_workflow(b.root / "k9cal2", f"k9cal2-{seed}"), env)
+    rng = random.Random(seed)
+    done = [kill9.run_trial(n, random.Random(rng.random()), kill9.write_workflow(b.root / f"k9-{n}", f"k9-{n}-{seed}"),
+                            env, mode, took * 1.1 if mode == "detach" else took + 3)
+            for n, mode in ((n, "detach" if n % 2 else "watch") for n in range(1, trials + 1))]
+    print(kill9.table(done), file=sys.stderr)
+    moments = Counter(t.moment.split(",")[0] if t.killed else "had exited" for t in done)
+    tasks = sum(t.tasks for t in done)
+    return Row(f"`kill -9` of `hpcml run` at a random moment of a 1,000-task sweep (+ gate and merge tasks), "
+               f"{trials} trials (half `--detach`, half watching; seed {seed}; an unkilled submission takes "
+               f"{took:.1f} s); rerun `hpcml run --detach`",
+               f"every rerun exit 0 ({sum(t.reruns for t in done)} reruns in all); kills fell at: "
+               + ", ".join(f"{k} ×{v}" for k, v in moments.most_common())
+               + "; then the job instances of every task, counted with squeue -r and sacct (lost: none; duplicated: "
+               "extra instances)",
+               f"not run: held behind the gate, cancelled after counting ({tasks} tasks)",
+               sum(t.lost for t in done), sum(t.duplicated for t in done))
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "controller-start": controller_down_at_start,
     "controller-back": controller_back_before_submit,
@@ -291,6 +323,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "accounting": accounting_down,
     "full-disk": full_disk,
     "job-limit": job_limit,
+    "kill9": kill9_trials,
 }
 
 
