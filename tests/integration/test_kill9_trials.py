@@ -14,28 +14,39 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from kill9 import TASKS, run_trial, table, timed_submission, write_workflow
+from kill9 import TASKS, cancel_workflow, hpcml, run_trial, table, timed_submission, wait_for_accounting, write_workflow
 
 pytestmark = pytest.mark.testbed
 
 TRIALS = 24
 
 
-def test_kill9_of_run_at_random_moments(tmp_path: Path, apptainer, slurm_cluster) -> None:  # noqa: ANN001
-    assert slurm_cluster.accounting, "the count needs sacct"
-    seed = int(os.environ.get("HPCML_KILL9_SEED", random.SystemRandom().randrange(10**6)))
-    print(f"kill9 trials: seed {seed} (HPCML_KILL9_SEED={seed} reproduces the kill moments)")
-    env = {
+def cli_env(root: Path, apptainer) -> dict[str, str]:  # noqa: ANN001 - testbed.Apptainer
+    """The environment of the hpcml CLI of a test: its own catalog, the testbed's apptainer."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("HPCML_")},
-        "HPCML_CATALOGS": str(tmp_path / "cat"), "HPCML_CACHE_DIR": str(tmp_path / "cache"),
+        "HPCML_CATALOGS": str(root / "cat"), "HPCML_CACHE_DIR": str(root / "cache"),
         "HPCML_CONFIG": "/nonexistent", "HPCML_SITE_CONFIG": "/nonexistent",
         "HPCML_EXEC_FLAGS": " ".join(apptainer.exec_flags), "HPCML_BUILD_FLAGS": " ".join(apptainer.build_flags),
         "HPCML_APPTAINER": apptainer.binary,
     }
+
+
+def test_kill9_of_run_at_random_moments(tmp_path: Path, apptainer, slurm_cluster) -> None:  # noqa: ANN001
+    assert slurm_cluster.accounting, "the count needs sacct"
+    seed = int(os.environ.get("HPCML_KILL9_SEED", random.SystemRandom().randrange(10**6)))
+    print(f"kill9 trials: seed {seed} (HPCML_KILL9_SEED={seed} reproduces the kill moments)")
+    env = cli_env(tmp_path, apptainer)
     took = timed_submission(write_workflow(tmp_path / "calibrate", "kill9-cal"), env)  # builds the image too
     took = timed_submission(write_workflow(tmp_path / "calibrate2", "kill9-cal2"), env)
     print(f"an unkilled `hpcml run --detach` of the sweep takes {took:.1f} s")
@@ -48,3 +59,40 @@ def test_kill9_of_run_at_random_moments(tmp_path: Path, apptainer, slurm_cluster
     assert sum(t.killed for t in trials) >= TRIALS * 3 // 4, "most kills should land before the run exits"
     for t in trials:
         assert (t.tasks, t.lost, t.duplicated) == (TASKS + 2, 0, 0), t
+
+
+def test_kill9_while_its_sbatch_is_still_submitting(tmp_path: Path, apptainer, slurm_cluster) -> None:  # noqa: ANN001
+    """kill -9 does not end the sbatch `hpcml run` was running; with a controller slow to
+    answer (a FAKE sbatch that waits 4 s, then runs the real one) that sbatch creates the
+    sweep's job after an immediate rerun has started. The rerun waits for it, says so, and
+    adopts the job: before, it submitted the 1,000 tasks a second time."""
+    fake = tmp_path / "fake_sbatch_slow"
+    fake.mkdir()
+    (fake / "sbatch").write_text(textwrap.dedent(f"""\
+        #!/bin/bash
+        # fake_sbatch_slow: the sweep's submission is answered after 4 s (a busy slurmctld)
+        if [[ "$*" == *sweep.sbatch* && ! -e {fake}/started ]]; then touch {fake}/started; sleep 4; fi
+        exec {shutil.which("sbatch")} "$@"
+        """))
+    (fake / "sbatch").chmod(0o755)
+    env = {**cli_env(tmp_path, apptainer), "PATH": f"{fake}:{os.environ['PATH']}"}
+    name = f"kill9-slow-{os.getpid()}"
+    path = write_workflow(tmp_path / "slow", name)
+    child = subprocess.Popen([sys.executable, "-m", "hpcml.cli", "run", str(path), "--executor", "slurm", "--detach"],
+                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        while not (fake / "started").exists():
+            assert child.poll() is None and time.monotonic() < end, "hpcml run never reached the sweep's sbatch"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        rerun = hpcml(["run", str(path), "--executor", "slurm", "--detach"], env)
+        assert rerun.returncode == 0, rerun.stderr
+        assert "an sbatch left running by an earlier `hpcml run`" in rerun.stderr
+        assert "1001 already queued, 1 to submit" in rerun.stderr  # the sweep adopted; merge was never submitted
+        per_task = wait_for_accounting(path.parent, name)
+    finally:
+        cancel_workflow(path.parent, name)
+    assert len(per_task) == TASKS + 2
+    assert sorted(set(per_task.values())) == [1], {k: n for k, n in per_task.items() if n != 1}
