@@ -15,7 +15,8 @@ task's command, each appending to its out/ran). Prints one markdown row per scen
 - job limit: a FAKE sbatch answering QOSMaxSubmitJobPerUserLimit after two submissions
   (the shared testbed does not enforce accounting limits; enforcing needs a restart).
 - kill9: a real SIGKILL of `hpcml run` at a random moment, 24 trials of a 1,000-task sweep
-  held behind a gate task; the job instances of every task counted (tests/integration/kill9.py).
+  held behind a gate task; the job instances of every task counted (tests/integration/kill9.py);
+  kill9-slow-sbatch: the same while its sbatch waits on a FAKE slow sbatch, immediate rerun.
 
     .venv/bin/python bench/faults.py [--quick] [--only NAME]
 """
@@ -315,6 +316,23 @@ def kill9_trials(b: Bench, trials: int = 24) -> Row:
                sum(t.lost for t in done), sum(t.duplicated for t in done))
 
 
+def kill9_slow_sbatch(b: Bench) -> Row:
+    """kill -9 of `hpcml run` while its sbatch waits on a slow controller (FAKE sbatch, 4 s),
+    then an immediate rerun (as test_kill9_trials.py does)."""
+    import kill9
+
+    kill9.timed_submission(kill9.write_workflow(b.root / "k9s-cal", f"k9s-cal-{os.getpid()}"), b.env())  # the image
+    rerun, per_task = kill9.slow_sbatch_trial(b.root, b.env(), f"k9-slow-{os.getpid()}")
+    said = next((line.removeprefix("hpcml: ") for line in rerun.stderr.splitlines() if "an sbatch left" in line), "")
+    said = said.replace(str(b.root), "$TMP")
+    return Row("`kill -9` of `hpcml run` while its sbatch of the 1,000-task sweep waits on a slow controller "
+               "(FAKE sbatch answering after 4 s); immediate rerun `hpcml run --detach`",
+               f"exit {rerun.returncode}: “{short(said, 200)}”; the sweep's job, created by the killed run's "
+               "sbatch after the rerun started, is adopted",
+               f"not run: held behind the gate ({len(per_task)} tasks)",
+               sum(1 for n in per_task.values() if n == 0), sum(max(0, n - 1) for n in per_task.values()))
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "controller-start": controller_down_at_start,
     "controller-back": controller_back_before_submit,
@@ -324,6 +342,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "full-disk": full_disk,
     "job-limit": job_limit,
     "kill9": kill9_trials,
+    "kill9-slow-sbatch": kill9_slow_sbatch,
 }
 
 

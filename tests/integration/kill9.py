@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -83,8 +85,6 @@ def write_workflow(root: Path, name: str, gate_s: int = 600, tasks: int = TASKS)
 
 
 def _busybox() -> str:
-    import shutil
-
     return shutil.which("busybox") or "/bin/busybox"
 
 
@@ -134,6 +134,38 @@ def run_trial(number: int, rng: random.Random, path: Path, env: dict[str, str], 
     lost = sum(1 for n in per_task.values() if n == 0)
     duplicated = sum(max(0, n - 1) for n in per_task.values())
     return Trial(number, mode, round(delay, 2), killed, moment, reruns, len(per_task), lost, duplicated)
+
+
+def slow_sbatch_trial(root: Path, env: dict[str, str], name: str) -> tuple[subprocess.CompletedProcess[str], Counter[str]]:
+    """kill -9 of `hpcml run --detach` while its sbatch of the sweep waits on a controller slow
+    to answer (a FAKE sbatch, `fake_sbatch_slow`, sleeps 4 s, then runs the real one), and an
+    immediate rerun: (the rerun, job instances per task). The killed run's sbatch goes on."""
+    fake = root / "fake_sbatch_slow"
+    fake.mkdir()
+    (fake / "sbatch").write_text(textwrap.dedent(f"""\
+        #!/bin/bash
+        # fake_sbatch_slow: the sweep's submission is answered after 4 s (a busy slurmctld)
+        if [[ "$*" == *sweep.sbatch* && ! -e {fake}/started ]]; then touch {fake}/started; sleep 4; fi
+        exec {shutil.which("sbatch")} "$@"
+        """))
+    (fake / "sbatch").chmod(0o755)
+    env = {**env, "PATH": f"{fake}:{env['PATH']}"}
+    path = write_workflow(root / name, name)
+    child = subprocess.Popen([sys.executable, "-m", "hpcml.cli", "run", str(path), "--executor", "slurm", "--detach"],
+                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        while not (fake / "started").exists():
+            if child.poll() is not None or time.monotonic() > end:
+                raise AssertionError("hpcml run never reached the sweep's sbatch")
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        rerun = hpcml(["run", str(path), "--executor", "slurm", "--detach"], env)
+        time.sleep(5)  # past the fake's 4 s: a duplicate would be queued by now
+        return rerun, wait_for_accounting(path.parent, name)
+    finally:
+        cancel_workflow(path.parent, name)
 
 
 def _name(path: Path) -> str:

@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from kill9 import TASKS, cancel_workflow, hpcml, run_trial, table, timed_submission, wait_for_accounting, write_workflow
+from kill9 import TASKS, run_trial, slow_sbatch_trial, table, timed_submission, write_workflow
 
 pytestmark = pytest.mark.testbed
 
@@ -66,33 +60,9 @@ def test_kill9_while_its_sbatch_is_still_submitting(tmp_path: Path, apptainer, s
     answer (a FAKE sbatch that waits 4 s, then runs the real one) that sbatch creates the
     sweep's job after an immediate rerun has started. The rerun waits for it, says so, and
     adopts the job: before, it submitted the 1,000 tasks a second time."""
-    fake = tmp_path / "fake_sbatch_slow"
-    fake.mkdir()
-    (fake / "sbatch").write_text(textwrap.dedent(f"""\
-        #!/bin/bash
-        # fake_sbatch_slow: the sweep's submission is answered after 4 s (a busy slurmctld)
-        if [[ "$*" == *sweep.sbatch* && ! -e {fake}/started ]]; then touch {fake}/started; sleep 4; fi
-        exec {shutil.which("sbatch")} "$@"
-        """))
-    (fake / "sbatch").chmod(0o755)
-    env = {**cli_env(tmp_path, apptainer), "PATH": f"{fake}:{os.environ['PATH']}"}
-    name = f"kill9-slow-{os.getpid()}"
-    path = write_workflow(tmp_path / "slow", name)
-    child = subprocess.Popen([sys.executable, "-m", "hpcml.cli", "run", str(path), "--executor", "slurm", "--detach"],
-                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        end = time.monotonic() + 120
-        while not (fake / "started").exists():
-            assert child.poll() is None and time.monotonic() < end, "hpcml run never reached the sweep's sbatch"
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        rerun = hpcml(["run", str(path), "--executor", "slurm", "--detach"], env)
-        assert rerun.returncode == 0, rerun.stderr
-        assert "an sbatch left running by an earlier `hpcml run`" in rerun.stderr
-        assert "1001 already queued, 1 to submit" in rerun.stderr  # the sweep adopted; merge was never submitted
-        per_task = wait_for_accounting(path.parent, name)
-    finally:
-        cancel_workflow(path.parent, name)
+    rerun, per_task = slow_sbatch_trial(tmp_path, cli_env(tmp_path, apptainer), f"kill9-slow-{os.getpid()}")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "an sbatch left running by an earlier `hpcml run`" in rerun.stderr
+    assert "1001 already queued, 1 to submit" in rerun.stderr  # the sweep adopted; merge was never submitted
     assert len(per_task) == TASKS + 2
     assert sorted(set(per_task.values())) == [1], {k: n for k, n in per_task.items() if n != 1}
