@@ -15,6 +15,7 @@ would take hours. After counting, a trial cancels its own jobs by id.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -179,8 +180,6 @@ def journal_moment(wf_dir: Path) -> str:
     ids = sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) if runs.exists() else []
     if not ids:
         return "no run"
-    import json
-
     journal = runs / ids[0] / "journal.jsonl"
     if not journal.exists():
         return "run created"
@@ -228,8 +227,6 @@ def instances(wf_dir: Path, workflow: str) -> tuple[Counter[str], set[str], set[
 
 def _journalled(wf_dir: Path) -> set[str]:
     """The job ids every run of the workflow journalled as submitted."""
-    import json
-
     out: set[str] = set()
     for journal in (wf_dir / ".hpcml" / "runs").glob("*/journal.jsonl"):
         for line in journal.read_text().splitlines():
