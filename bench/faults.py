@@ -16,6 +16,9 @@ task's command, each appending to its out/ran). Prints one markdown row per scen
   (a whole run, until its jobs left squeue; ~7 minutes), node-failure (SIGKILL to a
   `multi` node's slurmd and the job's processes). They stop daemons other sessions share:
   run them under `flock -x /tmp/hpcml-testbed.lock`.
+- kill9: a real SIGKILL of `hpcml run` at a random moment, 24 trials of a 1,000-task sweep
+  held behind a gate task; the job instances of every task counted (tests/integration/kill9.py);
+  kill9-slow-sbatch: the same while its sbatch waits on a FAKE slow sbatch, immediate rerun.
 
     .venv/bin/python bench/faults.py [--quick] [--only NAME]
 """
@@ -73,7 +76,7 @@ steps:
 class Row:
     scenario: str
     sees: str
-    completed: int
+    completed: int | str
     lost: int
     duplicated: int
 
@@ -409,6 +412,53 @@ def node_failure(b: Bench) -> Row:
                "the rerun finished once", completed, lost, max(0, done_lines - 1))
 
 
+def kill9_trials(b: Bench, trials: int = 24) -> Row:
+    """kill -9 of `hpcml run` at random moments of a 1,000-task sweep (as
+    test_kill9_trials.py does): per trial, the job instances of every task after a rerun."""
+    import random
+    from collections import Counter
+
+    import kill9
+
+    seed = random.SystemRandom().randrange(10**6)
+    env = b.env()
+    kill9.timed_submission(kill9.write_workflow(b.root / "k9cal", f"k9cal-{seed}"), env)  # builds the image
+    took = kill9.timed_submission(kill9.write_workflow(b.root / "k9cal2", f"k9cal2-{seed}"), env)
+    rng = random.Random(seed)
+    done = [kill9.run_trial(n, random.Random(rng.random()), kill9.write_workflow(b.root / f"k9-{n}", f"k9-{n}-{seed}"),
+                            env, mode, took * 1.1 if mode == "detach" else took + 3)
+            for n, mode in ((n, "detach" if n % 2 else "watch") for n in range(1, trials + 1))]
+    print(kill9.table(done), file=sys.stderr)
+    moments = Counter(t.moment.split(",")[0] if t.killed else "had exited" for t in done)
+    tasks = sum(t.tasks for t in done)
+    return Row(f"`kill -9` of `hpcml run` at a random moment of a 1,000-task sweep (+ gate and merge tasks), "
+               f"{trials} trials (half `--detach`, half watching; seed {seed}; an unkilled submission takes "
+               f"{took:.1f} s); rerun `hpcml run --detach`",
+               f"every rerun exit 0 ({sum(t.reruns for t in done)} reruns in all); kills fell at: "
+               + ", ".join(f"{k} ×{v}" for k, v in moments.most_common())
+               + "; then the job instances of every task, counted with squeue -r and sacct (lost: none; duplicated: "
+               "extra instances)",
+               f"not run: held behind the gate, cancelled after counting ({tasks} tasks)",
+               sum(t.lost for t in done), sum(t.duplicated for t in done))
+
+
+def kill9_slow_sbatch(b: Bench) -> Row:
+    """kill -9 of `hpcml run` while its sbatch waits on a slow controller (FAKE sbatch, 4 s),
+    then an immediate rerun (as test_kill9_trials.py does)."""
+    import kill9
+
+    kill9.timed_submission(kill9.write_workflow(b.root / "k9s-cal", f"k9s-cal-{os.getpid()}"), b.env())  # the image
+    rerun, per_task = kill9.slow_sbatch_trial(b.root, b.env(), f"k9-slow-{os.getpid()}")
+    said = next((line.removeprefix("hpcml: ") for line in rerun.stderr.splitlines() if "an sbatch left" in line), "")
+    said = said.replace(str(b.root), "$TMP")
+    return Row("`kill -9` of `hpcml run` while its sbatch of the 1,000-task sweep waits on a slow controller "
+               "(FAKE sbatch answering after 4 s); immediate rerun `hpcml run --detach`",
+               f"exit {rerun.returncode}: “{short(said, 200)}”; the sweep's job, created by the killed run's "
+               "sbatch after the rerun started, is adopted",
+               f"not run: held behind the gate ({len(per_task)} tasks)",
+               sum(1 for n in per_task.values() if n == 0), sum(max(0, n - 1) for n in per_task.values()))
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "full-disk": full_disk,
     "job-limit": job_limit,
@@ -416,6 +466,8 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "slurmctld-stopped": slurmctld_stopped,
     "slurmdbd-stopped": slurmdbd_stopped,
     "node-failure": node_failure,
+    "kill9": kill9_trials,
+    "kill9-slow-sbatch": kill9_slow_sbatch,
 }
 
 

@@ -11,8 +11,9 @@ live, step by step in DAG order.
 3. per step in DAG order: journal an intent, sbatch with `afterok` on the live jobs of the
    upstream tasks and on the build jobs of the step's image, journal the job id.
 
-A rerun after a crash (even `kill -9` between sbatch and the journal) finds the jobs of
-the dead run by name and depends on them instead of submitting them again. Following the
+A rerun after a crash (even `kill -9` between sbatch and the journal) first waits for an
+sbatch the dead run left running (run/inflight.py), then finds the jobs of the dead run by
+name and depends on them instead of submitting them again. Following the
 run once submitted is run/status.py's `watch`.
 
 Example:
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpcml import plan as _plan
-from hpcml.clients.runner import Runner
+from hpcml.clients.runner import LocalRunner, Runner
 from hpcml.clients.slurm import ClusterRefused, Slurm, max_array_size
 from hpcml.config import Settings
 from hpcml.errors import SubmitError
@@ -47,6 +48,7 @@ from hpcml.run.durable import DurableBatch, atomic_write
 from hpcml.run import planfile
 from hpcml.run import select as _select
 from hpcml.run.buildjobs import Builds, build_journal_fields, submit_builds
+from hpcml.run.inflight import wait_for_orphans
 from hpcml.run.journal import Journal
 from hpcml.run.reconcile import live_tasks, reconcile, refuse_if_queued_on_slurm
 from hpcml.run import notify as _notify
@@ -201,6 +203,9 @@ def start(
 
 def _start_locked(ctx: _Context, lock: RunLock, progress: _Progress) -> RunStarted:
     wf = ctx.plan.workflow
+    if ctx.runner is None or isinstance(ctx.runner, LocalRunner):  # an sbatch over SSH runs elsewhere
+        # Before any look for live jobs: an sbatch of a killed run may still create one.
+        wait_for_orphans(ctx.run_dir.path / "runs", say=ctx.say, timeout_s=ctx.settings.slurm_wait_s)
     if ctx.executor.name != "slurm":
         refuse_if_queued_on_slurm(ctx.run_dir, wf.name, ctx.settings, ctx.runner, ctx.say)
     if _lacks_upstream(ctx, _complete(ctx), {}):
