@@ -54,6 +54,10 @@ def invoke(
         plan = _plan.build(_spec.load(cwd / params["file"]))  # local file:line:col errors, before connecting
         if path[0] == "run":
             secrets = _secrets(plan, env)
+    elif path[0] == "retry":
+        local = _retry_workflow(params, cwd)
+        if local is not None:
+            secrets = _secrets(_plan.build(_spec.load(local)), env)
     session = Session(remote, home, streams.notice)
     session.open()
     try:
@@ -65,7 +69,7 @@ def invoke(
                 f"synced {cmd.workflow.parent} to {remote.name}:{synced.remote_dir}: {len(synced.sent)} sent "
                 f"({synced.bytes_sent} bytes), {synced.unchanged} unchanged, {len(synced.deleted)} removed"
             )
-        if cmd.name != "run":
+        if cmd.name not in ("run", "retry"):
             return RemoteOutcome(_found(session.hpcml(cmd.argv, streams.out, streams.err), remote), synced)
         try:
             code = session.submit(cmd.argv, streams.out, streams.err, secrets)
@@ -73,8 +77,8 @@ def invoke(
             raise RemoteDetached(remote.name, None) from None
         if code != 0 or not cmd.watch:
             return RemoteOutcome(_found(code, remote), synced)
-        where = ["--workflow", cmd.argv[1]]
-        first = session.status(where)
+        where = list(cmd.where)
+        first = session.status(where)  # the newest run there: the one just submitted
         final = session.watch([first.run_id, *where], streams.on_update, first.run_id, poll_s=poll_s)
         return RemoteOutcome(0 if final.ok else 1, synced, final)
     finally:
@@ -89,6 +93,16 @@ def _found(code: int, remote: Remote) -> int:
             f"hpcml there and set `hpcml = \"/full/path/to/hpcml\"` in [remotes.{remote.name}] (docs/remote.md)"
         )
     return code
+
+
+def _retry_workflow(params: Mapping[str, Any], cwd: Path) -> Path | None:
+    """The local copy of the workflow a remote `retry` reruns, for the secrets its steps
+    name: `--workflow FILE`, else the directory's workflow.yaml (None when there is none:
+    the cluster's `hpcml retry` then names any secret it lacks)."""
+    if params.get("workflow"):
+        return cwd / params["workflow"]
+    default = cwd / (params.get("directory") or ".") / "workflow.yaml"
+    return default if default.is_file() else None
 
 
 def _secrets(plan: Any, env: Mapping[str, str]) -> dict[str, str]:

@@ -91,6 +91,14 @@ def test_commands_map_local_paths_to_the_synced_copy(tmp_path: Path) -> None:
     cmd = translate(("logs",), {"target": "t/1", "follow": True, "run": None, "directory": None,
                                 "workflow": "sub/w.yaml"}, tmp_path, to_remote, False)
     assert cmd.argv == ("logs", "t/1", "-f", "--workflow", "/work root/sub/w.yaml")
+    cmd = translate(("retry",), {"run": None, "executor": None, "watch": None, "directory": None, "workflow": None},
+                    tmp_path / "p", to_remote, tty=True)
+    assert cmd.argv == ("retry", "--detach", "-C", "/work root/p") and cmd.watch and cmd.workflow is None
+    assert cmd.where == ("-C", "/work root/p")  # followed by the directory, not synced
+    cmd = translate(("retry",), {"run": "R1", "executor": "slurm", "watch": False, "directory": None,
+                                 "workflow": "sub/w.yaml"}, tmp_path, to_remote, tty=True)
+    assert cmd.argv == ("retry", "R1", "--detach", "--executor", "slurm", "--workflow", "/work root/sub/w.yaml")
+    assert not cmd.watch
     cmd = translate(("catalog", "show"), {"ref": "torch", "as_json": False}, tmp_path, to_remote, False)
     assert cmd.argv == ("catalog", "show", "torch")
     with pytest.raises(RemoteError, match="does not run with --remote; these do: run"):
