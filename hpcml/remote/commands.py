@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,14 @@ def check_supported(path: tuple[str, ...]) -> str:
     if name not in SUPPORTED:
         raise RemoteError(f"`hpcml {name}` does not run with --remote; these do: {', '.join(SUPPORTED)}")
     return name
+
+
+def pin_run(cmd: RemoteCommand, run_id: str) -> RemoteCommand:
+    """`retry` of the latest run made `retry RUN_ID`: done again after a dropped connection,
+    it still names the run that failed, not the retry the first attempt started."""
+    if cmd.name != "retry" or (len(cmd.argv) > 1 and cmd.argv[1] != "--detach"):
+        return cmd
+    return replace(cmd, argv=(cmd.argv[0], run_id, *cmd.argv[1:]))
 
 
 def translate(
