@@ -396,6 +396,9 @@ def test_retry_and_part_of_a_run_through_the_remote(lab: Lab) -> None:
     r = hpcml(lab, "testbed", "run", "workflow.yaml", "--watch", cwd=wf.parent, env={"GREETING": SECRET})
     assert r.returncode == 1 and "1 failed" in r.stdout and "1 upstream failed" in r.stdout, r.stdout + r.stderr
     first = json.loads(hpcml(lab, "testbed", "status", "--json", cwd=wf.parent).stdout)["run"]
+    (lab.laptop / "norun").mkdir()
+    r = hpcml(lab, "testbed", "retry", "-C", "norun", cwd=lab.laptop)
+    assert r.returncode == 1 and "failed (exit 1): hpcml: error: no runs in" in r.stderr, r.stderr
     r = hpcml(lab, "testbed", "retry", "--watch", cwd=wf.parent)  # the secret is missing here
     assert r.returncode != 0 and "secret(s) GREETING are not set" in r.stderr and "synced" not in r.stderr, r.stderr
     gate.touch()
