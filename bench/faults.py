@@ -19,6 +19,10 @@ task's command, each appending to its out/ran). Prints one markdown row per scen
 - kill9: a real SIGKILL of `hpcml run` at a random moment, 24 trials of a 1,000-task sweep
   held behind a gate task; the job instances of every task counted (tests/integration/kill9.py);
   kill9-slow-sbatch: the same while its sbatch waits on a FAKE slow sbatch, immediate rerun.
+- lying sbatch: three FAKE sbatch that queue the job for real, then exit 1 with an unknown
+  error, hang past `sbatch_timeout_s`, or report a socket time-out (first call only);
+- read-only catalog: the lab catalog bind-mounted read-only (needs root), first in
+  `catalogs`, holding one of the workflow's two images.
 
     .venv/bin/python bench/faults.py [--quick] [--only NAME]
 """
@@ -459,6 +463,80 @@ def kill9_slow_sbatch(b: Bench) -> Row:
                sum(1 for n in per_task.values() if n == 0), sum(max(0, n - 1) for n in per_task.values()))
 
 
+#: Fakes of an sbatch that queues the job, then loses the answer (first call only).
+LYING_SBATCH = {
+    "fake_sbatch_error": 'echo "sbatch: error: Batch job submission failed: Unexpected message received" >&2; exit 1',
+    "fake_sbatch_hang": "exec sleep 300",
+    "fake_sbatch_socket_timeout":
+        'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2; exit 1',
+}
+
+
+def lying_sbatch(b: Bench) -> Row:
+    children = []
+    for name, then in LYING_SBATCH.items():
+        fake = b.root / name
+        fake.mkdir()
+        real = shutil.which("sbatch")
+        (fake / "sbatch").write_text(textwrap.dedent(f"""\
+            #!/bin/bash
+            # {name}: the job is queued, then the answer is lost (first call only)
+            if [[ " $* " == *" --parsable "* && ! -e {fake}/tripped ]]; then
+              touch {fake}/tripped
+              {real} "$@" >/dev/null
+              {then}
+            fi
+            exec {real} "$@"
+            """))
+        (fake / "sbatch").chmod(0o755)
+        path = b.workflow(b.root / f"l-{name}", f"fault-{name.replace('_', '-')}", STEPS.format(sleep=1))
+        env = b.env(PATH=f"{fake}:{os.environ['PATH']}", HPCML_SBATCH_TIMEOUT_S="10")
+        children.append((path, env, time.monotonic(), Child(["run", str(path), "--watch", "--executor", "slurm"], env)))
+    codes, took, adopted, totals = [], [], 0, [0, 0, 0]
+    for path, env, started, child in children:
+        code, _out, err = child.finish()
+        codes.append(code)
+        took.append(time.monotonic() - started)
+        adopted += "exists: adopting it" in err
+        totals = [t + n for t, n in zip(totals, b.count(path, env))]
+    return Row("sbatch queues the job, then exits 1 with an unknown error / hangs past `sbatch_timeout_s` (10 s) / "
+               "reports a socket time-out (3 FAKE sbatch, 3 runs of 3 tasks)",
+               f"a warning `sbatch of hpcml.… failed [ambiguously] but job N exists: adopting it` in {adopted} of 3; exit codes {codes}; "
+               f"runs took {', '.join(f'{t:.0f}' for t in took)} s", *totals)
+
+
+def read_only_catalog(b: Bench) -> Row:
+    where = b.root / "ro"
+    where.mkdir()
+    shutil.copy(shutil.which("busybox") or "/bin/busybox", where / "busybox")
+    extra = "  extra:\n    from: scratch\n    shell: sh\n    files: {busybox: /bin/sh}\n" \
+            "    post: |\n      /bin/sh --install -s /bin\n      echo extra > /extra\n"
+    text = IMAGE.format(name="fault-ro-catalog").replace("defaults:", extra + "defaults:")
+    path = where / "workflow.yaml"
+    path.write_text(text + textwrap.indent(STEPS.format(sleep=1) + "late:\n  needs: [sweep]\n  image: extra\n"
+                                           "  run: cat /extra >> {out}/ran\n", "  "))
+    source, lab, user = b.root / "lab-rw", b.root / "lab", b.root / "user-cat"
+    lab.mkdir()
+    hpcml(["build", str(path), "bb"], b.env(HPCML_CATALOGS=str(source)))
+    subprocess.run(["mount", "--bind", str(source), str(lab)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(lab)], check=True)
+        before = sorted(lab.rglob("*"))
+        env = b.env(HPCML_CATALOGS=f"{lab}:{user}")
+        code, _out, err = hpcml(["run", str(path), "--watch", "--executor", "slurm"], env)
+        built = [line.split(":")[1].split()[1] for line in err.splitlines() if ": building (" in line]
+        push, _o, perr = hpcml(["catalog", "push", "extra", "--to", str(lab)], env)
+        written = len(set(lab.rglob("*")) - set(before))
+        return Row("the lab catalog on a read-only mount (first in `catalogs`, a writable one after it); one of "
+                   "the 2 images is in it",
+                   f"exit {code}; built: {', '.join(built) or 'none'} (into the writable catalog); files written "
+                   f"in the read-only one: {written}; tracebacks: {err.count('Traceback')}; `catalog push --to` "
+                   f"it: exit {push}, “{short(last_error(perr).replace(str(b.root), '$TMP'), 150)}”",
+                   *b.count(path, env))
+    finally:
+        subprocess.run(["umount", "-l", str(lab)], capture_output=True)
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "full-disk": full_disk,
     "job-limit": job_limit,
@@ -468,6 +546,8 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "node-failure": node_failure,
     "kill9": kill9_trials,
     "kill9-slow-sbatch": kill9_slow_sbatch,
+    "lying-sbatch": lying_sbatch,
+    "read-only-catalog": read_only_catalog,
 }
 
 

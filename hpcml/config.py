@@ -76,6 +76,10 @@ class Settings:
         600, "int", "how long (seconds) hpcml waits for a slurmctld that does not answer, while "
         "submitting or following a run, before it gives up (jobs already queued keep running)"
     )
+    sbatch_timeout_s: int = _f(
+        120, "int", "how long (seconds) one sbatch may take before hpcml stops it and looks for the job by "
+        "name (a controller that queued it but never answered); then it is adopted, or submitted again"
+    )
     gpu_request: str = _f(
         "auto", "choice", "how GPUs are asked of SLURM", ("auto", "gres", "gpus-per-node")
     )

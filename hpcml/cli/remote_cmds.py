@@ -52,7 +52,7 @@ def _remote(path: tuple[str, ...], params: dict[str, Any]) -> None:
 
     name = click.get_current_context().find_root().params["remote"]
     tty = sys.stdout.isatty()
-    with live_display(tty and path == ("run",)) as live:
+    with live_display(tty and path in (("run",), ("retry",))) as live:
         last: list[dict[str, int]] = []
 
         def on_update(st: RunStatus) -> None:

@@ -98,6 +98,11 @@ class TransientSubmitError(SubmitError):
     """sbatch failed in a way that may succeed on a retry (and may have created the job)."""
 
 
+class SbatchFailed(SubmitError):
+    """sbatch failed with a message hpcml does not know: not worth retrying, but the job
+    may still have been queued before the failure (look for it by name)."""
+
+
 class ControllerUnreachable(TransientSubmitError):
     """slurmctld did not answer a client command: worth waiting for (jobs already queued
     keep running meanwhile)."""
@@ -132,9 +137,11 @@ class JobRow:
 class Slurm:
     """The SLURM client commands. Every method is one command run through `runner`."""
 
-    def __init__(self, runner: Runner | None = None, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, runner: Runner | None = None, *, sleep: Callable[[float], None] = time.sleep,
+                 sbatch_timeout_s: float = 120.0):
         self.runner = runner or LocalRunner()
         self.sleep = sleep
+        self.sbatch_timeout_s = sbatch_timeout_s  # past it, the runner stops sbatch (exit 124: transient)
 
     # ---- submission -----------------------------------------------------------------
 
@@ -148,7 +155,7 @@ class Slurm:
 
     def sbatch(self, script: str, dependency: Sequence[str] = (), extra: Sequence[str] = ()) -> str:
         """Submit once. Returns the job id; raises TransientSubmitError or SubmitError."""
-        done = self.runner.run(self.sbatch_argv(script, dependency, extra), timeout=120)
+        done = self.runner.run(self.sbatch_argv(script, dependency, extra), timeout=self.sbatch_timeout_s)
         if done.ok:
             return parse_sbatch(done.stdout)
         message = f"sbatch {script} failed (exit {done.returncode}): {done.tail()}"
@@ -159,7 +166,7 @@ class Slurm:
             raise ControllerUnreachable(message)
         if is_transient(done):
             raise TransientSubmitError(message)
-        raise SubmitError(message)
+        raise SbatchFailed(message)
 
     # ---- observation ----------------------------------------------------------------
 

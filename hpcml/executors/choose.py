@@ -47,7 +47,8 @@ def make_executor(
     """The executor called `name` (slurm or local). `on_message` gets its notes to the user
     (SLURM: waiting for a controller that does not answer)."""
     if name == "slurm":
-        return SlurmExecutor(Slurm(runner), wait_s=settings.slurm_wait_s, on_wait=on_message)
+        return SlurmExecutor(Slurm(runner, sbatch_timeout_s=settings.sbatch_timeout_s), wait_s=settings.slurm_wait_s,
+                             on_wait=on_message)
     if name == "local":
         return LocalExecutor.from_settings(settings)
     raise SubmitError(f"unknown executor {name!r}; allowed: slurm, local")

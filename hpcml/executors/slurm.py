@@ -1,8 +1,10 @@
 """The SLURM executor: sbatch per step (array chunk), one squeue per round, at most one sacct.
 
 Submission never duplicates a job: a transient sbatch failure (controller busy, socket
-time-out) may still have created the job, so before each retry one `squeue` looks for a
-job of that exact name (names are unique per run, step and chunk) and adopts it.
+time-out, an sbatch stopped after `sbatch_timeout_s`) may still have created the job, so
+before each retry one `squeue` looks for a job of that exact name (names are unique per
+run, step and chunk) and adopts it; so does any other failure except a refusal (a job
+limit), before it is reported.
 
 A controller that does not answer ("Unable to contact slurm controller": stopped,
 restarting, unreachable) is waited for, with a note to the user and backoff, up to
@@ -22,7 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from hpcml.clients.slurm import ControllerUnreachable, JobRow, Slurm, TransientSubmitError, split_job_id
+from hpcml.clients.slurm import (
+    ControllerUnreachable,
+    JobRow,
+    SbatchFailed,
+    Slurm,
+    TransientSubmitError,
+    split_job_id,
+)
 from hpcml.errors import SubmitError
 from hpcml.executors.base import LiveJob, Observation, StepJob
 from hpcml.model import Plan
@@ -101,6 +110,14 @@ class SlurmExecutor:
                 if attempt < self.tries:
                     self.sleep(delay)
                     delay *= 2
+            except SbatchFailed:
+                # An error hpcml does not know may still come after the job was queued (a
+                # lost answer): adopt that job rather than leave it running unseen.
+                found = self._find(job.name)
+                if found is None:
+                    raise
+                log.warning("sbatch of %s failed but job %s exists: adopting it", job.name, found)
+                return found
         found = self._find(job.name)
         if found is not None:
             return found

@@ -25,6 +25,7 @@ setgid and group-writable so that a lab group shares one catalog (see docs/catal
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -123,6 +124,8 @@ class Catalog:
         probe_dir = self.root
         while not probe_dir.exists():
             probe_dir = probe_dir.parent
+        if read_only_mount(probe_dir):  # said without a write attempted there
+            return f"{probe_dir}: {os.strerror(errno.EROFS)}"
         try:
             fd, probe = tempfile.mkstemp(prefix=".hpcml-probe-", dir=probe_dir)
         except OSError as err:
@@ -314,6 +317,8 @@ class Catalog:
     def touch_used(self, key: str) -> None:
         """Record a use for gc; best effort (a read-only lab catalog cannot record it)."""
         stamp = self.root / "used" / check_key(key)
+        if read_only_mount(self.root):
+            return
         try:
             # Group-writable (in a group catalog) whatever the umask: the next member to use
             # the image must be able to update its time (utime needs write permission).
@@ -400,6 +405,15 @@ class Catalog:
 
 
 # ---- filesystem helpers ---------------------------------------------------------------
+
+
+def read_only_mount(path: Path) -> bool:
+    """Whether `path` is on a file system mounted read-only (`ro`): every write there would
+    fail with EROFS, so none is tried. False when it cannot be told."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _mkdir_shared(path: Path, mode: int) -> None:

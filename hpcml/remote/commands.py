@@ -2,8 +2,8 @@
 
 A command takes a workflow file (run, build, plan: the file is validated and planned
 locally, its directory synced, and the remote path passed on), a workflow directory
-(status, logs, cancel, runs: `-C DIR` or `--workflow FILE` name the local directory, whose
-synced copy the cluster's command reads), or nothing (catalog list|show|verify). Pure: the
+(status, logs, cancel, runs, retry: `-C DIR` or `--workflow FILE` name the local directory,
+whose synced copy the cluster's command reads), or nothing (catalog list|show|verify). Pure: the
 paths on the cluster come from `to_remote`.
 """
 
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from hpcml.errors import RemoteError
 
 #: Commands that `hpcml --remote NAME` runs on the cluster (group commands as "catalog list").
-SUPPORTED = ("run", "status", "logs", "cancel", "runs", "build", "plan", "catalog list", "catalog show", "catalog verify",
-             "catalog scan")
+SUPPORTED = ("run", "retry", "status", "logs", "cancel", "runs", "build", "plan", "catalog list", "catalog show",
+             "catalog verify", "catalog scan")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class RemoteCommand:
     name: str
     argv: tuple[str, ...]
     workflow: Path | None = None  # validated and planned here, its directory synced
-    watch: bool = False  # `run`: follow the run from here once submitted
+    watch: bool = False  # `run`, `retry`: follow the run from here once submitted
+    where: tuple[str, ...] = ()  # `run`, `retry`: the cluster's `--workflow F` / `-C DIR` to follow it by
 
 
 def check_supported(path: tuple[str, ...]) -> str:
@@ -38,6 +39,14 @@ def check_supported(path: tuple[str, ...]) -> str:
     if name not in SUPPORTED:
         raise RemoteError(f"`hpcml {name}` does not run with --remote; these do: {', '.join(SUPPORTED)}")
     return name
+
+
+def pin_run(cmd: RemoteCommand, run_id: str) -> RemoteCommand:
+    """`retry` of the latest run made `retry RUN_ID`: done again after a dropped connection,
+    it still names the run that failed, not the retry the first attempt started."""
+    if cmd.name != "retry" or (len(cmd.argv) > 1 and cmd.argv[1] != "--detach"):
+        return cmd
+    return replace(cmd, argv=(cmd.argv[0], run_id, *cmd.argv[1:]))
 
 
 def translate(
@@ -69,13 +78,20 @@ def translate(
             for flag, key in (("--only", "only"), ("--from", "start"), ("--until", "until"), ("--force", "force")):
                 argv += [a for v in p.get(key) or () for a in (flag, v)]
             watch = tty if p.get("watch") is None else bool(p["watch"])
-            return RemoteCommand(name, tuple(argv), local, watch)
+            return RemoteCommand(name, tuple(argv), local, watch, ("--workflow", remote))
         if name == "build":
             argv = ["build", remote, *p.get("images", ()), *(["-j", str(p["jobs"])] if p.get("jobs") else []),
                     *(["--scan"] if p.get("scan") else [])]
         else:
             argv = ["plan", remote, *json_flag]
         return RemoteCommand(name, tuple(argv), local)
+    if name == "retry":
+        # No sync: a retry reruns the cluster's copy as its run saw it (an edited copy would
+        # change the keys, which the cluster's `hpcml retry` refuses).
+        argv = ["retry", *([p["run"]] if p.get("run") else []), "--detach",
+                *(["--executor", p["executor"]] if p.get("executor") else []), *where()]
+        watch = tty if p.get("watch") is None else bool(p["watch"])
+        return RemoteCommand(name, tuple(argv), None, watch, tuple(where()))
     if name == "status":
         return RemoteCommand(name, ("status", *([p["run"]] if p.get("run") else []), *json_flag, *where()))
     if name == "logs":

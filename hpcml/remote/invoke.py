@@ -16,7 +16,7 @@ from typing import Any
 
 from hpcml import plan as _plan
 from hpcml.errors import RemoteDetached, RemoteError, SubmitError
-from hpcml.remote.commands import check_supported, translate
+from hpcml.remote.commands import check_supported, pin_run, translate
 from hpcml.remote.session import Notice, Session, Write
 from hpcml.remote.settings import Remote
 from hpcml.results import RemoteOutcome, RunStatus
@@ -53,7 +53,11 @@ def invoke(
     if "file" in params and path[0] in ("run", "build", "plan"):
         plan = _plan.build(_spec.load(cwd / params["file"]))  # local file:line:col errors, before connecting
         if path[0] == "run":
-            secrets = _secrets(plan, env)
+            secrets = _secrets(plan, env, "run")
+    elif path[0] == "retry":
+        local = _retry_workflow(params, cwd)
+        if local is not None:
+            secrets = _secrets(_plan.build(_spec.load(local)), env, "retry")
     session = Session(remote, home, streams.notice)
     session.open()
     try:
@@ -65,7 +69,9 @@ def invoke(
                 f"synced {cmd.workflow.parent} to {remote.name}:{synced.remote_dir}: {len(synced.sent)} sent "
                 f"({synced.bytes_sent} bytes), {synced.unchanged} unchanged, {len(synced.deleted)} removed"
             )
-        if cmd.name != "run":
+        if cmd.name == "retry":
+            cmd = pin_run(cmd, session.status(list(cmd.where)).run_id)
+        if cmd.name not in ("run", "retry"):
             return RemoteOutcome(_found(session.hpcml(cmd.argv, streams.out, streams.err), remote), synced)
         try:
             code = session.submit(cmd.argv, streams.out, streams.err, secrets)
@@ -73,8 +79,8 @@ def invoke(
             raise RemoteDetached(remote.name, None) from None
         if code != 0 or not cmd.watch:
             return RemoteOutcome(_found(code, remote), synced)
-        where = ["--workflow", cmd.argv[1]]
-        first = session.status(where)
+        where = list(cmd.where)
+        first = session.status(where)  # the newest run there: the one just submitted
         final = session.watch([first.run_id, *where], streams.on_update, first.run_id, poll_s=poll_s)
         return RemoteOutcome(0 if final.ok else 1, synced, final)
     finally:
@@ -91,13 +97,23 @@ def _found(code: int, remote: Remote) -> int:
     return code
 
 
-def _secrets(plan: Any, env: Mapping[str, str]) -> dict[str, str]:
+def _retry_workflow(params: Mapping[str, Any], cwd: Path) -> Path | None:
+    """The local copy of the workflow a remote `retry` reruns, for the secrets its steps
+    name: `--workflow FILE`, else the directory's workflow.yaml (None when there is none:
+    the cluster's `hpcml retry` then names any secret it lacks)."""
+    if params.get("workflow"):
+        return cwd / params["workflow"]
+    default = cwd / (params.get("directory") or ".") / "workflow.yaml"
+    return default if default.is_file() else None
+
+
+def _secrets(plan: Any, env: Mapping[str, str], command: str) -> dict[str, str]:
     """The secrets the steps name, from this machine's environment (as `hpcml run` reads them)."""
     wanted = sorted({s for sp in plan.steps.values() for s in sp.step.secrets})
     missing = [s for s in wanted if s not in env]
     if missing:
         raise SubmitError(
             f"secret(s) {', '.join(missing)} are not set in this environment; export them before "
-            "`hpcml --remote … run` (they travel to the cluster over SFTP, never on a command line)"
+            f"`hpcml --remote … {command}` (they travel to the cluster over SFTP, never on a command line)"
         )
     return {s: env[s] for s in wanted}

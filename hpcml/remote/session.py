@@ -221,10 +221,11 @@ class Session:
             if code == 124:
                 self.reconnect()
                 continue
-            if code not in (0, 1, 3):
+            text = b"".join(out).decode(errors="replace")
+            if code not in (0, 1, 3) or (code != 0 and not text.strip()):  # an error, not a table
                 raise RemoteError(f"`hpcml status` on {self.remote.name} failed (exit {code}): "
                                   f"{b''.join(errs).decode(errors='replace').strip()}")
-            return status_from_json(b"".join(out).decode())
+            return status_from_json(text)
         raise RemoteError(f"no answer to `hpcml status` from {self.remote.name} in {MAX_DROPS} tries; "
                           "the run goes on there")
 

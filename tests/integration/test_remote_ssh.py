@@ -7,7 +7,7 @@ remote and directly on the cluster side; an unchanged directory sends no file co
 a changed one sends one file and removes a deleted one; a second sshd as jump host (named
 through ~/.ssh/config's ProxyJump) carries the same kind of run; wrong host key, unknown
 host, key-less login and an unreachable port are refused with a clear message and nothing
-submitted; a connection killed mid-watch is resumed; one killed mid-submission is followed
+submitted; `retry` and `run --only/--force` rerun only what they name; a connection killed mid-watch is resumed; one killed mid-submission is followed
 by a rerun that submits no duplicate job. The remote `hpcml` is a wrapper whose path holds
 a blank, quotes, `$` and `;`, and the secret's value holds quotes, `$` and `;`.
 """
@@ -372,6 +372,48 @@ def test_cancel_through_the_remote_and_on_the_cluster(lab: Lab) -> None:
             break
         time.sleep(1)
     assert r.returncode == 1 and st["counts"] == {"cancelled": 1}, r.stdout
+
+
+def test_retry_and_part_of_a_run_through_the_remote(lab: Lab) -> None:
+    """`hpcml -r NAME retry` reruns only what failed (with the secret it needs, over SFTP),
+    and `run --only/--force` reruns only the step named, both followed from the laptop."""
+    gate = lab.root / "retry-gate"
+    wf = write_workflow(lab, "retrydemo", f"""\
+        flaky:
+          run: echo "$GREETING" >> {{out}}/ran; test -e {gate}
+          secrets: [GREETING]
+        after:
+          needs: [flaky]
+          run: echo x >> {{out}}/ran
+        other:
+          run: echo x >> {{out}}/ran
+        """)
+    tasks = lab.cluster / "retrydemo" / ".hpcml" / "tasks"
+
+    def ran() -> dict[str, int]:
+        return {p.parts[-4]: len(p.read_text().splitlines()) for p in tasks.glob("*/*/out/ran")}
+
+    r = hpcml(lab, "testbed", "run", "workflow.yaml", "--watch", cwd=wf.parent, env={"GREETING": SECRET})
+    assert r.returncode == 1 and "1 failed" in r.stdout and "1 upstream failed" in r.stdout, r.stdout + r.stderr
+    first = json.loads(hpcml(lab, "testbed", "status", "--json", cwd=wf.parent).stdout)["run"]
+    (lab.laptop / "norun").mkdir()
+    r = hpcml(lab, "testbed", "retry", "-C", "norun", cwd=lab.laptop)
+    assert r.returncode == 1 and "failed (exit 1): hpcml: error: no runs in" in r.stderr, r.stderr
+    r = hpcml(lab, "testbed", "retry", "--watch", cwd=wf.parent)  # the secret is missing here
+    assert r.returncode != 0 and "secret(s) GREETING are not set" in r.stderr and "synced" not in r.stderr, r.stderr
+    gate.touch()
+    r = hpcml(lab, "testbed", "retry", first, "--watch", cwd=wf.parent, env={"GREETING": SECRET})
+    assert r.returncode == 0 and f"retry of run {first}: flaky/0, after/0" in r.stderr, r.stdout + r.stderr
+    assert "2 completed" in r.stdout, r.stdout
+    assert ran() == {"flaky": 2, "after": 1, "other": 1}
+    assert f"{SECRET}\n{SECRET}\n" in next(tasks.glob("flaky/*/out/ran")).read_text()
+    r = hpcml(lab, "testbed", "retry", "--watch", cwd=wf.parent, env={"GREETING": SECRET})
+    assert r.returncode != 0 and "nothing to retry" in r.stderr, r.stdout + r.stderr
+    r = hpcml(lab, "testbed", "run", "workflow.yaml", "--only", "other", "--force", "other", "--watch",
+              cwd=wf.parent, env={"GREETING": SECRET})
+    assert r.returncode == 0 and "1 completed" in r.stdout, r.stdout + r.stderr
+    assert ran() == {"flaky": 2, "after": 1, "other": 2}
+    assert not list((lab.cluster / ".hpcml-secrets").iterdir())
 
 
 def test_the_same_run_through_a_jump_host(lab: Lab, jump: tuple[int, Path, Path]) -> None:

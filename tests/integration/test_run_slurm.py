@@ -2,8 +2,9 @@
 
 What is shown: the DAG runs in order with GPU binding; resume submits nothing, and a
 changed step reruns alone; a failing task leaves its downstream "upstream failed" and a
-non-zero exit; a retry in the allocation; an ambiguous sbatch failure (a fake sbatch that
-submits and then reports a socket time-out) does not duplicate the job; `kill -9` of
+non-zero exit; a retry in the allocation; an ambiguous sbatch failure (fake sbatches that
+submit and then report an unknown error, hang past `sbatch_timeout_s`, or report a socket
+time-out) does not duplicate the job; `kill -9` of
 `hpcml run` at several points of the submission, then a rerun, runs every task once.
 The time-limit and checkpoint/requeue tests are in test_run_slurm_limits.py.
 """
@@ -196,33 +197,57 @@ def test_failure_cancels_downstream_and_exit_code(tmp_path: Path, apptainer, cat
     assert "task two fails" in logs
 
 
-def test_ambiguous_sbatch_failure_is_not_duplicated(
-    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A fake sbatch that submits for real, then reports a socket time-out (once)."""
-    fake_dir = tmp_path / "fake_sbatch_timeout"
-    fake_dir.mkdir()
-    real = shutil.which("sbatch")
+#: Fakes of an sbatch whose job is queued but whose answer goes wrong (first call only): the
+#: real sbatch cannot do this on demand. Each passes the call to the real one, then fails.
+LYING_SBATCH = {
+    "fake_sbatch_error": 'echo "sbatch: error: Batch job submission failed: Unexpected message received" >&2; exit 1',
+    "fake_sbatch_hang": "exec sleep 300",  # past HPCML_SBATCH_TIMEOUT_S: hpcml stops it
+    "fake_sbatch_socket_timeout":
+        'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2; exit 1',
+}
+
+
+def lying_sbatch(where: Path, name: str) -> Path:
+    """A directory holding the fake sbatch `name` (see LYING_SBATCH), to put first on PATH."""
+    fake_dir = where / name
+    fake_dir.mkdir(parents=True)
     (fake_dir / "sbatch").write_text(textwrap.dedent(f"""\
         #!/bin/bash
-        # fake_sbatch_timeout: the job is created, but the answer is lost (first call only)
+        # {name}: the job is created, but the answer is lost (first call only)
         if [[ " $* " == *" --parsable "* && ! -e {fake_dir}/tripped ]]; then
           touch {fake_dir}/tripped
-          {real} "$@" >/dev/null
-          echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2
-          exit 1
+          {shutil.which("sbatch")} "$@" >/dev/null
+          {LYING_SBATCH[name]}
         fi
-        exec {real} "$@"
+        exec {shutil.which("sbatch")} "$@"
         """))
     (fake_dir / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake_dir}:{os.environ['PATH']}")
-    wf = write_workflow(tmp_path / "amb", "ambiguous", "one:\n  run: echo x >> {out}/ran; sleep 2\n")
-    outcome = api.run(wf, executor="slurm", settings=settings, poll_s=1)
-    assert (fake_dir / "tripped").exists()
-    assert outcome.ok and outcome.submitted == 1
-    assert ran(outs(wf, "one")[0]) == 1
-    names = subprocess.run(["squeue", "-h", "-t", "all", "--me", "-o", "%i %j"], capture_output=True, text=True).stdout
-    assert sum(1 for l in names.splitlines() if f".{outcome.run_id}.one" in l) == 1
+    return fake_dir
+
+
+def test_ambiguous_sbatch_failures_are_not_duplicated(tmp_path: Path, apptainer, catalog: Path, slurm_cluster) -> None:  # noqa: ANN001
+    """Three lying sbatch fakes, one run each, concurrently: each job is found by name and
+    adopted, runs once, and the run completes."""
+    base = {**os.environ, "HOME": str(catalog), **settings_env(apptainer, catalog), "HPCML_SBATCH_TIMEOUT_S": "10"}
+    runs = {}
+    for name in LYING_SBATCH:
+        fake_dir = lying_sbatch(tmp_path / "fakes", name)
+        wf = write_workflow(tmp_path / name, f"amb-{name.removeprefix('fake_sbatch_').replace('_', '-')}",
+                            "one:\n  run: echo x >> {out}/ran; sleep 2\n")
+        env = {**base, "PATH": f"{fake_dir}:{os.environ['PATH']}"}
+        runs[name] = (fake_dir, wf, subprocess.Popen(
+            [str(Path(sys.executable).with_name("hpcml")), "run", str(wf), "--watch", "--executor", "slurm"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    names = ""
+    for name, (fake_dir, wf, proc) in runs.items():
+        out, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0 and (fake_dir / "tripped").exists(), f"{name}: {out}{err}"
+        assert "exists: adopting it" in err, f"{name}: {err}"
+        assert ran(outs(wf, "one")[0]) == 1, name
+        names = names or subprocess.run(["squeue", "-h", "-t", "all", "--me", "-o", "%i %j"], capture_output=True,
+                                        text=True).stdout
+        run_id = api.status(workflow=str(wf)).run_id
+        assert sum(1 for l in names.splitlines() if l.endswith(f".{run_id}.one")) == 1, (name, names)
 
 
 KILL_DAG = """\

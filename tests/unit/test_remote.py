@@ -14,7 +14,7 @@ import pytest
 from hpcml import config
 from hpcml.clients.ssh import command_line
 from hpcml.errors import ConfigError, RemoteError
-from hpcml.remote.commands import translate
+from hpcml.remote.commands import pin_run, translate
 from hpcml.remote.session import PID_MARK, _PidFilter, status_from_json
 from hpcml.remote.settings import Remote, find, resolve
 from hpcml.remote.sync import local_files
@@ -91,6 +91,15 @@ def test_commands_map_local_paths_to_the_synced_copy(tmp_path: Path) -> None:
     cmd = translate(("logs",), {"target": "t/1", "follow": True, "run": None, "directory": None,
                                 "workflow": "sub/w.yaml"}, tmp_path, to_remote, False)
     assert cmd.argv == ("logs", "t/1", "-f", "--workflow", "/work root/sub/w.yaml")
+    cmd = translate(("retry",), {"run": None, "executor": None, "watch": None, "directory": None, "workflow": None},
+                    tmp_path / "p", to_remote, tty=True)
+    assert cmd.argv == ("retry", "--detach", "-C", "/work root/p") and cmd.watch and cmd.workflow is None
+    assert cmd.where == ("-C", "/work root/p")  # followed by the directory, not synced
+    assert pin_run(cmd, "R0").argv == ("retry", "R0", "--detach", "-C", "/work root/p")
+    cmd = translate(("retry",), {"run": "R1", "executor": "slurm", "watch": False, "directory": None,
+                                 "workflow": "sub/w.yaml"}, tmp_path, to_remote, tty=True)
+    assert cmd.argv == ("retry", "R1", "--detach", "--executor", "slurm", "--workflow", "/work root/sub/w.yaml")
+    assert not cmd.watch and pin_run(cmd, "R0") == cmd
     cmd = translate(("catalog", "show"), {"ref": "torch", "as_json": False}, tmp_path, to_remote, False)
     assert cmd.argv == ("catalog", "show", "torch")
     with pytest.raises(RemoteError, match="does not run with --remote; these do: run"):
