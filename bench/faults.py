@@ -18,7 +18,8 @@ task's command, each appending to its out/ran). Prints one markdown row per scen
   run them under `flock -x /tmp/hpcml-testbed.lock`.
 - kill9: a real SIGKILL of `hpcml run` at a random moment, 24 trials of a 1,000-task sweep
   held behind a gate task; the job instances of every task counted (tests/integration/kill9.py);
-  kill9-slow-sbatch: the same while its sbatch waits on a FAKE slow sbatch, immediate rerun.
+  kill9-slow-sbatch: the same while its sbatch waits on a FAKE slow sbatch, immediate rerun;
+  kill9-run-through: one such trial whose sweep then runs to the end (~25 min).
 - lying sbatch: three FAKE sbatch that queue the job for real, then exit 1 with an unknown
   error, hang past `sbatch_timeout_s`, or report a socket time-out (first call only);
 - read-only catalog: the lab catalog bind-mounted read-only (needs root), first in
@@ -446,6 +447,42 @@ def kill9_trials(b: Bench, trials: int = 24) -> Row:
                sum(t.lost for t in done), sum(t.duplicated for t in done))
 
 
+def kill9_run_through(b: Bench) -> Row:
+    """One kill -9 trial whose 1,000-task sweep then runs to the end (the gate lasts 1 s):
+    every task's command ran exactly once (one line in its out/ran) and sacct holds one
+    COMPLETED instance per task. ~25 minutes: the testbed starts about one array task a second."""
+    import random
+
+    import kill9
+
+    seed = random.SystemRandom().randrange(10**6)
+    env = b.env()
+    took = kill9.timed_submission(kill9.write_workflow(b.root / "k9run-cal", f"k9run-cal-{seed}", gate_s=1), env)
+    name = f"k9run-{seed}"
+    path = kill9.write_workflow(b.root / "k9run", name, gate_s=1)
+    trial = kill9.run_trial(1, random.Random(seed), path, env, "detach", took * 1.1, keep=True)
+    t0 = time.monotonic()
+    while not json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])["finished"]:
+        if time.monotonic() - t0 > 3600:
+            kill9.cancel_workflow(path.parent, name)
+            raise SystemExit(f"{name}: not finished after an hour")
+        time.sleep(30)
+    ran_for = time.monotonic() - t0
+    per_task = kill9.wait_for_accounting(path.parent, name, timeout=120)
+    jobs = ",".join(sorted(kill9.journalled(path.parent)))
+    done = subprocess.run(["sacct", "-X", "-n", "-P", "--duplicates", "-j", jobs, "-o", "JobName,State"],
+                          capture_output=True, text=True).stdout.split()
+    completed_instances = sum(1 for row in done if row.startswith(f"hpcml.{name}.") and row.endswith("|COMPLETED"))
+    completed, lost, duplicated = b.count(path, env)
+    return Row("`kill -9` of `hpcml run --detach` at a random moment of a 1,000-task sweep (+ gate and merge "
+               f"tasks) whose tasks then run (seed {seed}); rerun `hpcml run --detach`, wait for the end",
+               f"killed at: {trial.moment if trial.killed else 'had exited'}; rerun exit 0 after {trial.reruns} "
+               f"call(s); job instances per task after the rerun: lost {trial.lost}, duplicated {trial.duplicated}; "
+               f"all tasks ended {ran_for / 60:.0f} min later; sacct: {completed_instances} COMPLETED instances "
+               f"for {len(per_task)} tasks, {sum(max(0, n - 1) for n in per_task.values())} extra",
+               completed, lost, duplicated)
+
+
 def kill9_slow_sbatch(b: Bench) -> Row:
     """kill -9 of `hpcml run` while its sbatch waits on a slow controller (FAKE sbatch, 4 s),
     then an immediate rerun (as test_kill9_trials.py does)."""
@@ -546,6 +583,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "node-failure": node_failure,
     "kill9": kill9_trials,
     "kill9-slow-sbatch": kill9_slow_sbatch,
+    "kill9-run-through": kill9_run_through,
     "lying-sbatch": lying_sbatch,
     "read-only-catalog": read_only_catalog,
 }
@@ -553,10 +591,12 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="leave out the scenario that waits for MinJobAge")
+    parser.add_argument("--quick", action="store_true",
+                        help="leave out the slow scenarios (slurmdbd-stopped waits for MinJobAge; kill9-run-through "
+                             "runs 1,002 tasks)")
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
     args = parser.parse_args()
-    names = args.only or [n for n in SCENARIOS if not (args.quick and n == "slurmdbd-stopped")]
+    names = args.only or [n for n in SCENARIOS if not (args.quick and n in ("slurmdbd-stopped", "kill9-run-through"))]
     print("| scenario | what the user sees | completed | lost | duplicated |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="hpcml-bench-faults-") as tmp:

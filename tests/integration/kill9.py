@@ -105,9 +105,11 @@ def timed_submission(path: Path, env: dict[str, str]) -> float:
     return took
 
 
-def run_trial(number: int, rng: random.Random, path: Path, env: dict[str, str], mode: str, span_s: float) -> Trial:
+def run_trial(number: int, rng: random.Random, path: Path, env: dict[str, str], mode: str, span_s: float,
+              keep: bool = False) -> Trial:
     """Kill `hpcml run` (mode "detach" or "watch") after a delay drawn in [0, span_s), rerun
-    it until it exits 0, and count the job instances of every task."""
+    it until it exits 0, and count the job instances of every task; then cancel the jobs,
+    unless `keep` (the caller lets them run)."""
     delay = rng.uniform(0, span_s)
     argv = [sys.executable, "-m", "hpcml.cli", "run", str(path), "--executor", "slurm", f"--{mode}"]
     child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -131,7 +133,8 @@ def run_trial(number: int, rng: random.Random, path: Path, env: dict[str, str], 
             raise AssertionError(f"trial {number}: `hpcml run` failed {reruns} times:\n" + "\n---\n".join(errors))
     name = _name(path)
     per_task = wait_for_accounting(path.parent, name)
-    cancel_workflow(path.parent, name)
+    if not keep:
+        cancel_workflow(path.parent, name)
     lost = sum(1 for n in per_task.values() if n == 0)
     duplicated = sum(max(0, n - 1) for n in per_task.values())
     return Trial(number, mode, round(delay, 2), killed, moment, reruns, len(per_task), lost, duplicated)
@@ -206,7 +209,7 @@ def instances(wf_dir: Path, workflow: str) -> tuple[Counter[str], set[str], set[
     queued = _rows(["squeue", "-h", "-r", "-t", "all", "--me", "-o", "%i|%j"], prefix)
     # By job id: sacct's time window leaves out a job never eligible (one waiting on its
     # dependency); the ids are squeue's and those the runs journalled.
-    ids = sorted({ref.split("_", 1)[0] for ref in queued} | _journalled(wf_dir), key=int)
+    ids = sorted({ref.split("_", 1)[0] for ref in queued} | journalled(wf_dir), key=int)
     accounted = _rows(["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", "JobID,JobName"], prefix) if ids else {}
     seen = {**queued, **accounted}
     keys_by_run_step = _all_keys(wf_dir)
@@ -225,7 +228,7 @@ def instances(wf_dir: Path, workflow: str) -> tuple[Counter[str], set[str], set[
     return per_task, set(queued), set(accounted)
 
 
-def _journalled(wf_dir: Path) -> set[str]:
+def journalled(wf_dir: Path) -> set[str]:
     """The job ids every run of the workflow journalled as submitted."""
     out: set[str] = set()
     for journal in (wf_dir / ".hpcml" / "runs").glob("*/journal.jsonl"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Iterator
@@ -134,7 +135,7 @@ def test_slurmctld_stopped_while_submitting_and_watching(
     assert not (gives_up.parent / ".hpcml" / "tasks").exists()
     assert local_code == 1, local_out + local_err
     assert "(looking for queued jobs of earlier runs)" in local_err and "Traceback" not in local_err, local_err
-    assert "error: slurmctld did not answer for 12 s" in local_err, local_err
+    assert re.search(r"error: slurmctld did not answer for \d+ s \(looking for queued", local_err), local_err
     assert counts(earlier, ("once",)) == [1]
     for name, (code, out, err) in results.items():
         assert code == 0, f"{name}: exit {code}\n{out}\n{err}"
