@@ -180,7 +180,9 @@ def derive_state(
             return "running", ""
         if upstream_failed or "DependencyNeverSatisfied" in record.reason:
             return "upstream_failed", record.reason
-        if files.requeue or record.state.startswith("REQUEUE"):
+        if files.requeue or record.state.startswith("REQUEUE") or files.attempt > 0:
+            # Pending again after an attempt started: requeued (its checkpoint,
+            # a preemption, or SLURM after its node failed), not a fresh submission.
             return "requeued", record.reason
         return "pending", record.reason
     if files.exit_code is not None:

@@ -96,6 +96,10 @@ def test_a_preempted_task_says_so_whatever_its_state() -> None:
         (TaskFiles(), {"record": JobRecord("RUNNING")}, "running"),
         (TaskFiles(), {"record": JobRecord("PENDING", "Priority")}, "pending"),
         (TaskFiles(requeue=True), {"record": JobRecord("PENDING", "BeginTime")}, "requeued"),
+        # Pending again after an attempt started, with no marker of its own: SLURM requeued
+        # it after its node failed (NODE_FAIL, JobRequeue=1) — not a fresh pending task.
+        (TaskFiles(attempt=1), {"record": JobRecord("PENDING", "BeginTime")}, "requeued"),
+        (TaskFiles(attempt=0), {"record": JobRecord("PENDING", "Priority")}, "pending"),
         (TaskFiles(), {"record": JobRecord("PENDING", "DependencyNeverSatisfied")}, "upstream_failed"),
         (TaskFiles(exit_code=3), {"record": JobRecord("FAILED", "", 3)}, "failed"),
         (TaskFiles(exit_code=143, cause="timeout"), {}, "timeout"),
