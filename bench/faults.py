@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from daemons import Daemons  # noqa: E402 - the tests' helpers, after the path
-from testbed import testbed_status  # noqa: E402
+from testbed import BUSYBOX_WORKFLOW, testbed_status, write_busybox_workflow  # noqa: E402
 
 STEPS = """\
 first:
@@ -59,23 +59,6 @@ sweep:
   matrix: {{i: [1, 2]}}
   run: echo x >> {{out}}/ran
 """
-
-IMAGE = """\
-hpcml: 1
-name: {name}
-images:
-  bb:
-    from: scratch
-    shell: sh
-    files: {{busybox: /bin/sh}}
-    post: |
-      /bin/sh --install -s /bin
-defaults:
-  image: bb
-  resources: {{time: 5m, cpus: 1, mem: 100M}}
-steps:
-"""
-
 
 @dataclass(frozen=True)
 class Row:
@@ -127,11 +110,7 @@ class Bench:
         }
 
     def workflow(self, where: Path, name: str, steps: str) -> Path:
-        where.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shutil.which("busybox") or "/bin/busybox", where / "busybox")
-        path = where / "workflow.yaml"
-        path.write_text(IMAGE.format(name=name) + textwrap.indent(steps, "  "))
-        return path
+        return write_busybox_workflow(where, name, steps)
 
     def env(self, wait_s: int = 300, **extra: str) -> dict[str, str]:
         return {**self.base, "HPCML_SLURM_WAIT_S": str(wait_s), **extra}
@@ -548,7 +527,7 @@ def read_only_catalog(b: Bench) -> Row:
     shutil.copy(shutil.which("busybox") or "/bin/busybox", where / "busybox")
     extra = "  extra:\n    from: scratch\n    shell: sh\n    files: {busybox: /bin/sh}\n" \
             "    post: |\n      /bin/sh --install -s /bin\n      echo extra > /extra\n"
-    text = IMAGE.format(name="fault-ro-catalog").replace("defaults:", extra + "defaults:")
+    text = BUSYBOX_WORKFLOW.format(name="fault-ro-catalog").replace("defaults:", extra + "defaults:")
     path = where / "workflow.yaml"
     path.write_text(text + textwrap.indent(STEPS.format(sleep=1) + "late:\n  needs: [sweep]\n  image: extra\n"
                                            "  run: cat /extra >> {out}/ran\n", "  "))

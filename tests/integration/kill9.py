@@ -28,33 +28,21 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import run_quietly
+from testbed import run_quietly, write_busybox_workflow
 
 TASKS = 1000
 
-WORKFLOW = """\
-hpcml: 1
-name: {name}
-images:
-  bb:
-    from: scratch
-    shell: sh
-    files: {{busybox: /bin/sh}}
-    post: |
-      /bin/sh --install -s /bin
-defaults:
-  image: bb
-  resources: {{time: 10m, cpus: 1, mem: 50M}}
-steps:
-  gate:
-    run: sleep {gate_s}
-  sweep:
-    needs: [gate]
-    matrix: {{i: {{range: [0, {tasks}]}}}}
-    run: echo x >> {{out}}/ran
-  merge:
-    needs: [sweep]
-    run: echo x >> {{out}}/ran
+STEPS = """\
+gate:
+  resources: {{time: 15m}}
+  run: sleep {gate_s}
+sweep:
+  needs: [gate]
+  matrix: {{i: {{range: [0, {tasks}]}}}}
+  run: echo x >> {{out}}/ran
+merge:
+  needs: [sweep]
+  run: echo x >> {{out}}/ran
 """
 
 _RANGE = re.compile(r"^(\d+)_\[([^\]]+)\]$")
@@ -77,16 +65,7 @@ class Trial:
 
 def write_workflow(root: Path, name: str, gate_s: int = 600, tasks: int = TASKS) -> Path:
     """`root/workflow.yaml` (and the busybox its image copies in)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "busybox").write_bytes(Path(_busybox()).read_bytes())
-    (root / "busybox").chmod(0o755)
-    path = root / "workflow.yaml"
-    path.write_text(WORKFLOW.format(name=name, gate_s=gate_s, tasks=tasks))
-    return path
-
-
-def _busybox() -> str:
-    return shutil.which("busybox") or "/bin/busybox"
+    return write_busybox_workflow(root, name, STEPS.format(gate_s=gate_s, tasks=tasks))
 
 
 def hpcml(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -37,34 +37,18 @@ from hpcml.clients.slurm import Slurm
 from hpcml.clients.ssh import SshRunner, connect
 from hpcml.remote.settings import Remote, resolve
 from hpcml.remote.sync import put_private
+from testbed import write_busybox_workflow
 
 if TYPE_CHECKING:
     from testbed import Apptainer, SlurmCluster, Sshd
 
 pytestmark = pytest.mark.testbed
 
-BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 REPO = Path(__file__).resolve().parents[2]
 #: The machine's catalog shared by the test sessions: the quickstart image is built there once.
 SHARED_CATALOG = Path("/var/cache/hpcml-testbed/catalog")
 HPCML = Path(sys.executable).with_name("hpcml")
 SECRET = "it's \"$HOME\"; echo pwned"
-
-WORKFLOW = """\
-hpcml: 1
-name: {name}
-images:
-  bb:
-    from: scratch
-    shell: sh
-    files: {{busybox: /bin/sh}}
-    post: |
-      /bin/sh --install -s /bin
-defaults:
-  image: bb
-  resources: {{time: 5m, cpus: 1, mem: 100M}}
-steps:
-"""
 
 
 @dataclass(frozen=True)
@@ -84,12 +68,7 @@ def free_port() -> int:
 
 
 def write_workflow(lab: Lab, name: str, steps: str) -> Path:
-    d = lab.laptop / name
-    d.mkdir(parents=True, exist_ok=True)
-    shutil.copy(BUSYBOX, d / "busybox")
-    path = d / "workflow.yaml"
-    path.write_text(WORKFLOW.format(name=name) + textwrap.indent(textwrap.dedent(steps), "  "))
-    return path
+    return write_busybox_workflow(lab.laptop / name, name, steps)
 
 
 def hpcml(lab: Lab, remote: str, *args: str, cwd: Path, env: dict[str, str] | None = None,

@@ -25,27 +25,11 @@ import pytest
 from hpcml import api, config
 from hpcml.config import Settings
 from hpcml.errors import SubmitError
+from testbed import BUSYBOX, write_busybox_workflow
 
 pytestmark = pytest.mark.testbed
 
-BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 REPO = Path(__file__).resolve().parents[2]
-
-IMAGE = """\
-hpcml: 1
-name: {name}
-images:
-  bb:
-    from: scratch
-    shell: sh
-    files: {{busybox: /bin/sh}}
-    post: |
-      /bin/sh --install -s /bin
-defaults:
-  image: bb
-  resources: {{time: 5m, cpus: 1, mem: 100M}}
-steps:
-"""
 
 DAG = """\
   prepare:
@@ -70,11 +54,7 @@ DAG = """\
 
 
 def write_workflow(root: Path, name: str, steps: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(BUSYBOX, root / "busybox")
-    path = root / "workflow.yaml"
-    path.write_text(IMAGE.format(name=name) + textwrap.indent(textwrap.dedent(steps), "  "))
-    return path
+    return write_busybox_workflow(root, name, steps)
 
 
 def settings_env(apptainer, catalog: Path) -> dict[str, str]:  # noqa: ANN001 - testbed.Apptainer

@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,36 @@ SIF_CACHE = Path("/var/cache/hpcml-testbed/sifs")
 MODES = ("accounting", "no-accounting")
 
 _runner = LocalRunner()
+
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+
+#: The head of the tiny workflow most testbed tests and the fault bench run: one `scratch`
+#: image holding busybox (copied next to the workflow), small default resources.
+BUSYBOX_WORKFLOW = """\
+hpcml: 1
+name: {name}
+images:
+  bb:
+    from: scratch
+    shell: sh
+    files: {{busybox: /bin/sh}}
+    post: |
+      /bin/sh --install -s /bin
+defaults:
+  image: bb
+  resources: {{time: 5m, cpus: 1, mem: 100M}}
+steps:
+"""
+
+
+def write_busybox_workflow(root: Path, name: str, steps: str) -> Path:
+    """`root/workflow.yaml`: BUSYBOX_WORKFLOW with `steps` (dedented, then indented under
+    `steps:`), and the busybox its image copies in."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(BUSYBOX, root / "busybox")
+    path = root / "workflow.yaml"
+    path.write_text(BUSYBOX_WORKFLOW.format(name=name) + textwrap.indent(textwrap.dedent(steps), "  "))
+    return path
 
 
 def run_quietly(argv: list[str], timeout: float) -> Completed:
