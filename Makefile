@@ -28,9 +28,10 @@ unit: venv
 
 # Every tier. Brings the testbed up where it can (root on Debian); elsewhere says which
 # tiers are skipped and why (or fails under HPCML_REQUIRE_TESTBED=1). See docs/testbed.md.
+# The 25 slowest tests are listed at the end, to keep the suite's time (aim: 30 min) in view.
 test: venv
 	slurm/testbed/prepare-tests
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The single-node test cluster alone (SLURM with accounting, Apptainer, sshd); idempotent.
 testbed:
