@@ -427,7 +427,8 @@ def kill9_trials(b: Bench, trials: int = 24) -> Row:
 
 
 def kill9_run_through(b: Bench) -> Row:
-    """One kill -9 trial whose 1,000-task sweep then runs to the end (the gate lasts 1 s):
+    """One kill -9 trial, mid-submission (once the gate's job is journalled), whose 1,000-task
+    sweep then runs to the end (the gate lasts 1 s):
     every task's command ran exactly once (one line in its out/ran) and sacct holds one
     COMPLETED instance per task. ~25 minutes: the testbed starts about one array task a second."""
     import random
@@ -439,7 +440,9 @@ def kill9_run_through(b: Bench) -> Row:
     took = kill9.timed_submission(kill9.write_workflow(b.root / "k9run-cal", f"k9run-cal-{seed}", gate_s=1), env)
     name = f"k9run-{seed}"
     path = kill9.write_workflow(b.root / "k9run", name, gate_s=1)
-    trial = kill9.run_trial(1, random.Random(seed), path, env, "detach", took * 1.1, keep=True)
+    # Killed mid-submission: once the gate's job is journalled, while the sweep's is on its way.
+    trial = kill9.run_trial(1, random.Random(seed), path, env, "detach", took, keep=True,
+                            at=("submitted gate", "intent sweep"))
     t0 = time.monotonic()
     while not json.loads(hpcml(["status", "--json", "--workflow", str(path)], env)[1])["finished"]:
         if time.monotonic() - t0 > 3600:
@@ -453,10 +456,10 @@ def kill9_run_through(b: Bench) -> Row:
                           capture_output=True, text=True).stdout.split()
     completed_instances = sum(1 for row in done if row.startswith(f"hpcml.{name}.") and row.endswith("|COMPLETED"))
     completed, lost, duplicated = b.count(path, env)
-    return Row("`kill -9` of `hpcml run --detach` at a random moment of a 1,000-task sweep (+ gate and merge "
-               f"tasks) whose tasks then run (seed {seed}); rerun `hpcml run --detach`, wait for the end",
-               f"killed at: {trial.moment if trial.killed else 'had exited'}; rerun exit 0 after {trial.reruns} "
-               f"call(s); job instances per task after the rerun: lost {trial.lost}, duplicated {trial.duplicated}; "
+    return Row("`kill -9` of `hpcml run --detach` in the middle of submitting a 1,000-task sweep (+ gate and "
+               "merge tasks) whose tasks then run; rerun `hpcml run --detach`, wait for the end",
+               f"killed after {trial.delay_s:.1f} s, at: {trial.moment if trial.killed else 'had exited'}; "
+               f"rerun exit 0 after {trial.reruns} call(s); job instances per task after the rerun: lost {trial.lost}, duplicated {trial.duplicated}; "
                f"all tasks ended {ran_for / 60:.0f} min later; sacct: {completed_instances} COMPLETED instances "
                f"for {len(per_task)} tasks, {sum(max(0, n - 1) for n in per_task.values())} extra",
                completed, lost, duplicated)

@@ -85,16 +85,22 @@ def timed_submission(path: Path, env: dict[str, str]) -> float:
 
 
 def run_trial(number: int, rng: random.Random, path: Path, env: dict[str, str], mode: str, span_s: float,
-              keep: bool = False) -> Trial:
-    """Kill `hpcml run` (mode "detach" or "watch") after a delay drawn in [0, span_s), rerun
-    it until it exits 0, and count the job instances of every task; then cancel the jobs,
-    unless `keep` (the caller lets them run)."""
+              keep: bool = False, at: tuple[str, ...] = ()) -> Trial:
+    """Kill `hpcml run` (mode "detach" or "watch") after a delay drawn in [0, span_s) — or,
+    with `at`, as soon as its journal's last event starts with one of `at` (e.g. "submitted
+    gate": mid-submission) — rerun it until it exits 0, and count the job instances of every task;
+    then cancel the jobs, unless `keep` (the caller lets them run)."""
     delay = rng.uniform(0, span_s)
     argv = [sys.executable, "-m", "hpcml.cli", "run", str(path), "--executor", "slurm", f"--{mode}"]
     child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
+    started = time.monotonic()
+    if at:
+        while child.poll() is None and not journal_moment(path.parent).startswith(at):
+            time.sleep(0.005)
+        delay = time.monotonic() - started
     try:
-        child.wait(timeout=delay)
+        child.wait(timeout=0 if at else delay)
         killed = False
     except subprocess.TimeoutExpired:
         child.send_signal(signal.SIGKILL)
