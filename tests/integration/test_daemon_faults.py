@@ -209,9 +209,6 @@ def test_slurmdbd_down_for_a_whole_run_while_a_node_dies(
     poll("sweep/2 to start", lambda: ran(task_3), 180)
     (ref_3,) = [t.job for t in api_tasks(accounted) if t.index == 2]
     assert run_quietly(["scancel", "--signal=KILL", "--batch", ref_3], timeout=30).ok
-    # Until it runs again, the node-failed task is shown requeued (by SLURM), not pending anew.
-    poll("the node-failed task to show requeued", lambda: task_json(on_multi, env)[1]["tasks"][0]["state"] == "requeued",
-         240, every=1)
     code_a, out_a, err_a = run_a.finish(timeout=300)
     assert code_a == 1 and "Traceback" not in err_a, out_a + err_a  # 1: tasks failed
     # squeue still knows the jobs: every state and cause, no note, while slurmdbd is down
@@ -219,6 +216,11 @@ def test_slurmdbd_down_for_a_whole_run_while_a_node_dies(
     assert code == 1 and doc["notes"] == [], doc
     assert [(t["state"], t["exit_code"]) for t in doc["tasks"]] == [("completed", 0), ("failed", 3), ("failed", None)]
     assert "FAILED" in doc["tasks"][2]["detail"]
+
+    # The node-failed task, once SLURM has requeued it (SlurmdTimeout, then NODE_FAIL), is
+    # shown requeued until it runs again, not pending as if new.
+    poll("the node-failed task to show requeued", lambda: task_json(on_multi, env)[1]["tasks"][0]["state"] == "requeued",
+         240, every=1)
 
     code_n, out_n, err_n = run_n.finish(timeout=420)
     assert code_n == 0, out_n + err_n

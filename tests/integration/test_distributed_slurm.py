@@ -139,7 +139,7 @@ steps:
     needs: [boom]
     run: echo x > {out}/ran
   ckpt:
-    resources: {nodes: 2, time: 1m}
+    resources: {nodes: 2, time: 2m}  # the signal 60-90 s in (see test_run_slurm_limits.CHECKPOINTED)
     retries: 2
     checkpoint: {signal: USR2, grace: 30}
     run: |

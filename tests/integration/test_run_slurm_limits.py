@@ -24,12 +24,14 @@ from test_run_slurm import catalog, outs, ran, settings, write_workflow  # noqa:
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
 # The first attempt works (counts seconds in `n`) until SLURM's checkpoint signal, saves
-# `n` and exits; the requeued attempt resumes from `n` and finishes at once. (SLURM sends
-# `--signal` up to a minute early, so with a 1-minute limit it may come at any time: the
-# second attempt must not depend on getting time before it.)
+# `n` and exits; the requeued attempt resumes from `n` and finishes at once. slurmctld
+# checks time limits every 30 s and sends `--signal=SIG@G` once the time left is below G +
+# 30 s: with a 1-minute limit and 30 s grace that is at any time, also right as a requeued
+# attempt starts (before its command can run: measured, twice in a row, spending the
+# retries). With 2 minutes the signal comes 60-90 s into each attempt.
 CHECKPOINTED = """\
   ckpt:
-    resources: {time: 1m}
+    resources: {time: 2m}
     retries: 2
     checkpoint: {signal: USR2, grace: 30}
     run: |
@@ -47,9 +49,8 @@ CHECKPOINTED = """\
 # The realistic example beside them, in the same run (a requeue costs ~2.5 minutes, so it
 # shares this one): prepare → a GPU sweep where lr=1 checkpoints and is requeued and lr=2
 # fails → evaluate (upstream failed). Its report is opened in headless Chromium. SLURM sends
-# `--signal` from its ~30 s time-limit sweep: with a 1-minute limit and 30 s grace an array
-# task was once killed at its limit without the signal, so this one has 2 minutes and 90 s
-# grace (the signal still comes after about 30-60 s: the test takes no longer).
+# `--signal` from its 30 s time-limit sweep (see above): 2 minutes and 60 s grace put it
+# 30-60 s into the attempt, and at least 60 s before the limit.
 SWEEP = """\
   prepare:
     run: echo data > {out}/data.txt
@@ -58,7 +59,7 @@ SWEEP = """\
     matrix: {lr: [1, 2, 3]}
     resources: {partition: gpu, gpus: 1, time: 2m}
     retries: 2
-    checkpoint: {signal: USR2, grace: 90}
+    checkpoint: {signal: USR2, grace: 60}
     run: |
       if [ {lr} = 2 ]; then echo "loss is nan at lr={lr}" >&2; exit 3; fi
       if [ {lr} = 1 ] && [ ! -f {out}/n ]; then
